@@ -1,0 +1,272 @@
+//! `benchctl bench`: one configuration against a running server — preflight, prompts, the run,
+//! token accounting, the summary and the result files.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use loadgen::report::{RunInfo, parse_goodput, render_text, result_json, summarize};
+use loadgen::{
+    Arrivals, BodySpec, DatasetSpec, EndpointKind, ErrorKind, HttpClient, RequestRecord, RunConfig, Target, Tokenizer,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{BenchArgs, DatasetKind};
+
+/// Everything a run needs, resolved from the flags and the server before any load is sent.
+pub struct Prepared {
+    pub client: HttpClient,
+    pub tokenizer: Tokenizer,
+    pub model: String,
+    pub target_is_simulator: bool,
+}
+
+/// Runs `benchctl bench`.
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let percentiles = loadgen::stats::parse_percentiles(&args.percentiles).map_err(anyhow::Error::msg)?;
+    let goodput = if args.goodput.is_empty() {
+        Vec::new()
+    } else {
+        parse_goodput(&args.goodput.join(" ")).map_err(anyhow::Error::msg)?
+    };
+    let arrivals = Arrivals { rate: args.request_rate, burstiness: args.burstiness, seed: args.seed };
+    arrivals.validate()?;
+    if args.max_concurrency == Some(0) {
+        bail!("--max-concurrency must be at least 1, got 0");
+    }
+    if args.num_prompts == 0 {
+        bail!("--num-prompts must be at least 1, got 0");
+    }
+
+    let prep = prepare(&args).await?;
+    let dataset = dataset_spec(&args);
+    eprintln!("building {} prompts ({:?}) with tokenizer {}", args.num_prompts, args.dataset, prep.tokenizer.id());
+    let prompts = loadgen::dataset::build(&dataset, args.num_prompts, &prep.tokenizer, args.seed).await?;
+
+    if !args.no_preflight {
+        preflight(&prep.client, &prompts[0]).await?;
+    }
+
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: cancelling requests in flight and writing what was measured");
+            on_signal.cancel();
+        }
+    });
+
+    let bar = progress_bar(args.num_prompts as u64, args.quiet);
+    let cfg = RunConfig {
+        prompts,
+        arrivals,
+        max_concurrency: args.max_concurrency,
+        warmup_requests: args.warmup_requests,
+        request_id_prefix: format!("benchctl-{}-", std::process::id()),
+    };
+    let date = chrono::Local::now();
+    let mut failed = 0u64;
+    let mut out = loadgen::runner::run(&prep.client, cfg, cancel.clone(), |r: &RequestRecord| {
+        failed += u64::from(!r.ok());
+        bar.set_message(format!("{failed} failed"));
+        bar.inc(1);
+    })
+    .await?;
+    bar.finish_and_clear();
+
+    let chunk_tokens = {
+        let tok = prep.tokenizer.clone();
+        let mut records = std::mem::take(&mut out.records);
+        let (records, how) = tokio::task::spawn_blocking(move || {
+            let how = loadgen::runner::count_tokens(&mut records, Some(&tok));
+            (records, how)
+        })
+        .await?;
+        out.records = records;
+        how
+    };
+
+    let info = RunInfo {
+        backend: args.backend.as_str().into(),
+        endpoint: args.endpoint.clone(),
+        model_id: prep.model.clone(),
+        tokenizer_id: prep.tokenizer.id(),
+        num_prompts: args.num_prompts,
+        request_rate: args.request_rate,
+        burstiness: args.burstiness,
+        max_concurrency: args.max_concurrency,
+        warmup_requests: out.warmup_sent,
+        warmup_failed: out.warmup_failed,
+        not_sent: out.not_sent,
+        chunk_tokens,
+        target_is_simulator: prep.target_is_simulator,
+        date,
+    };
+    let summary = summarize(&out.records, &percentiles, &goodput);
+    print!("{}", render_text(&info, &summary));
+    std::io::stdout().flush().ok();
+
+    if let Some(path) = &args.save_result {
+        let json = result_json(&info, &summary, &out.records, args.save_detailed);
+        crate::output::write_atomic(path, &serde_json::to_vec_pretty(&json)?)?;
+        let records_path = crate::output::records_path(path);
+        let mut buf = Vec::new();
+        for r in &out.records {
+            if args.save_detailed {
+                serde_json::to_writer(&mut buf, r)?;
+            } else {
+                let r = RequestRecord { text: String::new(), ..r.clone() };
+                serde_json::to_writer(&mut buf, &r)?;
+            }
+            buf.push(b'\n');
+        }
+        crate::output::write_atomic(&records_path, &buf)?;
+        eprintln!("saved {} and {}", path.display(), records_path.display());
+    }
+
+    if cancel.is_cancelled() {
+        eprintln!("the run was interrupted: {} requests not sent", out.not_sent);
+        return Ok(ExitCode::from(130));
+    }
+    if out.panicked > 0 {
+        bail!("{} request tasks panicked (a bug in benchctl); their records are missing", out.panicked);
+    }
+    if summary.completed == 0 {
+        let why = summary
+            .failed_by_kind
+            .iter()
+            .map(|(k, n)| format!("{n} {k} ({})", summary.first_error.get(k).map(String::as_str).unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        bail!("every request failed: {why}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves the target, model name and tokenizer; checks that the server answers.
+pub async fn prepare(args: &BenchArgs) -> anyhow::Result<Prepared> {
+    let base = reqwest::Url::parse(&args.base_url)
+        .with_context(|| format!("--base-url {:?} is not a URL (expected e.g. http://127.0.0.1:8000)", args.base_url))?;
+    if !matches!(base.scheme(), "http" | "https") {
+        bail!("--base-url {}: the scheme must be http or https", args.base_url);
+    }
+    let base_str = args.base_url.trim_end_matches('/').to_string();
+    let url = reqwest::Url::parse(&format!("{base_str}/{}", args.endpoint.trim_start_matches('/')))
+        .with_context(|| format!("--endpoint {:?} does not make a URL with --base-url", args.endpoint))?;
+    let probe = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+
+    // Reachable at all? One GET tells a refused connection from a server that answers.
+    let models = match probe.get(format!("{base_str}/v1/models")).send().await {
+        Err(e) if e.is_connect() || e.is_timeout() => bail!(
+            "cannot reach the server at {base_str}: {}; is it running? (`benchctl sim` starts a simulated one)",
+            loadgen::client::error_chain(&e)
+        ),
+        Err(e) => bail!("cannot reach the server at {base_str}: {}", loadgen::client::error_chain(&e)),
+        Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
+        Ok(_) => None, // some servers have no /v1/models (transformers serve answers 500)
+    };
+    let listed: Vec<(String, String)> = models
+        .as_ref()
+        .and_then(|m| m.get("data"))
+        .and_then(|d| d.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| {
+                    let id = m.get("id")?.as_str()?.to_string();
+                    let owner = m.get("owned_by").and_then(|o| o.as_str()).unwrap_or("").to_string();
+                    Some((id, owner))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let model = match (&args.model_name, &args.model_path, listed.first()) {
+        (Some(n), _, _) => n.clone(),
+        (None, _, Some((id, _))) => id.clone(),
+        (None, Some(p), None) => p.display().to_string(),
+        (None, None, None) => bail!(
+            "--model-name is needed: the server at {base_str} lists no model in /v1/models (and no --model-path was given)"
+        ),
+    };
+    let target_is_simulator = listed.iter().any(|(id, owner)| *id == model && owner.contains("benchctl-sim"));
+
+    let tokenizer = match (&args.tokenizer, &args.model_path) {
+        (Some(t), _) => Tokenizer::from_path(t)?,
+        (None, Some(p)) if p.join("tokenizer.json").is_file() => Tokenizer::from_path(p)?,
+        (None, other) => {
+            if let Some(p) = other {
+                tracing::warn!("--model-path {} has no tokenizer.json; trying the server's /tokenize", p.display());
+            }
+            Tokenizer::remote(probe.clone(), &base_str, &model).await?
+        }
+    };
+
+    let target = Target {
+        url,
+        api_key: args.api_key.clone(),
+        body: BodySpec {
+            kind: EndpointKind::from_path(&args.endpoint),
+            backend: args.backend,
+            model: model.clone(),
+            ignore_eos: args.ignore_eos,
+            temperature: args.temperature,
+            extra_body: args.extra_body.clone().unwrap_or_default(),
+        },
+        timeout: args.timeout,
+        stall_timeout: args.stall_timeout,
+    };
+    let conns = args.max_concurrency.unwrap_or(args.num_prompts.min(10_000));
+    let client = HttpClient::new(target, conns)?;
+    Ok(Prepared { client, tokenizer, model, target_is_simulator })
+}
+
+fn dataset_spec(args: &BenchArgs) -> DatasetSpec {
+    let path = args.dataset_path.clone().unwrap_or_default();
+    match args.dataset {
+        DatasetKind::Random => DatasetSpec::Random {
+            input_len: args.input_len,
+            output_len: args.output_len.unwrap_or(1024),
+            range_ratio: args.random_range_ratio,
+            prefix_len: args.prefix_len,
+        },
+        DatasetKind::Sharegpt => DatasetSpec::Sharegpt { path, output_len: args.output_len },
+        DatasetKind::Jsonl => DatasetSpec::Jsonl { path, output_len: args.output_len.unwrap_or(1024) },
+    }
+}
+
+/// Sends the first prompt once, as the run will (with at most 16 output tokens), so that a payload
+/// the server rejects stops the run before any load.
+pub async fn preflight(client: &HttpClient, prompt: &loadgen::Prompt) -> anyhow::Result<()> {
+    let mut rec = RequestRecord { request_id: "benchctl-preflight".into(), ..Default::default() };
+    let body = client.body_spec().render(&prompt.text, prompt.output_len.min(16));
+    client.execute(&mut rec, body, &CancellationToken::new()).await;
+    match rec.error {
+        None => Ok(()),
+        Some(e) => {
+            let hint = match (e.kind, e.status) {
+                (ErrorKind::Http4xx, Some(422)) | (ErrorKind::Http4xx, Some(400)) => {
+                    "; the server rejects the request body: try --backend openai (sends only standard fields) or change --extra-body"
+                }
+                (ErrorKind::Http4xx, Some(404)) => "; check --endpoint and --model-name",
+                (ErrorKind::Http4xx, Some(401)) | (ErrorKind::Http4xx, Some(403)) => "; check --api-key / OPENAI_API_KEY",
+                _ => "",
+            };
+            bail!("the preflight request failed, no load was sent: {e}{hint} (skip the check with --no-preflight)")
+        }
+    }
+}
+
+fn progress_bar(n: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(n);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} requests, {msg}, ETA {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}

@@ -1,0 +1,29 @@
+//! benchctl's load generator: drives OpenAI-compatible streaming endpoints and returns one record
+//! per request; every metric is computed from those records afterwards.
+//!
+//! - [`schedule`]: when requests start (open loop) — [`runner`] adds the concurrency limit (closed loop)
+//! - [`client`]: one request, stamped on read ([`clock`]), parsed by [`sse`] and [`openai`]
+//! - [`record`]: one request's timings; [`report`] and [`stats`]: metrics from records
+//! - [`dataset`] and [`tokenizer`]: prompts of an exact token length
+
+pub mod client;
+pub mod clock;
+pub mod dataset;
+pub mod error;
+pub mod openai;
+pub mod record;
+pub mod report;
+pub mod runner;
+pub mod schedule;
+pub mod sse;
+pub mod stats;
+pub mod tokenizer;
+
+pub use client::{HttpClient, Target};
+pub use dataset::{DatasetSpec, Prompt};
+pub use error::{ErrorKind, RequestError};
+pub use openai::{Backend, BodySpec, EndpointKind};
+pub use record::RequestRecord;
+pub use runner::{RunConfig, RunOutput};
+pub use schedule::Arrivals;
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,231 @@
+//! The OpenAI-compatible wire format: request bodies per endpoint and backend, and the parse of
+//! one streamed chunk.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// Which API the target speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointKind {
+    /// `/v1/completions`: `prompt` in, `choices[0].text` out.
+    Completions,
+    /// `/v1/chat/completions`: `messages` in, `choices[0].delta.content` out.
+    Chat,
+}
+
+impl EndpointKind {
+    /// Guesses the kind from the endpoint path (`…/chat/completions` is chat).
+    pub fn from_path(path: &str) -> EndpointKind {
+        if path.trim_end_matches('/').ends_with("chat/completions") {
+            EndpointKind::Chat
+        } else {
+            EndpointKind::Completions
+        }
+    }
+}
+
+/// Which server family, deciding the fields beyond the OpenAI standard that are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Only standard OpenAI fields (strict servers answer 422 to unknown ones).
+    Openai,
+    /// vLLM: `ignore_eos` is accepted.
+    Vllm,
+    /// SGLang: `ignore_eos` is accepted.
+    Sglang,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Openai => "openai",
+            Backend::Vllm => "vllm",
+            Backend::Sglang => "sglang",
+        }
+    }
+
+    /// Whether the backend accepts `ignore_eos`.
+    pub fn accepts_ignore_eos(self) -> bool {
+        matches!(self, Backend::Vllm | Backend::Sglang)
+    }
+}
+
+/// What every request of a run sends besides its prompt.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BodySpec {
+    pub kind: EndpointKind,
+    pub backend: Backend,
+    /// The `model` field.
+    pub model: String,
+    /// Send `ignore_eos: true` (only where the backend accepts it).
+    pub ignore_eos: bool,
+    /// Sent as `temperature`.
+    pub temperature: f64,
+    /// Merged last into every body (`--extra-body`); may override anything.
+    pub extra_body: Map<String, Value>,
+}
+
+impl BodySpec {
+    /// The JSON body of one streamed request, serialised once before the send is stamped.
+    pub fn render(&self, prompt: &str, max_tokens: u32) -> Vec<u8> {
+        let mut body = Map::new();
+        body.insert("model".into(), Value::String(self.model.clone()));
+        match self.kind {
+            EndpointKind::Completions => {
+                body.insert("prompt".into(), Value::String(prompt.to_owned()));
+                body.insert("max_tokens".into(), max_tokens.into());
+            }
+            EndpointKind::Chat => {
+                body.insert("messages".into(), json!([{"role": "user", "content": prompt}]));
+                // vLLM and SGLang follow OpenAI's current name; others know the older one.
+                let key = if self.backend == Backend::Openai { "max_tokens" } else { "max_completion_tokens" };
+                body.insert(key.into(), max_tokens.into());
+            }
+        }
+        body.insert("temperature".into(), json!(self.temperature));
+        body.insert("stream".into(), Value::Bool(true));
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+        if self.ignore_eos && self.backend.accepts_ignore_eos() {
+            body.insert("ignore_eos".into(), Value::Bool(true));
+        }
+        for (k, v) in &self.extra_body {
+            body.insert(k.clone(), v.clone());
+        }
+        serde_json::to_vec(&Value::Object(body)).expect("a JSON map always serialises")
+    }
+}
+
+/// What one `data:` payload said, borrowed from the payload where possible.
+#[derive(Debug, Default, PartialEq)]
+pub struct ChunkInfo<'a> {
+    /// The payload carried `choices` with at least one element.
+    pub has_choices: bool,
+    /// Generated text (completion `text`, chat `delta.content`, or `delta.reasoning_content`).
+    pub content: Cow<'a, str>,
+    pub finish_reason: Option<Cow<'a, str>>,
+    pub usage: Option<Usage>,
+    /// An `error` object or string inside the stream.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: Option<u32>,
+    #[serde(default)]
+    pub completion_tokens: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct RawChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<RawChoice<'a>>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawChoice<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    delta: Option<RawDelta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+}
+
+/// Parses one `data:` payload (not `[DONE]`).
+pub fn parse_chunk(payload: &[u8]) -> Result<ChunkInfo<'_>, serde_json::Error> {
+    let raw: RawChunk<'_> = serde_json::from_slice(payload)?;
+    let mut info = ChunkInfo { usage: raw.usage, ..Default::default() };
+    if let Some(e) = raw.error {
+        info.error = Some(crate::error::server_message(e.to_string().as_bytes()));
+    }
+    if let Some(choice) = raw.choices.and_then(|c| c.into_iter().next()) {
+        info.has_choices = true;
+        info.finish_reason = choice.finish_reason;
+        info.content = match (choice.text, choice.delta) {
+            (Some(t), _) => t,
+            (None, Some(d)) => match (d.content, d.reasoning_content) {
+                (Some(c), _) if !c.is_empty() => c,
+                (_, Some(r)) => r,
+                (Some(c), None) => c,
+                (None, None) => Cow::Borrowed(""),
+            },
+            (None, None) => Cow::Borrowed(""),
+        };
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: EndpointKind, backend: Backend) -> BodySpec {
+        BodySpec {
+            kind,
+            backend,
+            model: "m".into(),
+            ignore_eos: true,
+            temperature: 0.0,
+            extra_body: Map::new(),
+        }
+    }
+
+    #[test]
+    fn ignore_eos_only_where_accepted() {
+        let v: Value = serde_json::from_slice(&spec(EndpointKind::Completions, Backend::Vllm).render("hi", 8)).unwrap();
+        assert_eq!(v["ignore_eos"], true);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["max_tokens"], 8);
+        let v: Value = serde_json::from_slice(&spec(EndpointKind::Completions, Backend::Openai).render("hi", 8)).unwrap();
+        assert!(v.get("ignore_eos").is_none());
+    }
+
+    #[test]
+    fn chat_body_and_extra_body_override() {
+        let mut s = spec(EndpointKind::Chat, Backend::Sglang);
+        s.extra_body.insert("temperature".into(), json!(0.7));
+        s.extra_body.insert("top_k".into(), json!(5));
+        let v: Value = serde_json::from_slice(&s.render("hello \"you\"", 3)).unwrap();
+        assert_eq!(v["messages"][0]["content"], "hello \"you\"");
+        assert_eq!(v["max_completion_tokens"], 3);
+        assert_eq!(v["temperature"], 0.7);
+        assert_eq!(v["top_k"], 5);
+    }
+
+    #[test]
+    fn parses_completion_chat_usage_and_errors() {
+        let c = parse_chunk(br#"{"choices":[{"index":0,"text":"a\nb","finish_reason":null}]}"#).unwrap();
+        assert!(c.has_choices);
+        assert_eq!(c.content, "a\nb");
+        let c = parse_chunk(br#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#).unwrap();
+        assert!(c.has_choices && c.content.is_empty(), "role-only chunk carries no content");
+        let c = parse_chunk(br#"{"choices":[{"delta":{"reasoning_content":"think"}}]}"#).unwrap();
+        assert_eq!(c.content, "think");
+        let c = parse_chunk(br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#).unwrap();
+        assert!(!c.has_choices);
+        assert_eq!(c.usage, Some(Usage { prompt_tokens: Some(5), completion_tokens: Some(7) }));
+        let c = parse_chunk(br#"{"choices":[{"text":"","finish_reason":"length"}]}"#).unwrap();
+        assert_eq!(c.finish_reason.as_deref(), Some("length"));
+        let c = parse_chunk(br#"{"error":{"message":"boom"}}"#).unwrap();
+        assert_eq!(c.error.as_deref(), Some("boom"));
+        assert!(parse_chunk(br#"{"choices": ["#).is_err());
+    }
+}
