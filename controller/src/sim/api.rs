@@ -97,17 +97,41 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A request that is answered with an error.
+#[derive(Debug)]
+enum ApiError {
+    /// An OpenAI-style error: `{"error": {"message", "type", "param", "code"}}`.
+    OpenAi(StatusCode, &'static str, String),
+    /// `transformers serve`'s 422 shape: `{"detail": …}`.
+    Unprocessable(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::OpenAi(status, kind, message) => {
+                let body = json!({"error": {"message": message, "type": kind, "param": null, "code": status.as_u16()}});
+                (status, axum::Json(body)).into_response()
+            }
+            ApiError::Unprocessable(detail) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({ "detail": detail })),
+            )
+                .into_response(),
+        }
+    }
+}
+
 /// An OpenAI-style error response.
-fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    let body = json!({"error": {"message": message.into(), "type": kind, "param": null, "code": status.as_u16()}});
-    (status, axum::Json(body)).into_response()
+fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Response {
+    ApiError::OpenAi(status, kind, message.into()).into_response()
 }
 
-fn bad_request(message: impl Into<String>) -> Response {
-    error(StatusCode::BAD_REQUEST, "BadRequestError", message)
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::OpenAi(StatusCode::BAD_REQUEST, "BadRequestError", message.into())
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(bad_request("the request body must be a JSON object")),
@@ -115,13 +139,13 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
     }
 }
 
-fn check_model(st: &AppState, m: &Map<String, Value>) -> Result<(), Response> {
+fn check_model(st: &AppState, m: &Map<String, Value>) -> Result<(), ApiError> {
     match m.get("model") {
         None | Some(Value::Null) => Ok(()),
         Some(Value::String(s)) if *s == st.cfg.model_name => Ok(()),
         Some(v) => {
             let name = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-            Err(error(
+            Err(ApiError::OpenAi(
                 StatusCode::NOT_FOUND,
                 "NotFoundError",
                 format!(
@@ -133,7 +157,7 @@ fn check_model(st: &AppState, m: &Map<String, Value>) -> Result<(), Response> {
     }
 }
 
-fn encode_len(text: &str) -> Result<Vec<u32>, Response> {
+fn encode_len(text: &str) -> Result<Vec<u32>, ApiError> {
     tokenizer()
         .encode(text, false)
         .map(|e| e.get_ids().to_vec())
@@ -141,15 +165,16 @@ fn encode_len(text: &str) -> Result<Vec<u32>, Response> {
 }
 
 /// Renders chat messages with the ChatML template (see the module docs).
-fn chat_template(messages: &Value) -> Result<String, Response> {
+fn chat_template(messages: &Value) -> Result<String, ApiError> {
     let Some(list) = messages.as_array() else {
         return Err(bad_request("`messages` must be an array"));
     };
     let mut out = String::new();
     for msg in list {
-        let role = msg.get("role").and_then(Value::as_str).ok_or_else(|| {
-            bad_request("every message needs a string `role`")
-        })?;
+        let role = msg
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad_request("every message needs a string `role`"))?;
         out.push_str("<|im_start|>");
         out.push_str(role);
         out.push('\n');
@@ -163,7 +188,11 @@ fn chat_template(messages: &Value) -> Result<String, Response> {
                     }
                 }
             }
-            Some(_) => return Err(bad_request("message `content` must be a string or an array of parts")),
+            Some(_) => {
+                return Err(bad_request(
+                    "message `content` must be a string or an array of parts",
+                ));
+            }
         }
         out.push_str("<|im_end|>\n");
     }
@@ -172,15 +201,17 @@ fn chat_template(messages: &Value) -> Result<String, Response> {
 }
 
 /// The prompt's token ids of a completions request.
-fn completion_prompt(prompt: Option<&Value>) -> Result<Vec<u32>, Response> {
+fn completion_prompt(prompt: Option<&Value>) -> Result<Vec<u32>, ApiError> {
     match prompt {
         Some(Value::String(s)) => encode_len(s),
         Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
             encode_len(a[0].as_str().unwrap_or_default())
         }
-        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_u64) => {
-            Ok(a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect())
-        }
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_u64) => Ok(a
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|x| x as u32)
+            .collect()),
         Some(Value::Array(_)) => Err(bad_request(
             "benchctl sim accepts one prompt: a string, a one-string list, or a list of token ids",
         )),
@@ -189,12 +220,14 @@ fn completion_prompt(prompt: Option<&Value>) -> Result<Vec<u32>, Response> {
     }
 }
 
-fn positive_int(m: &Map<String, Value>, key: &str) -> Result<Option<usize>, Response> {
+fn positive_int(m: &Map<String, Value>, key: &str) -> Result<Option<usize>, ApiError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(n) if n >= 1 => Ok(Some(n as usize)),
-            _ => Err(bad_request(format!("`{key}` must be a positive integer, got {v}"))),
+            _ => Err(bad_request(format!(
+                "`{key}` must be a positive integer, got {v}"
+            ))),
         },
     }
 }
@@ -206,7 +239,7 @@ struct GenRequest {
     include_usage: bool,
 }
 
-fn parse_gen(st: &AppState, body: &[u8], chat: bool) -> Result<GenRequest, Response> {
+fn parse_gen(st: &AppState, body: &[u8], chat: bool) -> Result<GenRequest, ApiError> {
     let m = parse_object(body)?;
     if st.cfg.strict {
         let mut unexpected: Vec<&str> = m
@@ -216,9 +249,11 @@ fn parse_gen(st: &AppState, body: &[u8], chat: bool) -> Result<GenRequest, Respo
             .collect();
         if !unexpected.is_empty() {
             unexpected.sort_unstable();
-            let detail = format!("Unexpected fields in the request: {}", unexpected.join(", "));
-            return Err((StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({"detail": detail})))
-                .into_response());
+            let detail = format!(
+                "Unexpected fields in the request: {}",
+                unexpected.join(", ")
+            );
+            return Err(ApiError::Unprocessable(detail));
         }
     }
     check_model(st, &m)?;
@@ -238,7 +273,11 @@ fn parse_gen(st: &AppState, body: &[u8], chat: bool) -> Result<GenRequest, Respo
     match m.get("n") {
         None | Some(Value::Null) => {}
         Some(v) if v.as_u64() == Some(1) => {}
-        Some(v) => return Err(bad_request(format!("benchctl sim supports only n = 1, got {v}"))),
+        Some(v) => {
+            return Err(bad_request(format!(
+                "benchctl sim supports only n = 1, got {v}"
+            )));
+        }
     }
     let stream = match m.get("stream") {
         None | Some(Value::Null) => false,
@@ -283,7 +322,7 @@ async fn generate(st: &Arc<AppState>, headers: &HeaderMap, body: &[u8], chat: bo
     let index = st.arrivals.fetch_add(1, Relaxed);
     let req = match parse_gen(st, body, chat) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let fault = st.rates.decide(st.cfg.seed, index);
     if fault == Fault::Error {
@@ -311,7 +350,11 @@ async fn generate(st: &Arc<AppState>, headers: &HeaderMap, body: &[u8], chat: bo
         tx,
     };
     if st.engine.submit(job).is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailableError", "benchctl sim is shutting down");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableError",
+            "benchctl sim is shutting down",
+        );
     }
     st.metrics.requests_total.fetch_add(1, Relaxed);
     let created = unix_now().max(st.created);
@@ -319,19 +362,36 @@ async fn generate(st: &Arc<AppState>, headers: &HeaderMap, body: &[u8], chat: bo
     let rng = TokenRng::new(st.cfg.seed, index);
 
     if req.stream {
-        let object = if chat { "chat.completion.chunk" } else { "text_completion" };
+        let object = if chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
         let head = format!(
             "{{\"id\":\"{}\",\"object\":\"{object}\",\"created\":{created},\"model\":\"{}\",",
             json_escape(&id),
             json_escape(model)
         );
-        let usage = req.include_usage.then_some((req.prompt_tokens, req.max_tokens));
+        let usage = req
+            .include_usage
+            .then_some((req.prompt_tokens, req.max_tokens));
         let render = Render::new(chat, &head, usage, !st.cfg.no_done);
         let log = st.log.clone().map(|l| (l, log_id));
-        let body = SseBody::new(rx, render, rng, fault, req.max_tokens, st.cancel.clone(), log);
+        let body = SseBody::new(
+            rx,
+            render,
+            rng,
+            fault,
+            req.max_tokens,
+            st.cancel.clone(),
+            log,
+        );
         let mut resp = Response::new(Body::from_stream(body));
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return resp;
     }
@@ -348,7 +408,11 @@ async fn generate(st: &Arc<AppState>, headers: &HeaderMap, body: &[u8], chat: bo
                 }
             }
             None => {
-                return error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailableError", "benchctl sim is shutting down");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableError",
+                    "benchctl sim is shutting down",
+                );
             }
         }
     }
@@ -400,21 +464,24 @@ async fn models(State(st): St) -> Response {
 async fn tokenize(State(st): St, body: Bytes) -> Response {
     let m = match parse_object(&body) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
-    if let Err(r) = check_model(&st, &m) {
-        return r;
+    if let Err(e) = check_model(&st, &m) {
+        return e.into_response();
     }
-    let add_special = m.get("add_special_tokens").and_then(Value::as_bool).unwrap_or(true);
+    let add_special = m
+        .get("add_special_tokens")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     let text = if let Some(msgs) = m.get("messages") {
         match chat_template(msgs) {
             Ok(t) => t,
-            Err(r) => return r,
+            Err(e) => return e.into_response(),
         }
     } else if let Some(p) = m.get("prompt").and_then(Value::as_str) {
         p.to_owned()
     } else {
-        return bad_request("`prompt` (a string) or `messages` is required");
+        return bad_request("`prompt` (a string) or `messages` is required").into_response();
     };
     match tokenizer().encode(text.as_str(), add_special) {
         Ok(enc) => axum::Json(json!({
@@ -424,7 +491,7 @@ async fn tokenize(State(st): St, body: Bytes) -> Response {
             "token_strs": null,
         }))
         .into_response(),
-        Err(e) => bad_request(format!("tokenization failed: {e}")),
+        Err(e) => bad_request(format!("tokenization failed: {e}")).into_response(),
     }
 }
 
@@ -432,10 +499,10 @@ async fn tokenize(State(st): St, body: Bytes) -> Response {
 async fn detokenize(State(st): St, body: Bytes) -> Response {
     let m = match parse_object(&body) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
-    if let Err(r) = check_model(&st, &m) {
-        return r;
+    if let Err(e) = check_model(&st, &m) {
+        return e.into_response();
     }
     let vocab_size = tokenizer().get_vocab_size(true) as u64;
     let ids: Option<Vec<u32>> = m.get("tokens").and_then(Value::as_array).and_then(|a| {
@@ -444,18 +511,26 @@ async fn detokenize(State(st): St, body: Bytes) -> Response {
             .collect()
     });
     let Some(ids) = ids else {
-        return bad_request(format!("`tokens` must be a list of token ids below {vocab_size}"));
+        return bad_request(format!(
+            "`tokens` must be a list of token ids below {vocab_size}"
+        ))
+        .into_response();
     };
     match tokenizer().decode(&ids, false) {
         Ok(s) => axum::Json(json!({"prompt": s})).into_response(),
-        Err(e) => bad_request(format!("detokenization failed: {e}")),
+        Err(e) => bad_request(format!("detokenization failed: {e}")).into_response(),
     }
 }
 
 async fn metrics(State(st): St) -> Response {
-    let text = st.metrics.render(&st.cfg.model_name, st.cfg.kv_cache_tokens);
+    let text = st
+        .metrics
+        .render(&st.cfg.model_name, st.cfg.kv_cache_tokens);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()

@@ -231,7 +231,9 @@ impl Scheduler {
             }
         });
         self.reserved -= freed;
-        self.metrics.tokens_generated_total.fetch_add(tokens, Relaxed);
+        self.metrics
+            .tokens_generated_total
+            .fetch_add(tokens, Relaxed);
     }
 
     fn publish(&self) {
@@ -339,8 +341,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn chunks_group_tokens() {
         let out = run_jobs(params(4, 1 << 20, 4), 1, 1, 10).await;
-        let chunks: Vec<(u128, u32, bool)> =
-            out[0].iter().map(|(t, e)| (*t, e.tokens, e.finished)).collect();
+        let chunks: Vec<(u128, u32, bool)> = out[0]
+            .iter()
+            .map(|(t, e)| (*t, e.tokens, e.finished))
+            .collect();
         assert_eq!(chunks, vec![(40, 4, false), (80, 4, false), (100, 2, true)]);
     }
 
@@ -350,9 +354,19 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let (h, task) = spawn(params(4, 100, 1), metrics.clone(), cancel.clone());
         let (tx1, rx1) = mpsc::unbounded_channel();
-        h.submit(Job { prompt_tokens: 50, max_tokens: 50, tx: tx1 }).unwrap();
+        h.submit(Job {
+            prompt_tokens: 50,
+            max_tokens: 50,
+            tx: tx1,
+        })
+        .unwrap();
         let (tx2, mut rx2) = mpsc::unbounded_channel();
-        h.submit(Job { prompt_tokens: 50, max_tokens: 50, tx: tx2 }).unwrap();
+        h.submit(Job {
+            prompt_tokens: 50,
+            max_tokens: 50,
+            tx: tx2,
+        })
+        .unwrap();
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_millis(25)).await;
         drop(rx1);

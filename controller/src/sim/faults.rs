@@ -39,7 +39,10 @@ impl FaultRates {
             ("fault_truncate_rate", self.truncate),
             ("fault_stall_rate", self.stall),
         ] {
-            anyhow::ensure!((0.0..=1.0).contains(&r), "{name} must be in [0, 1], got {r}");
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&r),
+                "{name} must be in [0, 1], got {r}"
+            );
         }
         let sum = self.error + self.malformed + self.truncate + self.stall;
         anyhow::ensure!(
@@ -119,7 +122,12 @@ mod tests {
         assert!((frac(counts[Fault::Malformed as usize]) - 0.2).abs() < 0.02);
         assert_eq!(counts[Fault::Truncate as usize], 0);
         assert!((frac(counts[Fault::Stall as usize]) - 0.3).abs() < 0.02);
-        for f in [Fault::Error, Fault::Malformed, Fault::Truncate, Fault::Stall] {
+        for f in [
+            Fault::Error,
+            Fault::Malformed,
+            Fault::Truncate,
+            Fault::Stall,
+        ] {
             let one = FaultRates {
                 error: (f == Fault::Error) as u8 as f64,
                 malformed: (f == Fault::Malformed) as u8 as f64,
@@ -128,6 +136,14 @@ mod tests {
             };
             assert!((0..100).all(|i| one.decide(3, i) == f));
         }
-        assert!(FaultRates { error: 0.6, stall: 0.6, ..Default::default() }.validate().is_err());
+        assert!(
+            FaultRates {
+                error: 0.6,
+                stall: 0.6,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! It is a test instrument and a demo target, not a model: the "generated"
 //! text is random tokens of an embedded 4096-token byte-level BPE tokenizer,
-//! and its timing comes from a simple continuous-batching model (see
-//! [`engine`](self) docs below). It speaks vLLM's wire format (SSE streaming
+//! and its timing comes from a simple continuous-batching model (below). It
+//! speaks vLLM's wire format (SSE streaming
 //! of `/v1/completions` and `/v1/chat/completions`, `/tokenize`, `/metrics`
 //! with vLLM's metric names) and can inject faults deterministically.
 //!
@@ -84,13 +84,21 @@ pub struct SimConfig {
     #[arg(long, env = "BENCHCTL_SIM_SEED", default_value_t = 0)]
     pub seed: u64,
     /// Simulated prefill cost per prompt token admitted in a step, in microseconds.
-    #[arg(long, env = "BENCHCTL_SIM_PREFILL_US_PER_TOKEN", default_value_t = 20.0)]
+    #[arg(
+        long,
+        env = "BENCHCTL_SIM_PREFILL_US_PER_TOKEN",
+        default_value_t = 20.0
+    )]
     pub prefill_us_per_token: f64,
     /// Simulated decode step time with one running sequence, in milliseconds.
     #[arg(long, env = "BENCHCTL_SIM_DECODE_STEP_BASE_MS", default_value_t = 8.0)]
     pub decode_step_base_ms: f64,
     /// Extra step time per running sequence, in microseconds.
-    #[arg(long, env = "BENCHCTL_SIM_DECODE_STEP_PER_SEQ_US", default_value_t = 150.0)]
+    #[arg(
+        long,
+        env = "BENCHCTL_SIM_DECODE_STEP_PER_SEQ_US",
+        default_value_t = 150.0
+    )]
     pub decode_step_per_seq_us: f64,
     /// Maximum number of running sequences (the batch size).
     #[arg(long, env = "BENCHCTL_SIM_MAX_BATCH", default_value_t = 256)]
@@ -116,13 +124,13 @@ pub struct SimConfig {
     /// Fault injection: fraction of requests answered HTTP 500 with an OpenAI-style error.
     #[arg(long, env = "BENCHCTL_SIM_FAULT_ERROR_RATE", default_value_t = 0.0)]
     pub fault_error_rate: f64,
-    /// Fault injection: fraction of streams whose 2nd content event is invalid JSON.
+    /// Fault injection: fraction of streaming requests whose 2nd content event is invalid JSON (the stream then continues).
     #[arg(long, env = "BENCHCTL_SIM_FAULT_MALFORMED_RATE", default_value_t = 0.0)]
     pub fault_malformed_rate: f64,
-    /// Fault injection: fraction of streams whose connection is cut after half the tokens (unterminated chunked body).
+    /// Fault injection: fraction of streaming requests whose connection is cut after half the tokens (unterminated chunked body).
     #[arg(long, env = "BENCHCTL_SIM_FAULT_TRUNCATE_RATE", default_value_t = 0.0)]
     pub fault_truncate_rate: f64,
-    /// Fault injection: fraction of streams that go silent forever after their first content chunk.
+    /// Fault injection: fraction of streaming requests that go silent forever after their first content chunk (the rates of the four faults are exclusive and must sum to ≤ 1).
     #[arg(long, env = "BENCHCTL_SIM_FAULT_STALL_RATE", default_value_t = 0.0)]
     pub fault_stall_rate: f64,
     /// Write a JSONL line per emitted SSE event (request_id, seq, kind, tokens, t_mono_ns = CLOCK_MONOTONIC at hand-off to the HTTP stack).
@@ -169,15 +177,27 @@ impl SimConfig {
 
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.max_batch >= 1, "--max-batch must be at least 1");
-        anyhow::ensure!(self.tokens_per_chunk >= 1, "--tokens-per-chunk must be at least 1");
-        anyhow::ensure!(self.kv_cache_tokens >= 1, "--kv-cache-tokens must be at least 1");
-        anyhow::ensure!(self.default_max_tokens >= 1, "--default-max-tokens must be at least 1");
+        anyhow::ensure!(
+            self.tokens_per_chunk >= 1,
+            "--tokens-per-chunk must be at least 1"
+        );
+        anyhow::ensure!(
+            self.kv_cache_tokens >= 1,
+            "--kv-cache-tokens must be at least 1"
+        );
+        anyhow::ensure!(
+            self.default_max_tokens >= 1,
+            "--default-max-tokens must be at least 1"
+        );
         for (name, v) in [
             ("--prefill-us-per-token", self.prefill_us_per_token),
             ("--decode-step-base-ms", self.decode_step_base_ms),
             ("--decode-step-per-seq-us", self.decode_step_per_seq_us),
         ] {
-            anyhow::ensure!(v.is_finite() && v >= 0.0, "{name} must be a finite number ≥ 0, got {v}");
+            anyhow::ensure!(
+                v.is_finite() && v >= 0.0,
+                "{name} must be a finite number ≥ 0, got {v}"
+            );
         }
         self.fault_rates().validate()
     }
@@ -287,6 +307,15 @@ impl SimServer {
             w.finish().await;
         }
         tracing::info!("benchctl sim (SIMULATOR) stopped");
+    }
+}
+
+impl Drop for SimServer {
+    /// A server dropped without [`SimServer::shutdown`] still stops (its
+    /// tasks end on their own; the emission log is flushed when the last
+    /// stream is gone).
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }
 

@@ -52,7 +52,10 @@ pub(crate) fn vocab() -> &'static Vocab {
             v.escaped.push(json_escape(&s).into());
             v.raw.push(s.into());
         }
-        assert!(!v.ids.is_empty(), "embedded tokenizer has no sampleable tokens");
+        assert!(
+            !v.ids.is_empty(),
+            "embedded tokenizer has no sampleable tokens"
+        );
         v
     })
 }
@@ -180,7 +183,6 @@ pub(crate) struct SseBody {
 }
 
 impl SseBody {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         rx: mpsc::UnboundedReceiver<Emit>,
         render: Render,
@@ -230,7 +232,13 @@ impl SseBody {
     }
 
     /// Stamps the emission log right as the frame is handed to hyper.
-    fn emit(&self, bytes: Bytes, kind: Kind, seq: u32, tokens: u32) -> Poll<Option<io::Result<Bytes>>> {
+    fn emit(
+        &self,
+        bytes: Bytes,
+        kind: Kind,
+        seq: u32,
+        tokens: u32,
+    ) -> Poll<Option<io::Result<Bytes>>> {
         if let Some((log, id)) = &self.log {
             log.record(Event {
                 request_id: id.clone(),
@@ -257,7 +265,11 @@ impl Stream for SseBody {
             match this.phase {
                 Phase::Role => {
                     this.phase = Phase::Content;
-                    let b = this.render.role_event.clone().expect("chat has a role event");
+                    let b = this
+                        .render
+                        .role_event
+                        .clone()
+                        .expect("chat has a role event");
                     return this.emit(b, Kind::Role, 0, 0);
                 }
                 Phase::Content => {
@@ -298,13 +310,23 @@ impl Stream for SseBody {
                         this.phase = Phase::Stalled;
                     }
                     if this.fault == Fault::Malformed && seq == 1 {
-                        return this.emit(Bytes::from_static(MALFORMED_EVENT), Kind::Malformed, seq, 0);
+                        return this.emit(
+                            Bytes::from_static(MALFORMED_EVENT),
+                            Kind::Malformed,
+                            seq,
+                            0,
+                        );
                     }
                     return this.emit(content, Kind::Content, seq, e.tokens);
                 }
                 Phase::Tail => {
                     if std::mem::take(&mut this.malformed_tail) {
-                        return this.emit(Bytes::from_static(MALFORMED_EVENT), Kind::Malformed, this.seq, 0);
+                        return this.emit(
+                            Bytes::from_static(MALFORMED_EVENT),
+                            Kind::Malformed,
+                            this.seq,
+                            0,
+                        );
                     }
                     if let Some(u) = this.render.usage_event.take() {
                         return this.emit(u, Kind::Usage, this.seq, 0);
@@ -364,7 +386,10 @@ mod tests {
             let idx: Vec<usize> = (0..5).map(|_| rng.next_index(v.ids.len())).collect();
             let ids: Vec<u32> = idx.iter().map(|&i| v.ids[i]).collect();
             let concat: String = idx.iter().map(|&i| &*v.raw[i]).collect();
-            assert_eq!(super::super::tokenizer().decode(&ids, false).unwrap(), concat);
+            assert_eq!(
+                super::super::tokenizer().decode(&ids, false).unwrap(),
+                concat
+            );
         }
         assert!(v.ids.iter().all(|&id| id > 2));
     }

@@ -7,6 +7,45 @@ use serde_json::{Value, json};
 
 use super::{SimConfig, SimServer, tokenizer};
 
+#[test]
+fn clap_args_and_defaults() {
+    use clap::{CommandFactory as _, Parser as _};
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimConfig,
+    }
+    Cli::command().debug_assert();
+    let c = Cli::try_parse_from(["sim"]).unwrap().sim;
+    let d = SimConfig::default();
+    assert_eq!((c.host.as_str(), c.port, d.port), ("127.0.0.1", 8000, 0));
+    assert_eq!(c.model_name, d.model_name);
+    assert_eq!(
+        (c.max_batch, c.kv_cache_tokens, c.max_model_len),
+        (256, 262_144, 32_768)
+    );
+    assert_eq!(
+        (
+            c.decode_step_base_ms,
+            c.decode_step_per_seq_us,
+            c.prefill_us_per_token
+        ),
+        (8.0, 150.0, 20.0)
+    );
+    assert!(!c.strict && !c.no_done && c.emission_log.is_none());
+    let c = Cli::try_parse_from([
+        "sim",
+        "--strict",
+        "--fault-stall-rate",
+        "0.5",
+        "--tokens-per-chunk",
+        "4",
+    ])
+    .unwrap()
+    .sim;
+    assert!(c.strict && c.fault_stall_rate == 0.5 && c.tokens_per_chunk == 4);
+}
+
 fn fast() -> SimConfig {
     SimConfig {
         decode_step_base_ms: 1.0,
@@ -76,7 +115,10 @@ fn content_texts(events: &[Value], chat: bool) -> Vec<String> {
         .filter_map(|e| {
             let c = &e["choices"][0];
             if chat {
-                c["delta"].get("role").is_none().then(|| c["delta"]["content"].as_str().unwrap().to_owned())
+                c["delta"]
+                    .get("role")
+                    .is_none()
+                    .then(|| c["delta"]["content"].as_str().unwrap().to_owned())
             } else {
                 Some(c["text"].as_str().unwrap().to_owned())
             }
@@ -113,7 +155,12 @@ async fn completions_stream_usage_and_done() {
     );
     // Exactly 10 tokens of text, deterministic for the seed and arrival index.
     let text: String = content_texts(&evs, false).concat();
-    let again = SimServer::start(SimConfig { tokens_per_chunk: 3, ..fast() }).await.unwrap();
+    let again = SimServer::start(SimConfig {
+        tokens_per_chunk: 3,
+        ..fast()
+    })
+    .await
+    .unwrap();
     let r2 = stream(&format!("{}/v1/completions", again.base_url()), body, None).await;
     assert_eq!(content_texts(&r2.json(), false).concat(), text);
     again.shutdown().await;
@@ -144,7 +191,8 @@ async fn chat_role_chunk_first_and_no_done() {
     })
     .await
     .unwrap();
-    let messages = json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}]);
+    let messages =
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}]);
     let url = format!("{}/v1/chat/completions", s.base_url());
     let body = json!({"model": "benchctl-sim", "messages": messages, "max_completion_tokens": 4,
                       "stream": true, "stream_options": {"include_usage": true}});
@@ -153,7 +201,10 @@ async fn chat_role_chunk_first_and_no_done() {
     assert!(r.events.iter().all(|e| e != "[DONE]"));
     let evs = r.json();
     assert_eq!(evs[0]["object"], "chat.completion.chunk");
-    assert_eq!(evs[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+    assert_eq!(
+        evs[0]["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
     assert_eq!(content_texts(&evs, true).len(), 4);
     assert_eq!(evs[4]["choices"][0]["finish_reason"], "length");
     let usage = &evs.last().unwrap()["usage"];
@@ -194,16 +245,32 @@ async fn validation_errors() {
         .unwrap();
     assert_eq!(r.status(), 422);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v, json!({"detail": "Unexpected fields in the request: ignore_eos"}));
+    assert_eq!(
+        v,
+        json!({"detail": "Unexpected fields in the request: ignore_eos"})
+    );
 
-    let r = c.post(&url).json(&json!({"model": "gpt-9", "prompt": "x"})).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .json(&json!({"model": "gpt-9", "prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
 
-    let r = c.post(&url).json(&json!({"prompt": "x", "max_tokens": 100})).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .json(&json!({"prompt": "x", "max_tokens": 100}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let msg = r.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().to_owned();
+    let msg = r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(msg.contains("101") && msg.contains("100"), "{msg}");
     s.shutdown().await;
 }
@@ -213,9 +280,19 @@ async fn models_tokenize_detokenize_metrics_health() {
     let s = SimServer::start(fast()).await.unwrap();
     let c = reqwest::Client::new();
     let base = s.base_url();
-    let m: Value = c.get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
+    let m: Value = c
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(m["data"][0]["id"], "benchctl-sim");
-    assert_eq!(m["data"][0]["owned_by"], "benchctl-sim (simulator, not a real model)");
+    assert_eq!(
+        m["data"][0]["owned_by"],
+        "benchctl-sim (simulator, not a real model)"
+    );
     assert_eq!(m["data"][0]["max_model_len"], 32768);
     let prompt = "The quick brown fox jumps over the lazy dog. 12345 \u{e9}\u{e8}";
     let t: Value = c
@@ -227,7 +304,11 @@ async fn models_tokenize_detokenize_metrics_health() {
         .json()
         .await
         .unwrap();
-    let ids = tokenizer().encode(prompt, false).unwrap().get_ids().to_vec();
+    let ids = tokenizer()
+        .encode(prompt, false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
     assert_eq!(t["count"], ids.len());
     assert_eq!(t["tokens"], json!(ids));
     let d: Value = c
@@ -240,14 +321,28 @@ async fn models_tokenize_detokenize_metrics_health() {
         .await
         .unwrap();
     assert_eq!(d["prompt"], prompt);
-    assert_eq!(c.get(format!("{base}/health")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let _ = stream(
         &format!("{base}/v1/completions"),
         json!({"prompt": "hi", "max_tokens": 5, "stream": true}),
         None,
     )
     .await;
-    let text = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "vllm:num_requests_running{model_name=\"benchctl-sim\"} 0",
         "vllm:num_requests_waiting{model_name=\"benchctl-sim\"} 0",
@@ -268,7 +363,12 @@ fn completion_body(max_tokens: usize) -> Value {
 
 #[tokio::test]
 async fn fault_error() {
-    let s = SimServer::start(SimConfig { fault_error_rate: 1.0, ..fast() }).await.unwrap();
+    let s = SimServer::start(SimConfig {
+        fault_error_rate: 1.0,
+        ..fast()
+    })
+    .await
+    .unwrap();
     let r = reqwest::Client::new()
         .post(format!("{}/v1/completions", s.base_url()))
         .json(&completion_body(4))
@@ -279,14 +379,27 @@ async fn fault_error() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "InternalServerError");
     assert_eq!(v["error"]["code"], 500);
-    assert_eq!(v["error"]["message"], "simulated internal error (benchctl sim fault injection)");
+    assert_eq!(
+        v["error"]["message"],
+        "simulated internal error (benchctl sim fault injection)"
+    );
     s.shutdown().await;
 }
 
 #[tokio::test]
 async fn fault_malformed() {
-    let s = SimServer::start(SimConfig { fault_malformed_rate: 1.0, ..fast() }).await.unwrap();
-    let r = stream(&format!("{}/v1/completions", s.base_url()), completion_body(6), None).await;
+    let s = SimServer::start(SimConfig {
+        fault_malformed_rate: 1.0,
+        ..fast()
+    })
+    .await
+    .unwrap();
+    let r = stream(
+        &format!("{}/v1/completions", s.base_url()),
+        completion_body(6),
+        None,
+    )
+    .await;
     assert!(!r.body_error);
     assert_eq!(r.events[1], "{\"choices\": [");
     assert_eq!(r.events.len(), 6 + 2);
@@ -297,8 +410,18 @@ async fn fault_malformed() {
 
 #[tokio::test]
 async fn fault_truncate() {
-    let s = SimServer::start(SimConfig { fault_truncate_rate: 1.0, ..fast() }).await.unwrap();
-    let r = stream(&format!("{}/v1/completions", s.base_url()), completion_body(10), None).await;
+    let s = SimServer::start(SimConfig {
+        fault_truncate_rate: 1.0,
+        ..fast()
+    })
+    .await
+    .unwrap();
+    let r = stream(
+        &format!("{}/v1/completions", s.base_url()),
+        completion_body(10),
+        None,
+    )
+    .await;
     assert!(r.body_error, "the body must end with an error");
     // The first half arrived (flushed before the abort), nothing after it.
     assert_eq!(content_texts(&r.json(), false).len(), 5);
@@ -307,7 +430,12 @@ async fn fault_truncate() {
 
 #[tokio::test]
 async fn fault_stall() {
-    let s = SimServer::start(SimConfig { fault_stall_rate: 1.0, ..fast() }).await.unwrap();
+    let s = SimServer::start(SimConfig {
+        fault_stall_rate: 1.0,
+        ..fast()
+    })
+    .await
+    .unwrap();
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", s.base_url()))
         .json(&json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 50, "stream": true}))
@@ -317,14 +445,30 @@ async fn fault_stall() {
     let mut body = resp.bytes_stream();
     let mut text = String::new();
     while text.matches("\n\n").count() < 2 {
-        let b = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+        let b = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         text.push_str(std::str::from_utf8(&b).unwrap());
     }
     assert_eq!(text.matches("\n\n").count(), 2); // role chunk + first content chunk
-    assert!(tokio::time::timeout(Duration::from_millis(300), body.next()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), body.next())
+            .await
+            .is_err()
+    );
     // The stalled sequence no longer holds a batch slot or KV.
-    let m = reqwest::get(format!("{}/metrics", s.base_url())).await.unwrap().text().await.unwrap();
-    assert!(m.contains("vllm:num_requests_running{model_name=\"benchctl-sim\"} 0"), "{m}");
+    let m = reqwest::get(format!("{}/metrics", s.base_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("vllm:num_requests_running{model_name=\"benchctl-sim\"} 0"),
+        "{m}"
+    );
     // Shutdown ends the held stream.
     let shut = tokio::spawn(s.shutdown());
     let end = tokio::time::timeout(Duration::from_secs(5), async {
@@ -358,7 +502,10 @@ async fn emission_log_matches_chunks() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    for (id, r, tokens) in [("req-a", &a, vec![2, 2, 2, 1]), (gen_id.as_str(), &b, vec![2, 1])] {
+    for (id, r, tokens) in [
+        ("req-a", &a, vec![2, 2, 2, 1]),
+        (gen_id.as_str(), &b, vec![2, 1]),
+    ] {
         let mine: Vec<&Value> = lines.iter().filter(|l| l["request_id"] == id).collect();
         let content: Vec<&&Value> = mine.iter().filter(|l| l["kind"] == "content").collect();
         assert_eq!(content.len(), content_texts(&r.json(), false).len());
@@ -368,7 +515,10 @@ async fn emission_log_matches_chunks() {
         }
         let kinds: Vec<&str> = mine.iter().map(|l| l["kind"].as_str().unwrap()).collect();
         assert_eq!(&kinds[kinds.len() - 2..], ["usage", "done"]);
-        let ts: Vec<u64> = mine.iter().map(|l| l["t_mono_ns"].as_u64().unwrap()).collect();
+        let ts: Vec<u64> = mine
+            .iter()
+            .map(|l| l["t_mono_ns"].as_u64().unwrap())
+            .collect();
         assert!(ts.windows(2).all(|w| w[0] <= w[1]));
         assert!(ts[0] > 0);
     }

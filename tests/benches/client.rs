@@ -1,0 +1,267 @@
+//! The client's speed and accuracy against `benchctl sim`, each pinned to its own core.
+//!
+//! `cargo bench -p benchctl-tests --bench client` (add `-- quick` for a short run). Three
+//! scenarios, each on a fresh simulator:
+//! 1. **Throughput**: many streams with a fast decode step; content chunks per second ingested,
+//!    and per second of the client thread's CPU time (its capacity even where the simulator's
+//!    core is the limit).
+//! 2. **Streams held**: 10,000 concurrent streams open at once, none failed.
+//! 3. **Timestamp error** at ~50k chunks/s: each chunk's client read time minus the simulator's
+//!    emission time (the same CLOCK_MONOTONIC), p50/p99/max.
+//!
+//! The simulator runs on a current-thread runtime in a thread pinned to CPU 1, the client on a
+//! current-thread runtime in a thread pinned to CPU 0 (on a 1-CPU machine both share CPU 0).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use controller::sim::{SimConfig, SimServer};
+use loadgen::{Arrivals, Backend, BodySpec, EndpointKind, HttpClient, Prompt, RunConfig, Target};
+
+fn pin(cpu: usize) {
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu % n);
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        eprintln!("warning: cannot pin to CPU {cpu}: {e}");
+    }
+}
+
+fn thread_cpu_s() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
+fn raise_nofile() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let _ = setrlimit(Resource::Nofile, rustix::process::Rlimit { current: lim.maximum, maximum: lim.maximum });
+}
+
+/// A simulator on its own pinned thread; dropping the returned sender stops it.
+struct PinnedSim {
+    base_url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<f64>>,
+}
+
+impl PinnedSim {
+    fn start(cfg: SimConfig) -> PinnedSim {
+        let (tx, rx) = mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            pin(1);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let cpu0 = thread_cpu_s();
+                let sim = SimServer::start(cfg).await.unwrap();
+                tx.send(sim.base_url()).unwrap();
+                let _ = stopped.await;
+                let cpu = thread_cpu_s() - cpu0;
+                sim.shutdown().await;
+                cpu
+            })
+        });
+        let base_url = rx.recv().unwrap();
+        PinnedSim { base_url, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Stops the simulator; returns its thread's CPU seconds.
+    fn stop(mut self) -> f64 {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+struct ClientRun {
+    out: loadgen::RunOutput,
+    cpu_s: f64,
+    wall_s: f64,
+}
+
+fn run_client(base_url: &str, streams: usize, output_len: u32, timeout: Duration) -> ClientRun {
+    let base_url = base_url.to_string();
+    std::thread::spawn(move || {
+        pin(0);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let target = Target {
+                url: format!("{base_url}/v1/completions").parse().unwrap(),
+                api_key: None,
+                body: BodySpec {
+                    kind: EndpointKind::Completions,
+                    backend: Backend::Vllm,
+                    model: "benchctl-sim".into(),
+                    ignore_eos: true,
+                    temperature: 0.0,
+                    extra_body: Default::default(),
+                },
+                timeout,
+                stall_timeout: None,
+            };
+            let client = HttpClient::new(target, streams).unwrap();
+            let prompt = Prompt { text: "Benchmark the client, not the server.".into(), prompt_tokens: 8, output_len };
+            let cfg = RunConfig {
+                prompts: vec![prompt; streams],
+                arrivals: Arrivals::closed_loop(),
+                max_concurrency: Some(streams),
+                warmup_requests: 0,
+                request_id_prefix: "b-".into(),
+            };
+            let cpu0 = thread_cpu_s();
+            let t0 = std::time::Instant::now();
+            let out = loadgen::runner::run(&client, cfg, Default::default(), |_| {}).await.unwrap();
+            ClientRun { out, cpu_s: thread_cpu_s() - cpu0, wall_s: t0.elapsed().as_secs_f64() }
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+fn fast(step_ms: f64, batch: usize) -> SimConfig {
+    SimConfig {
+        decode_step_base_ms: step_ms,
+        decode_step_per_seq_us: 0.0,
+        prefill_us_per_token: 0.0,
+        max_batch: batch,
+        kv_cache_tokens: usize::MAX / 4,
+        ..SimConfig::default()
+    }
+}
+
+fn chunks(out: &loadgen::RunOutput) -> usize {
+    out.records.iter().map(|r| r.chunks.len()).sum()
+}
+
+fn failed(out: &loadgen::RunOutput) -> usize {
+    out.records.iter().filter(|r| !r.ok()).count()
+}
+
+/// Chunk rate over the window where all streams were running: from the last first chunk to the
+/// first last chunk (ramp-up and drain excluded).
+fn steady_rate(out: &loadgen::RunOutput) -> f64 {
+    let ok: Vec<_> = out.records.iter().filter(|r| r.ok() && !r.chunks.is_empty()).collect();
+    let from = ok.iter().map(|r| r.chunks[0].t_ns).max().unwrap_or(0);
+    let to = ok.iter().map(|r| r.chunks.last().unwrap().t_ns).min().unwrap_or(0);
+    if to <= from {
+        return 0.0;
+    }
+    let n: usize = ok.iter().map(|r| r.chunks.iter().filter(|c| c.t_ns > from && c.t_ns <= to).count()).sum();
+    n as f64 / ((to - from) as f64 / 1e9)
+}
+
+fn throughput(quick: bool) {
+    println!("## 1. Content chunks ingested per second (one client core)");
+    println!("| streams | step | chunks | failed | wall s | chunks/s (steady) | client CPU % | chunks per client CPU-s | sim CPU % |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let cases: &[(usize, f64, u32)] = if quick { &[(256, 1.0, 200)] } else { &[(64, 0.2, 2000), (256, 1.0, 1000), (1024, 4.0, 500), (2048, 8.0, 400)] };
+    for &(streams, step, out_len) in cases {
+        let sim = PinnedSim::start(fast(step, streams));
+        let r = run_client(&sim.base_url, streams, out_len, Duration::from_secs(300));
+        let sim_cpu = sim.stop();
+        let n = chunks(&r.out);
+        println!(
+            "| {streams} | {step} ms | {n} | {} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            failed(&r.out),
+            r.wall_s,
+            steady_rate(&r.out),
+            100.0 * r.cpu_s / r.wall_s,
+            n as f64 / r.cpu_s,
+            100.0 * sim_cpu / r.wall_s,
+        );
+    }
+}
+
+fn streams_held(quick: bool) {
+    let streams = if quick { 2_000 } else { 10_000 };
+    println!("\n## 2. Concurrent streams held");
+    let sim = PinnedSim::start(fast(50.0, streams));
+    let r = run_client(&sim.base_url, streams, 60, Duration::from_secs(300));
+    sim.stop();
+    let s = loadgen::report::summarize(&r.out.records, &[99.0], &[]);
+    let first_chunks_by = r.out.records.iter().filter_map(|r| r.chunks.first()).map(|c| c.t_ns).max().unwrap_or(0);
+    let last_starts = r.out.records.iter().filter_map(|r| r.chunks.last()).map(|c| c.t_ns).min().unwrap_or(0);
+    println!(
+        "{streams} streams asked; peak in flight {}; completed {}; failed {} {:?}; all streaming at once: {}; wall {:.1} s; client CPU {:.1} s",
+        s.max_concurrent_requests,
+        s.completed,
+        s.failed,
+        s.failed_by_kind,
+        first_chunks_by < last_starts,
+        r.wall_s,
+        r.cpu_s
+    );
+}
+
+#[derive(serde::Deserialize)]
+struct Emission {
+    request_id: String,
+    seq: u32,
+    kind: String,
+    t_mono_ns: u64,
+}
+
+fn timestamp_error(quick: bool) {
+    println!("\n## 3. Timestamp error against the simulator's emission log, at 50k chunks/s");
+    println!("Every decode step emits one chunk per stream at once (as a real batching server does):");
+    println!("a burst of `streams` chunks the client drains one read at a time.\n");
+    println!("| streams | step | chunks/s (steady) | compared | unmatched | failed | p50 µs | p99 µs | p99.9 µs | max µs |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let cases: &[(usize, f64)] = if quick { &[(100, 2.0), (1000, 20.0)] } else { &[(50, 1.0), (100, 2.0), (250, 5.0), (500, 10.0), (1000, 20.0)] };
+    for &(streams, step) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let log: PathBuf = dir.path().join("emissions.jsonl");
+        let secs = if quick { 1.0 } else { 4.0 };
+        let out_len = (secs * 1000.0 / step) as u32;
+        let sim = PinnedSim::start(SimConfig { emission_log: Some(log.clone()), ..fast(step, streams) });
+        let r = run_client(&sim.base_url, streams, out_len, Duration::from_secs(300));
+        sim.stop();
+        let mut emitted: HashMap<(String, u32), u64> = HashMap::new();
+        for line in std::fs::read_to_string(&log).unwrap().lines() {
+            let e: Emission = serde_json::from_str(line).unwrap();
+            if e.kind == "content" {
+                emitted.insert((e.request_id, e.seq), e.t_mono_ns);
+            }
+        }
+        let mut err_us = Vec::new();
+        let mut missing = 0usize;
+        for rec in &r.out.records {
+            for (i, c) in rec.chunks.iter().enumerate() {
+                match emitted.get(&(rec.request_id.clone(), i as u32)) {
+                    Some(&t) => err_us.push((c.t_ns as f64 - t as f64) / 1e3),
+                    None => missing += 1,
+                }
+            }
+        }
+        let d = loadgen::stats::Distribution::of(err_us, &[50.0, 99.0, 99.9]).unwrap();
+        println!(
+            "| {streams} | {step} ms | {:.0} | {} | {missing} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            steady_rate(&r.out),
+            d.count,
+            failed(&r.out),
+            d.get(50.0).unwrap(),
+            d.get(99.0).unwrap(),
+            d.get(99.9).unwrap(),
+            d.max,
+        );
+    }
+}
+
+fn main() {
+    raise_nofile();
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let only = |name: &str| !args.iter().any(|a| ["throughput", "streams", "accuracy"].contains(&a.as_str())) || args.iter().any(|a| a == name);
+    println!("# benchctl client benchmark ({} CPUs, {})\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), if quick { "quick" } else { "full" });
+    if only("throughput") {
+        throughput(quick);
+    }
+    if only("streams") {
+        streams_held(quick);
+    }
+    if only("accuracy") {
+        timestamp_error(quick);
+    }
+}
