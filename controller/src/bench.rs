@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use loadgen::report::{RunInfo, parse_goodput, render_text, result_json, summarize};
 use loadgen::{
-    Arrivals, BodySpec, DatasetSpec, EndpointKind, ErrorKind, HttpClient, RequestRecord, RunConfig, Target, Tokenizer,
+    Arrivals, BodySpec, DatasetSpec, EndpointKind, ErrorKind, HttpClient, RequestRecord, RunConfig,
+    Target, Tokenizer,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -23,13 +24,18 @@ pub struct Prepared {
 
 /// Runs `benchctl bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let percentiles = loadgen::stats::parse_percentiles(&args.percentiles).map_err(anyhow::Error::msg)?;
+    let percentiles =
+        loadgen::stats::parse_percentiles(&args.percentiles).map_err(anyhow::Error::msg)?;
     let goodput = if args.goodput.is_empty() {
         Vec::new()
     } else {
         parse_goodput(&args.goodput.join(" ")).map_err(anyhow::Error::msg)?
     };
-    let arrivals = Arrivals { rate: args.request_rate, burstiness: args.burstiness, seed: args.seed };
+    let arrivals = Arrivals {
+        rate: args.request_rate,
+        burstiness: args.burstiness,
+        seed: args.seed,
+    };
     arrivals.validate()?;
     if args.max_concurrency == Some(0) {
         bail!("--max-concurrency must be at least 1, got 0");
@@ -40,8 +46,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     let prep = prepare(&args).await?;
     let dataset = dataset_spec(&args);
-    eprintln!("building {} prompts ({:?}) with tokenizer {}", args.num_prompts, args.dataset, prep.tokenizer.id());
-    let prompts = loadgen::dataset::build(&dataset, args.num_prompts, &prep.tokenizer, args.seed).await?;
+    eprintln!(
+        "building {} prompts ({:?}) with tokenizer {}",
+        args.num_prompts,
+        args.dataset,
+        prep.tokenizer.id()
+    );
+    let prompts =
+        loadgen::dataset::build(&dataset, args.num_prompts, &prep.tokenizer, args.seed).await?;
 
     if !args.no_preflight {
         preflight(&prep.client, &prompts[0]).await?;
@@ -115,7 +127,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             if args.save_detailed {
                 serde_json::to_writer(&mut buf, r)?;
             } else {
-                let r = RequestRecord { text: String::new(), ..r.clone() };
+                let r = RequestRecord {
+                    text: String::new(),
+                    ..r.clone()
+                };
                 serde_json::to_writer(&mut buf, &r)?;
             }
             buf.push(b'\n');
@@ -125,17 +140,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
 
     if cancel.is_cancelled() {
-        eprintln!("the run was interrupted: {} requests not sent", out.not_sent);
+        eprintln!(
+            "the run was interrupted: {} requests not sent",
+            out.not_sent
+        );
         return Ok(ExitCode::from(130));
     }
     if out.panicked > 0 {
-        bail!("{} request tasks panicked (a bug in benchctl); their records are missing", out.panicked);
+        bail!(
+            "{} request tasks panicked (a bug in benchctl); their records are missing",
+            out.panicked
+        );
     }
     if summary.completed == 0 {
         let why = summary
             .failed_by_kind
             .iter()
-            .map(|(k, n)| format!("{n} {k} ({})", summary.first_error.get(k).map(String::as_str).unwrap_or("")))
+            .map(|(k, n)| {
+                format!(
+                    "{n} {k} ({})",
+                    summary.first_error.get(k).map(String::as_str).unwrap_or("")
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ");
         bail!("every request failed: {why}");
@@ -145,14 +171,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 /// Resolves the target, model name and tokenizer; checks that the server answers.
 pub async fn prepare(args: &BenchArgs) -> anyhow::Result<Prepared> {
-    let base = reqwest::Url::parse(&args.base_url)
-        .with_context(|| format!("--base-url {:?} is not a URL (expected e.g. http://127.0.0.1:8000)", args.base_url))?;
+    let base = reqwest::Url::parse(&args.base_url).with_context(|| {
+        format!(
+            "--base-url {:?} is not a URL (expected e.g. http://127.0.0.1:8000)",
+            args.base_url
+        )
+    })?;
     if !matches!(base.scheme(), "http" | "https") {
-        bail!("--base-url {}: the scheme must be http or https", args.base_url);
+        bail!(
+            "--base-url {}: the scheme must be http or https",
+            args.base_url
+        );
     }
     let base_str = args.base_url.trim_end_matches('/').to_string();
-    let url = reqwest::Url::parse(&format!("{base_str}/{}", args.endpoint.trim_start_matches('/')))
-        .with_context(|| format!("--endpoint {:?} does not make a URL with --base-url", args.endpoint))?;
+    let url = reqwest::Url::parse(&format!(
+        "{base_str}/{}",
+        args.endpoint.trim_start_matches('/')
+    ))
+    .with_context(|| {
+        format!(
+            "--endpoint {:?} does not make a URL with --base-url",
+            args.endpoint
+        )
+    })?;
     let probe = reqwest::Client::builder()
         .no_proxy()
         .timeout(std::time::Duration::from_secs(30))
@@ -164,7 +205,10 @@ pub async fn prepare(args: &BenchArgs) -> anyhow::Result<Prepared> {
             "cannot reach the server at {base_str}: {}; is it running? (`benchctl sim` starts a simulated one)",
             loadgen::client::error_chain(&e)
         ),
-        Err(e) => bail!("cannot reach the server at {base_str}: {}", loadgen::client::error_chain(&e)),
+        Err(e) => bail!(
+            "cannot reach the server at {base_str}: {}",
+            loadgen::client::error_chain(&e)
+        ),
         Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
         Ok(_) => None, // some servers have no /v1/models (transformers serve answers 500)
     };
@@ -176,7 +220,11 @@ pub async fn prepare(args: &BenchArgs) -> anyhow::Result<Prepared> {
             a.iter()
                 .filter_map(|m| {
                     let id = m.get("id")?.as_str()?.to_string();
-                    let owner = m.get("owned_by").and_then(|o| o.as_str()).unwrap_or("").to_string();
+                    let owner = m
+                        .get("owned_by")
+                        .and_then(|o| o.as_str())
+                        .unwrap_or("")
+                        .to_string();
                     Some((id, owner))
                 })
                 .collect()
@@ -190,14 +238,19 @@ pub async fn prepare(args: &BenchArgs) -> anyhow::Result<Prepared> {
             "--model-name is needed: the server at {base_str} lists no model in /v1/models (and no --model-path was given)"
         ),
     };
-    let target_is_simulator = listed.iter().any(|(id, owner)| *id == model && owner.contains("benchctl-sim"));
+    let target_is_simulator = listed
+        .iter()
+        .any(|(id, owner)| *id == model && owner.contains("benchctl-sim"));
 
     let tokenizer = match (&args.tokenizer, &args.model_path) {
         (Some(t), _) => Tokenizer::from_path(t)?,
         (None, Some(p)) if p.join("tokenizer.json").is_file() => Tokenizer::from_path(p)?,
         (None, other) => {
             if let Some(p) = other {
-                tracing::warn!("--model-path {} has no tokenizer.json; trying the server's /tokenize", p.display());
+                tracing::warn!(
+                    "--model-path {} has no tokenizer.json; trying the server's /tokenize",
+                    p.display()
+                );
             }
             Tokenizer::remote(probe.clone(), &base_str, &model).await?
         }
@@ -219,7 +272,12 @@ pub async fn prepare(args: &BenchArgs) -> anyhow::Result<Prepared> {
     };
     let conns = args.max_concurrency.unwrap_or(args.num_prompts.min(10_000));
     let client = HttpClient::new(target, conns)?;
-    Ok(Prepared { client, tokenizer, model, target_is_simulator })
+    Ok(Prepared {
+        client,
+        tokenizer,
+        model,
+        target_is_simulator,
+    })
 }
 
 fn dataset_spec(args: &BenchArgs) -> DatasetSpec {
@@ -231,17 +289,30 @@ fn dataset_spec(args: &BenchArgs) -> DatasetSpec {
             range_ratio: args.random_range_ratio,
             prefix_len: args.prefix_len,
         },
-        DatasetKind::Sharegpt => DatasetSpec::Sharegpt { path, output_len: args.output_len },
-        DatasetKind::Jsonl => DatasetSpec::Jsonl { path, output_len: args.output_len.unwrap_or(1024) },
+        DatasetKind::Sharegpt => DatasetSpec::Sharegpt {
+            path,
+            output_len: args.output_len,
+        },
+        DatasetKind::Jsonl => DatasetSpec::Jsonl {
+            path,
+            output_len: args.output_len.unwrap_or(1024),
+        },
     }
 }
 
 /// Sends the first prompt once, as the run will (with at most 16 output tokens), so that a payload
 /// the server rejects stops the run before any load.
 pub async fn preflight(client: &HttpClient, prompt: &loadgen::Prompt) -> anyhow::Result<()> {
-    let mut rec = RequestRecord { request_id: "benchctl-preflight".into(), ..Default::default() };
-    let body = client.body_spec().render(&prompt.text, prompt.output_len.min(16));
-    client.execute(&mut rec, body, &CancellationToken::new()).await;
+    let mut rec = RequestRecord {
+        request_id: "benchctl-preflight".into(),
+        ..Default::default()
+    };
+    let body = client
+        .body_spec()
+        .render(&prompt.text, prompt.output_len.min(16));
+    client
+        .execute(&mut rec, body, &CancellationToken::new())
+        .await;
     match rec.error {
         None => Ok(()),
         Some(e) => {
@@ -250,10 +321,14 @@ pub async fn preflight(client: &HttpClient, prompt: &loadgen::Prompt) -> anyhow:
                     "; the server rejects the request body: try --backend openai (sends only standard fields) or change --extra-body"
                 }
                 (ErrorKind::Http4xx, Some(404)) => "; check --endpoint and --model-name",
-                (ErrorKind::Http4xx, Some(401)) | (ErrorKind::Http4xx, Some(403)) => "; check --api-key / OPENAI_API_KEY",
+                (ErrorKind::Http4xx, Some(401)) | (ErrorKind::Http4xx, Some(403)) => {
+                    "; check --api-key / OPENAI_API_KEY"
+                }
                 _ => "",
             };
-            bail!("the preflight request failed, no load was sent: {e}{hint} (skip the check with --no-preflight)")
+            bail!(
+                "the preflight request failed, no load was sent: {e}{hint} (skip the check with --no-preflight)"
+            )
         }
     }
 }
@@ -264,9 +339,11 @@ fn progress_bar(n: u64, quiet: bool) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(n);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} requests, {msg}, ETA {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} requests, {msg}, ETA {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
     bar
 }

@@ -43,7 +43,11 @@ pub enum DatasetKind {
 #[derive(Clone, Debug, Args)]
 pub struct BenchArgs {
     /// Server base URL (loopback or your own servers only).
-    #[arg(long, env = "BENCHCTL_BASE_URL", default_value = "http://127.0.0.1:8000")]
+    #[arg(
+        long,
+        env = "BENCHCTL_BASE_URL",
+        default_value = "http://127.0.0.1:8000"
+    )]
     pub base_url: String,
     /// API path; `…/chat/completions` switches to the chat format.
     #[arg(long, env = "BENCHCTL_ENDPOINT", default_value = "/v1/completions")]
@@ -144,9 +148,14 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     let v: f64 = if s.eq_ignore_ascii_case("inf") {
         f64::INFINITY
     } else {
-        s.parse().map_err(|_| format!("{s:?} is not a number or \"inf\""))?
+        s.parse()
+            .map_err(|_| format!("{s:?} is not a number or \"inf\""))?
     };
-    if v > 0.0 { Ok(v) } else { Err(format!("{s} is not a positive rate")) }
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not a positive rate"))
+    }
 }
 
 fn parse_extra_body(s: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
@@ -163,9 +172,12 @@ pub fn init_tracing(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Runs a parsed command line; the exit code says whether the run succeeded.
@@ -191,13 +203,24 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_flag() {
-        let e = Cli::try_parse_from(["benchctl", "bench", "--request-rate", "fast"]).unwrap_err().to_string();
+        let e = Cli::try_parse_from(["benchctl", "bench", "--request-rate", "fast"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--request-rate") && e.contains("fast"), "{e}");
-        let e = Cli::try_parse_from(["benchctl", "bench", "--extra-body", "[1]"]).unwrap_err().to_string();
-        assert!(e.contains("--extra-body") && e.contains("not a JSON object"), "{e}");
-        let e = Cli::try_parse_from(["benchctl", "bench", "--dataset", "jsonl"]).unwrap_err().to_string();
+        let e = Cli::try_parse_from(["benchctl", "bench", "--extra-body", "[1]"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--extra-body") && e.contains("not a JSON object"),
+            "{e}"
+        );
+        let e = Cli::try_parse_from(["benchctl", "bench", "--dataset", "jsonl"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--dataset-path"), "{e}");
-        let e = Cli::try_parse_from(["benchctl", "bench", "--timeout", "soon"]).unwrap_err().to_string();
+        let e = Cli::try_parse_from(["benchctl", "bench", "--timeout", "soon"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--timeout"), "{e}");
     }
 }

@@ -11,18 +11,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     tmp.as_file().sync_all().ok();
-    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
 /// The per-request JSONL written beside a result file: `result.json` → `result.requests.jsonl`.
 pub fn records_path(result: &Path) -> PathBuf {
-    let stem = result.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "result".into());
+    let stem = result
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "result".into());
     result.with_file_name(format!("{stem}.requests.jsonl"))
 }
 
@@ -38,6 +44,10 @@ mod tests {
         write_atomic(&p, b"[1]").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"[1]");
         assert_eq!(records_path(&p), d.path().join("sub/r.requests.jsonl"));
-        assert_eq!(std::fs::read_dir(d.path().join("sub")).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            std::fs::read_dir(d.path().join("sub")).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! Executes one streamed request and fills its [`RequestRecord`].
 //!
-//! The read loop stamps each read with [`mono_ns`] *before* looking at the bytes, then feeds
-//! them to the SSE reader and the chunk parser, which only copy the generated text and a few
-//! numbers. No tokenizer and no metric is computed here.
+//! `http://` targets go through [`crate::http1`]: the request's own task reads its socket and
+//! stamps each read with [`mono_ns`] the moment it returns, before looking at the bytes.
+//! `https://` targets go through reqwest (TLS), stamped when each body frame is handed over.
+//! Either way the bytes are then parsed by [`StreamParser`], which only copies the generated text
+//! and a few numbers: no tokenizer and no metric is computed here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::mono_ns;
 use crate::error::{ErrorKind, RequestError, server_message};
-use crate::openai::{BodySpec, parse_chunk};
-use crate::record::{ContentChunk, RequestRecord};
-use crate::sse::SseReader;
+use crate::http1::{Http1, Limits, humanize};
+use crate::openai::BodySpec;
+use crate::record::RequestRecord;
+use crate::stream::StreamParser;
 
 /// Where and how requests are sent.
 #[derive(Clone, Debug)]
@@ -37,6 +40,8 @@ pub struct HttpClient {
     client: reqwest::Client,
     target: Arc<Target>,
     auth: Option<HeaderValue>,
+    /// The measured path for `http://` targets.
+    http1: Option<Arc<Http1>>,
 }
 
 /// The most of an error body that is read.
@@ -52,12 +57,20 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .connect_timeout(Duration::from_secs(10))
             .build()?;
-        let auth = target.api_key.as_ref().map(|k| {
-            let mut v = HeaderValue::from_str(&format!("Bearer {k}")).unwrap_or(HeaderValue::from_static(""));
+        let bearer = target.api_key.as_ref().map(|k| format!("Bearer {k}"));
+        let auth = bearer.as_ref().map(|b| {
+            let mut v = HeaderValue::from_str(b).unwrap_or(HeaderValue::from_static(""));
             v.set_sensitive(true);
             v
         });
-        Ok(HttpClient { client, target: Arc::new(target), auth })
+        let http1 = (target.url.scheme() == "http")
+            .then(|| Arc::new(Http1::new(&target.url, bearer.as_deref(), max_connections)));
+        Ok(HttpClient {
+            client,
+            target: Arc::new(target),
+            auth,
+            http1,
+        })
     }
 
     pub fn target(&self) -> &Target {
@@ -74,7 +87,40 @@ impl HttpClient {
 
     /// Sends `body` (already rendered) and reads the stream into `rec`. `rec.send_ns` and
     /// `rec.end_ns` are set here; on failure `rec.error` says why.
-    pub async fn execute(&self, rec: &mut RequestRecord, body: Vec<u8>, cancel: &CancellationToken) {
+    pub async fn execute(
+        &self,
+        rec: &mut RequestRecord,
+        body: Vec<u8>,
+        cancel: &CancellationToken,
+    ) {
+        rec.send_ns = mono_ns();
+        let limits = Limits {
+            deadline: Instant::now() + self.target.timeout,
+            timeout: self.target.timeout,
+            stall: self.target.stall_timeout,
+        };
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(RequestError::new(ErrorKind::Cancelled, "run cancelled")),
+            r = async {
+                match &self.http1 {
+                    Some(h) => h.exchange(rec, &body, &limits).await,
+                    None => self.exchange_reqwest(rec, body, &limits).await,
+                }
+            } => r,
+        };
+        rec.end_ns = mono_ns();
+        if let Err(e) = result {
+            rec.error = Some(e);
+        }
+    }
+
+    async fn exchange_reqwest(
+        &self,
+        rec: &mut RequestRecord,
+        body: Vec<u8>,
+        limits: &Limits,
+    ) -> Result<(), RequestError> {
         let mut req = self
             .client
             .post(self.target.url.clone())
@@ -84,28 +130,9 @@ impl HttpClient {
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
-        rec.send_ns = mono_ns();
-        let deadline = Instant::now() + self.target.timeout;
-        let result = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => Err(RequestError::new(ErrorKind::Cancelled, "run cancelled")),
-            r = self.exchange(rec, req, deadline) => r,
-        };
-        rec.end_ns = mono_ns();
-        if let Err(e) = result {
-            rec.error = Some(e);
-        }
-    }
-
-    async fn exchange(
-        &self,
-        rec: &mut RequestRecord,
-        req: reqwest::RequestBuilder,
-        deadline: Instant,
-    ) -> Result<(), RequestError> {
-        let timeout = self.target.timeout;
+        let deadline = limits.deadline;
         let mut resp = match timeout_at(deadline, req.send()).await {
-            Err(_) => return Err(timed_out(timeout, "waiting for response headers")),
+            Err(_) => return Err(timed_out(limits.timeout, "waiting for response headers")),
             Ok(Err(e)) => return Err(transport_error(&e)),
             Ok(Ok(r)) => r,
         };
@@ -120,111 +147,38 @@ impl HttpClient {
                 message: server_message(&body),
             });
         }
-
-        let mut sse = SseReader::new();
-        let mut failure: Option<RequestError> = None;
-        let mut saw_usage = false;
+        let mut parser = StreamParser::new();
         loop {
-            let read_deadline = match self.target.stall_timeout {
+            let read_deadline = match limits.stall {
                 Some(s) => deadline.min(Instant::now() + s),
                 None => deadline,
             };
-            let next = timeout_at(read_deadline, resp.chunk()).await;
-            let bytes = match next {
+            let bytes = match timeout_at(read_deadline, resp.chunk()).await {
                 Ok(Ok(Some(b))) => b,
                 Ok(Ok(None)) => break,
-                Ok(Err(e)) => return Err(RequestError::new(ErrorKind::TruncatedStream, error_chain(&e))),
-                Err(_) if read_deadline < deadline => {
-                    let s = self.target.stall_timeout.unwrap_or_default();
+                Ok(Err(e)) => {
                     return Err(RequestError::new(
-                        ErrorKind::Stall,
-                        format!("no bytes for {} (--stall-timeout) after {} content chunks", humanize(s), rec.chunks.len()),
+                        ErrorKind::TruncatedStream,
+                        error_chain(&e),
                     ));
                 }
-                Err(_) => return Err(timed_out(timeout, "reading the stream")),
-            };
-            // The timestamp of everything this read completed: taken before any parsing.
-            let t = mono_ns();
-            rec.first_byte_ns.get_or_insert(t);
-            let fed = sse.feed(&bytes, |payload| {
-                if failure.is_none() {
-                    on_event(rec, payload, t, &mut failure, &mut saw_usage);
+                Err(_) if read_deadline < deadline => {
+                    return Err(RequestError::new(
+                        ErrorKind::Stall,
+                        format!(
+                            "no bytes for {} (--stall-timeout) after {} content chunks",
+                            humanize(limits.stall.unwrap_or_default()),
+                            rec.chunks.len()
+                        ),
+                    ));
                 }
-            });
-            if let Err(crate::sse::SseError::LineTooLong(n)) = fed {
-                return Err(RequestError::new(
-                    ErrorKind::MalformedChunk,
-                    format!("an SSE line of {n} bytes exceeds the {} byte limit", crate::sse::MAX_LINE),
-                ));
-            }
-            if let Some(f) = failure {
-                return Err(f);
-            }
+                Err(_) => return Err(timed_out(limits.timeout, "reading the stream")),
+            };
+            // The timestamp of everything this frame completed: taken before any parsing.
+            let t = mono_ns();
+            parser.feed(rec, &bytes, t)?;
         }
-        let t = mono_ns();
-        sse.finish(|payload| {
-            if failure.is_none() {
-                on_event(rec, payload, t, &mut failure, &mut saw_usage);
-            }
-        });
-        if let Some(f) = failure {
-            return Err(f);
-        }
-        if !(rec.done_marker || saw_usage || rec.finish_reason.is_some()) {
-            return Err(RequestError::new(
-                ErrorKind::TruncatedStream,
-                format!(
-                    "the body ended after {} content chunks without a finish_reason, usage or [DONE]",
-                    rec.chunks.len()
-                ),
-            ));
-        }
-        if rec.chunks.is_empty() {
-            return Err(RequestError::new(ErrorKind::NoContent, "the stream completed without any generated content"));
-        }
-        Ok(())
-    }
-}
-
-/// Handles one SSE event's data, read at `t`.
-fn on_event(rec: &mut RequestRecord, payload: &[u8], t: u64, failure: &mut Option<RequestError>, saw_usage: &mut bool) {
-    if payload == b"[DONE]" {
-        rec.done_marker = true;
-        return;
-    }
-    let chunk = match parse_chunk(payload) {
-        Ok(c) => c,
-        Err(e) => {
-            let shown = String::from_utf8_lossy(&payload[..payload.len().min(200)]);
-            *failure = Some(RequestError::new(
-                ErrorKind::MalformedChunk,
-                format!("chunk {} is not valid JSON ({e}): {shown}", rec.chunks.len()),
-            ));
-            return;
-        }
-    };
-    if let Some(msg) = chunk.error {
-        *failure = Some(RequestError::new(ErrorKind::ServerError, msg));
-        return;
-    }
-    if chunk.has_choices {
-        rec.last_choice_ns = Some(t);
-        if !chunk.content.is_empty() {
-            rec.text.push_str(&chunk.content);
-            rec.chunks.push(ContentChunk { t_ns: t, text_end: rec.text.len() as u32, tokens: 0 });
-        }
-        if let Some(f) = chunk.finish_reason {
-            rec.finish_reason = Some(f.into_owned());
-        }
-    }
-    if let Some(u) = chunk.usage {
-        *saw_usage = true;
-        if u.prompt_tokens.is_some() {
-            rec.prompt_tokens_server = u.prompt_tokens;
-        }
-        if u.completion_tokens.is_some() {
-            rec.output_tokens_server = u.completion_tokens;
-        }
+        parser.finish(rec, mono_ns())
     }
 }
 
@@ -240,7 +194,13 @@ async fn read_error_body(resp: &mut reqwest::Response, deadline: Instant) -> Vec
 }
 
 fn timed_out(limit: Duration, during: &str) -> RequestError {
-    RequestError::new(ErrorKind::Timeout, format!("no complete response within {} (--timeout), {during}", humanize(limit)))
+    RequestError::new(
+        ErrorKind::Timeout,
+        format!(
+            "no complete response within {} (--timeout), {during}",
+            humanize(limit)
+        ),
+    )
 }
 
 fn transport_error(e: &reqwest::Error) -> RequestError {
@@ -258,11 +218,13 @@ fn transport_error(e: &reqwest::Error) -> RequestError {
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = match e.downcast_ref::<reqwest::Error>() {
         Some(r) => {
-            let mut r = format!("{r}");
-            if let Some(u) = e.downcast_ref::<reqwest::Error>().and_then(|x| x.url()) {
-                r = r.replace(&format!(" ({u})"), "").replace(u.as_str(), "<target>");
+            let mut text = r.to_string();
+            if let Some(u) = r.url() {
+                text = text
+                    .replace(&format!(" ({u})"), "")
+                    .replace(u.as_str(), "<target>");
             }
-            r
+            text
         }
         None => e.to_string(),
     };
@@ -276,9 +238,4 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         src = c.source();
     }
     s
-}
-
-fn humanize(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }

@@ -34,6 +34,9 @@ mod tests {
         let b = mono_ns();
         assert!(b > a);
         let d = b - a;
-        assert!((4_000_000..1_000_000_000).contains(&d), "5 ms sleep measured as {d} ns");
+        assert!(
+            (4_000_000..1_000_000_000).contains(&d),
+            "5 ms sleep measured as {d} ns"
+        );
     }
 }

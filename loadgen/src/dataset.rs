@@ -34,7 +34,10 @@ pub enum DatasetSpec {
     },
     /// ShareGPT JSON: the first human turn is the prompt; the output length is the reply's
     /// token count unless `output_len` is given.
-    Sharegpt { path: PathBuf, output_len: Option<u32> },
+    Sharegpt {
+        path: PathBuf,
+        output_len: Option<u32>,
+    },
     /// One JSON object a line: `{"prompt": "…", "output_len": N}` (`output_len` optional).
     Jsonl { path: PathBuf, output_len: u32 },
 }
@@ -46,18 +49,36 @@ pub enum DatasetError {
     #[error("--dataset-path {path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error("--dataset-path {path}, line {line}: {reason}")]
-    Line { path: PathBuf, line: usize, reason: String },
+    Line {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("--dataset-path {path}: no usable prompt in the file")]
     Empty { path: PathBuf },
     #[error("{flag} must be {rule}, got {value}")]
-    Invalid { flag: &'static str, rule: &'static str, value: String },
+    Invalid {
+        flag: &'static str,
+        rule: &'static str,
+        value: String,
+    },
 }
 
 /// Builds `n` prompts.
-pub async fn build(spec: &DatasetSpec, n: usize, tok: &Tokenizer, seed: u64) -> Result<Vec<Prompt>, DatasetError> {
+pub async fn build(
+    spec: &DatasetSpec,
+    n: usize,
+    tok: &Tokenizer,
+    seed: u64,
+) -> Result<Vec<Prompt>, DatasetError> {
     let mut rng = StdRng::seed_from_u64(seed);
     match spec {
-        DatasetSpec::Random { input_len, output_len, range_ratio, prefix_len } => {
+        DatasetSpec::Random {
+            input_len,
+            output_len,
+            range_ratio,
+            prefix_len,
+        } => {
             if !(0.0..1.0).contains(range_ratio) {
                 return Err(DatasetError::Invalid {
                     flag: "--random-range-ratio",
@@ -66,12 +87,20 @@ pub async fn build(spec: &DatasetSpec, n: usize, tok: &Tokenizer, seed: u64) -> 
                 });
             }
             if *output_len == 0 {
-                return Err(DatasetError::Invalid { flag: "--output-len", rule: "at least 1", value: "0".into() });
+                return Err(DatasetError::Invalid {
+                    flag: "--output-len",
+                    rule: "at least 1",
+                    value: "0".into(),
+                });
             }
             let pool = tok.id_pool().await?;
             let prefix = if *prefix_len > 0 {
-                let ids: Vec<u32> = (0..*prefix_len).map(|_| pool[rng.random_range(0..pool.len())]).collect();
-                exact_text(tok, "", ids, *prefix_len, &pool, &mut rng).await?.0
+                let ids: Vec<u32> = (0..*prefix_len)
+                    .map(|_| pool[rng.random_range(0..pool.len())])
+                    .collect();
+                exact_text(tok, "", ids, *prefix_len, &pool, &mut rng)
+                    .await?
+                    .0
             } else {
                 String::new()
             };
@@ -80,9 +109,15 @@ pub async fn build(spec: &DatasetSpec, n: usize, tok: &Tokenizer, seed: u64) -> 
                 let in_len = draw_len(*input_len, *range_ratio, &mut rng).max(1);
                 let out_len = draw_len(*output_len, *range_ratio, &mut rng).max(1);
                 let target = prefix_len + in_len;
-                let ids: Vec<u32> = (0..in_len).map(|_| pool[rng.random_range(0..pool.len())]).collect();
+                let ids: Vec<u32> = (0..in_len)
+                    .map(|_| pool[rng.random_range(0..pool.len())])
+                    .collect();
                 let (text, count) = exact_text(tok, &prefix, ids, target, &pool, &mut rng).await?;
-                out.push(Prompt { text, prompt_tokens: count, output_len: out_len });
+                out.push(Prompt {
+                    text,
+                    prompt_tokens: count,
+                    output_len: out_len,
+                });
             }
             Ok(out)
         }
@@ -103,13 +138,19 @@ pub async fn build(spec: &DatasetSpec, n: usize, tok: &Tokenizer, seed: u64) -> 
                 if p < 4 || o < 4 || (output_len.is_none() && (p > 1024 || p + o > 2048)) {
                     continue;
                 }
-                out.push(Prompt { text: prompt, prompt_tokens: p, output_len: o });
+                out.push(Prompt {
+                    text: prompt,
+                    prompt_tokens: p,
+                    output_len: o,
+                });
             }
             cycle_to(out, n, path)
         }
         DatasetSpec::Jsonl { path, output_len } => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| DatasetError::File { path: path.clone(), reason: e.to_string() })?;
+            let text = std::fs::read_to_string(path).map_err(|e| DatasetError::File {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
             #[derive(Deserialize)]
             struct Line {
                 prompt: String,
@@ -127,7 +168,11 @@ pub async fn build(spec: &DatasetSpec, n: usize, tok: &Tokenizer, seed: u64) -> 
                     reason: format!("expected {{\"prompt\": \"…\", \"output_len\": N}}: {e}"),
                 })?;
                 let p = tok.encode(&l.prompt).await?.len() as u32;
-                out.push(Prompt { text: l.prompt, prompt_tokens: p, output_len: l.output_len.unwrap_or(*output_len) });
+                out.push(Prompt {
+                    text: l.prompt,
+                    prompt_tokens: p,
+                    output_len: l.output_len.unwrap_or(*output_len),
+                });
                 if out.len() == n {
                     break;
                 }
@@ -158,7 +203,11 @@ async fn exact_text(
     pool: &[u32],
     rng: &mut StdRng,
 ) -> Result<(String, u32), DatasetError> {
-    let prefix_tokens = if prefix.is_empty() { 0 } else { tok.encode(prefix).await?.len() };
+    let prefix_tokens = if prefix.is_empty() {
+        0
+    } else {
+        tok.encode(prefix).await?.len()
+    };
     let mut best: Option<(String, u32)> = None;
     for _ in 0..16 {
         let text = format!("{prefix}{}", tok.decode(&ids).await?);
@@ -167,7 +216,9 @@ async fn exact_text(
         if count == target {
             return Ok((text, count));
         }
-        let better = best.as_ref().is_none_or(|(_, c)| count.abs_diff(target) < c.abs_diff(target));
+        let better = best
+            .as_ref()
+            .is_none_or(|(_, c)| count.abs_diff(target) < c.abs_diff(target));
         if better {
             best = Some((text, count));
         }
@@ -187,7 +238,10 @@ async fn exact_text(
 }
 
 fn read_sharegpt(path: &Path) -> Result<Vec<(String, String)>, DatasetError> {
-    let file = std::fs::File::open(path).map_err(|e| DatasetError::File { path: path.into(), reason: e.to_string() })?;
+    let file = std::fs::File::open(path).map_err(|e| DatasetError::File {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
     #[derive(Deserialize)]
     struct Conv {
         #[serde(default)]

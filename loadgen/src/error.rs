@@ -97,7 +97,11 @@ impl std::fmt::Display for ErrorKind {
 
 impl RequestError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        RequestError { kind, status: None, message: message.into() }
+        RequestError {
+            kind,
+            status: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -150,7 +154,10 @@ mod tests {
 
     #[test]
     fn server_messages_are_extracted() {
-        assert_eq!(server_message(br#"{"error":{"message":"bad model","code":404}}"#), "bad model");
+        assert_eq!(
+            server_message(br#"{"error":{"message":"bad model","code":404}}"#),
+            "bad model"
+        );
         assert_eq!(
             server_message(br#"{"detail":"Unexpected fields in the request: ignore_eos"}"#),
             "Unexpected fields in the request: ignore_eos"

@@ -2,7 +2,8 @@
 //! per request; every metric is computed from those records afterwards.
 //!
 //! - [`schedule`]: when requests start (open loop) — [`runner`] adds the concurrency limit (closed loop)
-//! - [`client`]: one request, stamped on read ([`clock`]), parsed by [`sse`] and [`openai`]
+//! - [`client`]: one request; [`http1`] reads its socket and stamps each read ([`clock`]);
+//!   [`stream`] parses the body ([`sse`], [`openai`])
 //! - [`record`]: one request's timings; [`report`] and [`stats`]: metrics from records
 //! - [`dataset`] and [`tokenizer`]: prompts of an exact token length
 
@@ -10,6 +11,7 @@ pub mod client;
 pub mod clock;
 pub mod dataset;
 pub mod error;
+pub mod http1;
 pub mod openai;
 pub mod record;
 pub mod report;
@@ -17,6 +19,7 @@ pub mod runner;
 pub mod schedule;
 pub mod sse;
 pub mod stats;
+pub mod stream;
 pub mod tokenizer;
 
 pub use client::{HttpClient, Target};

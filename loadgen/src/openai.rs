@@ -81,9 +81,16 @@ impl BodySpec {
                 body.insert("max_tokens".into(), max_tokens.into());
             }
             EndpointKind::Chat => {
-                body.insert("messages".into(), json!([{"role": "user", "content": prompt}]));
+                body.insert(
+                    "messages".into(),
+                    json!([{"role": "user", "content": prompt}]),
+                );
                 // vLLM and SGLang follow OpenAI's current name; others know the older one.
-                let key = if self.backend == Backend::Openai { "max_tokens" } else { "max_completion_tokens" };
+                let key = if self.backend == Backend::Openai {
+                    "max_tokens"
+                } else {
+                    "max_completion_tokens"
+                };
                 body.insert(key.into(), max_tokens.into());
             }
         }
@@ -152,7 +159,10 @@ struct RawDelta<'a> {
 /// Parses one `data:` payload (not `[DONE]`).
 pub fn parse_chunk(payload: &[u8]) -> Result<ChunkInfo<'_>, serde_json::Error> {
     let raw: RawChunk<'_> = serde_json::from_slice(payload)?;
-    let mut info = ChunkInfo { usage: raw.usage, ..Default::default() };
+    let mut info = ChunkInfo {
+        usage: raw.usage,
+        ..Default::default()
+    };
     if let Some(e) = raw.error {
         info.error = Some(crate::error::server_message(e.to_string().as_bytes()));
     }
@@ -190,11 +200,16 @@ mod tests {
 
     #[test]
     fn ignore_eos_only_where_accepted() {
-        let v: Value = serde_json::from_slice(&spec(EndpointKind::Completions, Backend::Vllm).render("hi", 8)).unwrap();
+        let v: Value =
+            serde_json::from_slice(&spec(EndpointKind::Completions, Backend::Vllm).render("hi", 8))
+                .unwrap();
         assert_eq!(v["ignore_eos"], true);
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["max_tokens"], 8);
-        let v: Value = serde_json::from_slice(&spec(EndpointKind::Completions, Backend::Openai).render("hi", 8)).unwrap();
+        let v: Value = serde_json::from_slice(
+            &spec(EndpointKind::Completions, Backend::Openai).render("hi", 8),
+        )
+        .unwrap();
         assert!(v.get("ignore_eos").is_none());
     }
 
@@ -212,16 +227,27 @@ mod tests {
 
     #[test]
     fn parses_completion_chat_usage_and_errors() {
-        let c = parse_chunk(br#"{"choices":[{"index":0,"text":"a\nb","finish_reason":null}]}"#).unwrap();
+        let c = parse_chunk(br#"{"choices":[{"index":0,"text":"a\nb","finish_reason":null}]}"#)
+            .unwrap();
         assert!(c.has_choices);
         assert_eq!(c.content, "a\nb");
-        let c = parse_chunk(br#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#).unwrap();
-        assert!(c.has_choices && c.content.is_empty(), "role-only chunk carries no content");
+        let c =
+            parse_chunk(br#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#).unwrap();
+        assert!(
+            c.has_choices && c.content.is_empty(),
+            "role-only chunk carries no content"
+        );
         let c = parse_chunk(br#"{"choices":[{"delta":{"reasoning_content":"think"}}]}"#).unwrap();
         assert_eq!(c.content, "think");
         let c = parse_chunk(br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#).unwrap();
         assert!(!c.has_choices);
-        assert_eq!(c.usage, Some(Usage { prompt_tokens: Some(5), completion_tokens: Some(7) }));
+        assert_eq!(
+            c.usage,
+            Some(Usage {
+                prompt_tokens: Some(5),
+                completion_tokens: Some(7)
+            })
+        );
         let c = parse_chunk(br#"{"choices":[{"text":"","finish_reason":"length"}]}"#).unwrap();
         assert_eq!(c.finish_reason.as_deref(), Some("length"));
         let c = parse_chunk(br#"{"error":{"message":"boom"}}"#).unwrap();

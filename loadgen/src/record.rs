@@ -89,12 +89,15 @@ impl RequestRecord {
 
     /// Prompt tokens: the server's count, else the target.
     pub fn prompt_tokens(&self) -> u32 {
-        self.prompt_tokens_server.unwrap_or(self.prompt_tokens_target)
+        self.prompt_tokens_server
+            .unwrap_or(self.prompt_tokens_target)
     }
 
     /// Time to first token in ns: the first content chunk minus the send time.
     pub fn ttft_ns(&self) -> Option<u64> {
-        self.chunks.first().map(|c| c.t_ns.saturating_sub(self.send_ns))
+        self.chunks
+            .first()
+            .map(|c| c.t_ns.saturating_sub(self.send_ns))
     }
 
     /// End-to-end latency in ns: the last chunk carrying choices minus the send time.
@@ -116,7 +119,9 @@ impl RequestRecord {
 
     /// Gaps between consecutive content chunks, in ns.
     pub fn itl_ns(&self) -> impl Iterator<Item = u64> + '_ {
-        self.chunks.windows(2).map(|w| w[1].t_ns.saturating_sub(w[0].t_ns))
+        self.chunks
+            .windows(2)
+            .map(|w| w[1].t_ns.saturating_sub(w[0].t_ns))
     }
 
     /// Per-token inter-token latency: the time since the previous content chunk, spread over
@@ -157,7 +162,11 @@ mod tests {
             send_ns: send,
             chunks: chunks
                 .iter()
-                .map(|&(t, tokens)| ContentChunk { t_ns: t, text_end: 0, tokens })
+                .map(|&(t, tokens)| ContentChunk {
+                    t_ns: t,
+                    text_end: 0,
+                    tokens,
+                })
                 .collect(),
             last_choice_ns: chunks.last().map(|c| c.0),
             output_tokens_server: Some(out),

@@ -37,8 +37,15 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 7] =
-        [Metric::Ttft, Metric::Tpot, Metric::Itl, Metric::E2el, Metric::ItlPerToken, Metric::Queue, Metric::DispatchLag];
+    pub const ALL: [Metric; 7] = [
+        Metric::Ttft,
+        Metric::Tpot,
+        Metric::Itl,
+        Metric::E2el,
+        Metric::ItlPerToken,
+        Metric::Queue,
+        Metric::DispatchLag,
+    ];
 
     /// The name used in JSON keys (`mean_<name>_ms`).
     pub fn key(self) -> &'static str {
@@ -87,24 +94,32 @@ impl Metric {
 pub fn parse_goodput(spec: &str) -> Result<Vec<GoodputBound>, String> {
     let mut out = Vec::new();
     for item in spec.split([' ', ',']).filter(|s| !s.is_empty()) {
-        let (k, v) = item
-            .split_once(':')
-            .ok_or_else(|| format!("--goodput: {item:?} is not KEY:MILLISECONDS (e.g. ttft:400)"))?;
+        let (k, v) = item.split_once(':').ok_or_else(|| {
+            format!("--goodput: {item:?} is not KEY:MILLISECONDS (e.g. ttft:400)")
+        })?;
         let metric = match k {
             "ttft" => Metric::Ttft,
             "tpot" => Metric::Tpot,
             "e2el" => Metric::E2el,
-            _ => return Err(format!("--goodput: unknown key {k:?} (expected ttft, tpot or e2el)")),
+            _ => {
+                return Err(format!(
+                    "--goodput: unknown key {k:?} (expected ttft, tpot or e2el)"
+                ));
+            }
         };
         let max_ms: f64 = v
             .parse()
             .ok()
             .filter(|x: &f64| *x > 0.0 && x.is_finite())
-            .ok_or_else(|| format!("--goodput: {k}:{v}: the bound must be a positive number of milliseconds"))?;
+            .ok_or_else(|| {
+                format!("--goodput: {k}:{v}: the bound must be a positive number of milliseconds")
+            })?;
         out.push(GoodputBound { metric, max_ms });
     }
     if out.is_empty() {
-        return Err(format!("--goodput: no bound in {spec:?} (expected e.g. \"ttft:400 tpot:50\")"));
+        return Err(format!(
+            "--goodput: no bound in {spec:?} (expected e.g. \"ttft:400 tpot:50\")"
+        ));
     }
     Ok(out)
 }
@@ -145,7 +160,11 @@ pub struct Summary {
 }
 
 /// Computes the summary of `records` (pooled: records of several workers may be concatenated).
-pub fn summarize(records: &[RequestRecord], percentiles: &[f64], goodput: &[GoodputBound]) -> Summary {
+pub fn summarize(
+    records: &[RequestRecord],
+    percentiles: &[f64],
+    goodput: &[GoodputBound],
+) -> Summary {
     let ok: Vec<&RequestRecord> = records.iter().filter(|r| r.ok()).collect();
     let mut failed_by_kind = BTreeMap::new();
     let mut failed_by_status = BTreeMap::new();
@@ -155,19 +174,28 @@ pub fn summarize(records: &[RequestRecord], percentiles: &[f64], goodput: &[Good
         if let Some(s) = e.status {
             *failed_by_status.entry(s).or_insert(0) += 1;
         }
-        first_error.entry(e.kind).or_insert_with(|| e.message.clone());
+        first_error
+            .entry(e.kind)
+            .or_insert_with(|| e.message.clone());
     }
     let first_send = records.iter().map(|r| r.send_ns).min().unwrap_or(0);
     let last_end = records.iter().map(|r| r.end_ns).max().unwrap_or(0);
     let duration_s = last_end.saturating_sub(first_send) as f64 / 1e9;
-    let per_s = |x: f64| if duration_s > 0.0 { x / duration_s } else { 0.0 };
+    let per_s = |x: f64| {
+        if duration_s > 0.0 {
+            x / duration_s
+        } else {
+            0.0
+        }
+    };
 
     let total_input_tokens: u64 = ok.iter().map(|r| r.prompt_tokens() as u64).sum();
     let total_input_tokens_target: u64 = ok.iter().map(|r| r.prompt_tokens_target as u64).sum();
     let total_output_tokens: u64 = ok.iter().map(|r| r.output_tokens() as u64).sum();
 
     let ms = |ns: f64| ns / 1e6;
-    let mut samples: BTreeMap<Metric, Vec<f64>> = Metric::ALL.iter().map(|m| (*m, Vec::new())).collect();
+    let mut samples: BTreeMap<Metric, Vec<f64>> =
+        Metric::ALL.iter().map(|m| (*m, Vec::new())).collect();
     let mut good = 0usize;
     for r in &ok {
         let ttft = r.ttft_ns().map(|v| ms(v as f64));
@@ -176,8 +204,14 @@ pub fn summarize(records: &[RequestRecord], percentiles: &[f64], goodput: &[Good
         samples.get_mut(&Metric::Ttft).unwrap().extend(ttft);
         samples.get_mut(&Metric::Tpot).unwrap().extend(tpot);
         samples.get_mut(&Metric::E2el).unwrap().extend(e2el);
-        samples.get_mut(&Metric::Itl).unwrap().extend(r.itl_ns().map(|v| ms(v as f64)));
-        samples.get_mut(&Metric::ItlPerToken).unwrap().extend(r.itl_per_token_ns().into_iter().map(ms));
+        samples
+            .get_mut(&Metric::Itl)
+            .unwrap()
+            .extend(r.itl_ns().map(|v| ms(v as f64)));
+        samples
+            .get_mut(&Metric::ItlPerToken)
+            .unwrap()
+            .extend(r.itl_per_token_ns().into_iter().map(ms));
         if !goodput.is_empty() {
             let meets = goodput.iter().all(|b| {
                 let v = match b.metric {
@@ -192,9 +226,19 @@ pub fn summarize(records: &[RequestRecord], percentiles: &[f64], goodput: &[Good
             good += usize::from(meets);
         }
     }
-    for r in records.iter().filter(|r| r.error.as_ref().is_none_or(|e| e.kind != ErrorKind::Cancelled)) {
-        samples.get_mut(&Metric::Queue).unwrap().push(ms(r.queue_ns() as f64));
-        samples.get_mut(&Metric::DispatchLag).unwrap().push(ms(r.dispatch_lag_ns() as f64));
+    for r in records.iter().filter(|r| {
+        r.error
+            .as_ref()
+            .is_none_or(|e| e.kind != ErrorKind::Cancelled)
+    }) {
+        samples
+            .get_mut(&Metric::Queue)
+            .unwrap()
+            .push(ms(r.queue_ns() as f64));
+        samples
+            .get_mut(&Metric::DispatchLag)
+            .unwrap()
+            .push(ms(r.dispatch_lag_ns() as f64));
     }
     let metrics = samples
         .into_iter()
@@ -241,7 +285,9 @@ fn max_tokens_per_second(ok: &[&RequestRecord], start: u64) -> f64 {
     let mut buckets: BTreeMap<u64, u64> = BTreeMap::new();
     for r in ok {
         for c in &r.chunks {
-            *buckets.entry(c.t_ns.saturating_sub(start) / 1_000_000_000).or_insert(0) += c.tokens.max(1) as u64;
+            *buckets
+                .entry(c.t_ns.saturating_sub(start) / 1_000_000_000)
+                .or_insert(0) += c.tokens.max(1) as u64;
         }
     }
     buckets.values().copied().max().unwrap_or(0) as f64
@@ -284,16 +330,28 @@ pub struct RunInfo {
 }
 
 /// The result JSON: vLLM's keys (same names, same units) followed by benchctl's additions.
-pub fn result_json(info: &RunInfo, s: &Summary, records: &[RequestRecord], detailed: bool) -> Value {
+pub fn result_json(
+    info: &RunInfo,
+    s: &Summary,
+    records: &[RequestRecord],
+    detailed: bool,
+) -> Value {
     let mut o = Map::new();
-    o.insert("date".into(), json!(info.date.format("%Y%m%d-%H%M%S").to_string()));
+    o.insert(
+        "date".into(),
+        json!(info.date.format("%Y%m%d-%H%M%S").to_string()),
+    );
     o.insert("backend".into(), json!(info.backend));
     o.insert("model_id".into(), json!(info.model_id));
     o.insert("tokenizer_id".into(), json!(info.tokenizer_id));
     o.insert("num_prompts".into(), json!(info.num_prompts));
     o.insert(
         "request_rate".into(),
-        if info.request_rate.is_finite() { json!(info.request_rate) } else { json!("inf") },
+        if info.request_rate.is_finite() {
+            json!(info.request_rate)
+        } else {
+            json!("inf")
+        },
     );
     o.insert("burstiness".into(), json!(info.burstiness));
     o.insert("max_concurrency".into(), json!(info.max_concurrency));
@@ -305,9 +363,18 @@ pub fn result_json(info: &RunInfo, s: &Summary, records: &[RequestRecord], detai
     o.insert("request_throughput".into(), json!(s.request_throughput));
     o.insert("request_goodput".into(), json!(s.request_goodput));
     o.insert("output_throughput".into(), json!(s.output_throughput));
-    o.insert("total_token_throughput".into(), json!(s.total_token_throughput));
-    o.insert("max_output_tokens_per_s".into(), json!(s.max_output_tokens_per_s));
-    o.insert("max_concurrent_requests".into(), json!(s.max_concurrent_requests));
+    o.insert(
+        "total_token_throughput".into(),
+        json!(s.total_token_throughput),
+    );
+    o.insert(
+        "max_output_tokens_per_s".into(),
+        json!(s.max_output_tokens_per_s),
+    );
+    o.insert(
+        "max_concurrent_requests".into(),
+        json!(s.max_concurrent_requests),
+    );
     for m in Metric::ALL {
         let k = m.key();
         let d = s.metrics.get(&m);
@@ -315,48 +382,97 @@ pub fn result_json(info: &RunInfo, s: &Summary, records: &[RequestRecord], detai
         o.insert(format!("median_{k}_ms"), json!(d.map(|d| d.median)));
         o.insert(format!("std_{k}_ms"), json!(d.map(|d| d.std)));
         for &p in &s.percentiles {
-            o.insert(format!("p{}_{k}_ms", percentile_label(p)), json!(d.and_then(|d| d.get(p))));
+            o.insert(
+                format!("p{}_{k}_ms", percentile_label(p)),
+                json!(d.and_then(|d| d.get(p))),
+            );
         }
     }
     if detailed {
         let ok = records.iter().filter(|r| r.ok());
-        o.insert("input_lens".into(), ok.clone().map(|r| r.prompt_tokens()).collect());
-        o.insert("output_lens".into(), ok.clone().map(|r| r.output_tokens()).collect());
-        o.insert("ttfts".into(), ok.clone().map(|r| r.ttft_ns().map(|v| v as f64 / 1e9)).collect());
+        o.insert(
+            "input_lens".into(),
+            ok.clone().map(|r| r.prompt_tokens()).collect(),
+        );
+        o.insert(
+            "output_lens".into(),
+            ok.clone().map(|r| r.output_tokens()).collect(),
+        );
+        o.insert(
+            "ttfts".into(),
+            ok.clone()
+                .map(|r| r.ttft_ns().map(|v| v as f64 / 1e9))
+                .collect(),
+        );
         o.insert(
             "itls".into(),
-            ok.clone().map(|r| r.itl_ns().map(|v| v as f64 / 1e9).collect::<Vec<_>>()).collect(),
+            ok.clone()
+                .map(|r| r.itl_ns().map(|v| v as f64 / 1e9).collect::<Vec<_>>())
+                .collect(),
         );
-        o.insert("generated_texts".into(), ok.map(|r| r.text.clone()).collect());
+        o.insert(
+            "generated_texts".into(),
+            ok.map(|r| r.text.clone()).collect(),
+        );
         o.insert(
             "errors".into(),
-            records.iter().map(|r| r.error.as_ref().map(|e| e.to_string()).unwrap_or_default()).collect(),
+            records
+                .iter()
+                .map(|r| r.error.as_ref().map(|e| e.to_string()).unwrap_or_default())
+                .collect(),
         );
     }
     // benchctl's additions
     o.insert("benchctl_version".into(), json!(env!("CARGO_PKG_VERSION")));
     o.insert("endpoint".into(), json!(info.endpoint));
-    o.insert("target_is_simulator".into(), json!(info.target_is_simulator));
+    o.insert(
+        "target_is_simulator".into(),
+        json!(info.target_is_simulator),
+    );
     o.insert("percentiles".into(), json!(s.percentiles));
     o.insert("warmup_requests".into(), json!(info.warmup_requests));
     o.insert("warmup_failed".into(), json!(info.warmup_failed));
     o.insert("not_sent".into(), json!(info.not_sent));
     o.insert(
         "failed_by_kind".into(),
-        Value::Object(s.failed_by_kind.iter().map(|(k, v)| (k.as_str().to_string(), json!(v))).collect()),
+        Value::Object(
+            s.failed_by_kind
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), json!(v)))
+                .collect(),
+        ),
     );
     o.insert(
         "failed_by_status".into(),
-        Value::Object(s.failed_by_status.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()),
+        Value::Object(
+            s.failed_by_status
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect(),
+        ),
     );
     o.insert(
         "first_error".into(),
-        Value::Object(s.first_error.iter().map(|(k, v)| (k.as_str().to_string(), json!(v))).collect()),
+        Value::Object(
+            s.first_error
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), json!(v)))
+                .collect(),
+        ),
     );
-    o.insert("total_input_tokens_target".into(), json!(s.total_input_tokens_target));
+    o.insert(
+        "total_input_tokens_target".into(),
+        json!(s.total_input_tokens_target),
+    );
     o.insert("input_len_mismatches".into(), json!(s.input_len_mismatches));
-    o.insert("input_len_max_deviation".into(), json!(s.input_len_max_deviation));
-    o.insert("output_len_mismatches".into(), json!(s.output_len_mismatches));
+    o.insert(
+        "input_len_max_deviation".into(),
+        json!(s.input_len_max_deviation),
+    );
+    o.insert(
+        "output_len_mismatches".into(),
+        json!(s.output_len_mismatches),
+    );
     o.insert("missing_usage".into(), json!(s.missing_usage));
     o.insert("chunk_tokens".into(), json!(info.chunk_tokens));
     o.insert(
@@ -375,39 +491,92 @@ pub fn render_text(info: &RunInfo, s: &Summary) -> String {
     };
     let _ = writeln!(t, "{:=^50}", " Serving Benchmark Result ");
     if info.target_is_simulator {
-        let _ = writeln!(t, "TARGET IS `benchctl sim`, A SIMULATOR: not a real model's numbers");
+        let _ = writeln!(
+            t,
+            "TARGET IS `benchctl sim`, A SIMULATOR: not a real model's numbers"
+        );
     }
     line(&mut t, "Successful requests:", s.completed.to_string());
     line(&mut t, "Failed requests:", s.failed.to_string());
     for (k, n) in &s.failed_by_kind {
-        line(&mut t, &format!("  {k}:"), format!("{n}  ({})", s.first_error.get(k).map(String::as_str).unwrap_or("")));
+        line(
+            &mut t,
+            &format!("  {k}:"),
+            format!(
+                "{n}  ({})",
+                s.first_error.get(k).map(String::as_str).unwrap_or("")
+            ),
+        );
     }
     if let Some(c) = info.max_concurrency {
         line(&mut t, "Maximum request concurrency:", c.to_string());
     }
     if info.request_rate.is_finite() {
-        line(&mut t, "Request rate configured (RPS):", format!("{:.2}", info.request_rate));
+        line(
+            &mut t,
+            "Request rate configured (RPS):",
+            format!("{:.2}", info.request_rate),
+        );
     }
-    line(&mut t, "Benchmark duration (s):", format!("{:.2}", s.duration_s));
-    line(&mut t, "Total input tokens:", s.total_input_tokens.to_string());
-    line(&mut t, "Total generated tokens:", s.total_output_tokens.to_string());
-    line(&mut t, "Request throughput (req/s):", format!("{:.2}", s.request_throughput));
+    line(
+        &mut t,
+        "Benchmark duration (s):",
+        format!("{:.2}", s.duration_s),
+    );
+    line(
+        &mut t,
+        "Total input tokens:",
+        s.total_input_tokens.to_string(),
+    );
+    line(
+        &mut t,
+        "Total generated tokens:",
+        s.total_output_tokens.to_string(),
+    );
+    line(
+        &mut t,
+        "Request throughput (req/s):",
+        format!("{:.2}", s.request_throughput),
+    );
     if let Some(g) = s.request_goodput {
         line(&mut t, "Request goodput (req/s):", format!("{g:.2}"));
     }
-    line(&mut t, "Output token throughput (tok/s):", format!("{:.2}", s.output_throughput));
-    line(&mut t, "Peak output token throughput (tok/s):", format!("{:.2}", s.max_output_tokens_per_s));
-    line(&mut t, "Peak concurrent requests:", s.max_concurrent_requests.to_string());
-    line(&mut t, "Total Token throughput (tok/s):", format!("{:.2}", s.total_token_throughput));
+    line(
+        &mut t,
+        "Output token throughput (tok/s):",
+        format!("{:.2}", s.output_throughput),
+    );
+    line(
+        &mut t,
+        "Peak output token throughput (tok/s):",
+        format!("{:.2}", s.max_output_tokens_per_s),
+    );
+    line(
+        &mut t,
+        "Peak concurrent requests:",
+        s.max_concurrent_requests.to_string(),
+    );
+    line(
+        &mut t,
+        "Total Token throughput (tok/s):",
+        format!("{:.2}", s.total_token_throughput),
+    );
     if s.input_len_mismatches > 0 {
         line(
             &mut t,
             "Prompts off their target length:",
-            format!("{} (max deviation {} tokens)", s.input_len_mismatches, s.input_len_max_deviation),
+            format!(
+                "{} (max deviation {} tokens)",
+                s.input_len_mismatches, s.input_len_max_deviation
+            ),
         );
     }
     if s.output_len_mismatches > 0 {
-        line(&mut t, "Server/client output count mismatches:", s.output_len_mismatches.to_string());
+        line(
+            &mut t,
+            "Server/client output count mismatches:",
+            s.output_len_mismatches.to_string(),
+        );
     }
     for m in Metric::ALL {
         let Some(d) = s.metrics.get(&m) else { continue };
@@ -415,10 +584,22 @@ pub fn render_text(info: &RunInfo, s: &Summary) -> String {
             continue;
         }
         let _ = writeln!(t, "{:-^50}", m.title());
-        line(&mut t, &format!("Mean {} (ms):", m.short()), format!("{:.2}", d.mean));
-        line(&mut t, &format!("Median {} (ms):", m.short()), format!("{:.2}", d.median));
+        line(
+            &mut t,
+            &format!("Mean {} (ms):", m.short()),
+            format!("{:.2}", d.mean),
+        );
+        line(
+            &mut t,
+            &format!("Median {} (ms):", m.short()),
+            format!("{:.2}", d.median),
+        );
         for (p, v) in &d.percentiles {
-            line(&mut t, &format!("P{} {} (ms):", percentile_label(*p), m.short()), format!("{v:.2}"));
+            line(
+                &mut t,
+                &format!("P{} {} (ms):", percentile_label(*p), m.short()),
+                format!("{v:.2}"),
+            );
         }
     }
     let _ = writeln!(t, "{}", "=".repeat(50));
@@ -436,7 +617,14 @@ mod tests {
             index: i,
             dispatch_ns: send,
             send_ns: send,
-            chunks: chunks.iter().map(|&t| ContentChunk { t_ns: t, text_end: 0, tokens: 1 }).collect(),
+            chunks: chunks
+                .iter()
+                .map(|&t| ContentChunk {
+                    t_ns: t,
+                    text_end: 0,
+                    tokens: 1,
+                })
+                .collect(),
             last_choice_ns: chunks.last().copied(),
             end_ns: chunks.last().copied().unwrap_or(send),
             prompt_tokens_target: 10,
@@ -451,10 +639,14 @@ mod tests {
     fn totals_throughput_goodput_and_failures() {
         let ms = 1_000_000;
         let mut bad = rec(2, 0, &[], 0);
-        bad.error = Some(RequestError { kind: ErrorKind::Http5xx, status: Some(500), message: "boom".into() });
+        bad.error = Some(RequestError {
+            kind: ErrorKind::Http5xx,
+            status: Some(500),
+            message: "boom".into(),
+        });
         bad.end_ns = 10 * ms;
         let records = vec![
-            rec(0, 0, &[100 * ms, 200 * ms, 300 * ms], 3),    // ttft 100, tpot 100
+            rec(0, 0, &[100 * ms, 200 * ms, 300 * ms], 3), // ttft 100, tpot 100
             rec(1, 0, &[500 * ms, 1000 * ms, 2000 * ms], 3), // ttft 500, tpot 750; ends at 2 s
             bad,
         ];
@@ -476,7 +668,11 @@ mod tests {
 
     #[test]
     fn goodput_parse_errors_name_the_problem() {
-        assert!(parse_goodput("ttft=400").unwrap_err().contains("KEY:MILLISECONDS"));
+        assert!(
+            parse_goodput("ttft=400")
+                .unwrap_err()
+                .contains("KEY:MILLISECONDS")
+        );
         assert!(parse_goodput("foo:1").unwrap_err().contains("foo"));
         assert!(parse_goodput("ttft:-3").unwrap_err().contains("positive"));
     }

@@ -58,13 +58,17 @@ pub async fn run(
     on_record: impl FnMut(&RequestRecord) + Send,
 ) -> Result<RunOutput, ScheduleError> {
     let offsets = cfg.arrivals.offsets_ns(cfg.prompts.len())?;
-    let sem = cfg.max_concurrency.map(|c| Arc::new(Semaphore::new(c.max(1))));
+    let sem = cfg
+        .max_concurrency
+        .map(|c| Arc::new(Semaphore::new(c.max(1))));
     let mut out = RunOutput::default();
 
     if cfg.warmup_requests > 0 && !cfg.prompts.is_empty() {
         let n = cfg.warmup_requests;
         let prompts: Vec<Prompt> = cfg.prompts.iter().cycle().take(n).cloned().collect();
-        let warm_sem = Some(Arc::new(Semaphore::new(cfg.max_concurrency.unwrap_or(n).clamp(1, n))));
+        let warm_sem = Some(Arc::new(Semaphore::new(
+            cfg.max_concurrency.unwrap_or(n).clamp(1, n),
+        )));
         let (recs, _, _) = phase(
             client,
             &prompts,
@@ -140,7 +144,8 @@ async fn phase(
             };
             // Render the body now: serialising is not part of the measured latency.
             let body = client.body_spec().render(&prompt.text, prompt.output_len);
-            let (client, sem, tx, cancel) = (client.clone(), sem.clone(), tx.clone(), cancel.clone());
+            let (client, sem, tx, cancel) =
+                (client.clone(), sem.clone(), tx.clone(), cancel.clone());
             tasks.spawn(async move {
                 let rec = one(&client, rec, body, sem, &cancel).await;
                 // The collector outlives every task, so this send only fails if it panicked.
@@ -188,7 +193,10 @@ async fn one(
     if cancel.is_cancelled() {
         rec.send_ns = mono_ns();
         rec.end_ns = rec.send_ns;
-        rec.error = Some(RequestError::new(ErrorKind::Cancelled, "run cancelled before the request was sent"));
+        rec.error = Some(RequestError::new(
+            ErrorKind::Cancelled,
+            "run cancelled before the request was sent",
+        ));
         return rec;
     }
     client.execute(&mut rec, body, cancel).await;
@@ -215,7 +223,9 @@ pub fn count_tokens(records: &mut [RequestRecord], tok: Option<&Tokenizer>) -> C
     let mut note = |m: ChunkTokens| {
         worst = match (worst, m) {
             (ChunkTokens::Estimated, _) | (_, ChunkTokens::Estimated) => ChunkTokens::Estimated,
-            (ChunkTokens::OnePerChunk, _) | (_, ChunkTokens::OnePerChunk) => ChunkTokens::OnePerChunk,
+            (ChunkTokens::OnePerChunk, _) | (_, ChunkTokens::OnePerChunk) => {
+                ChunkTokens::OnePerChunk
+            }
             _ => ChunkTokens::Tokenizer,
         }
     };

@@ -30,7 +30,11 @@ pub enum ScheduleError {
 
 impl Arrivals {
     pub fn closed_loop() -> Self {
-        Arrivals { rate: f64::INFINITY, burstiness: 1.0, seed: 0 }
+        Arrivals {
+            rate: f64::INFINITY,
+            burstiness: 1.0,
+            seed: 0,
+        }
     }
 
     pub fn validate(&self) -> Result<(), ScheduleError> {
@@ -54,7 +58,8 @@ impl Arrivals {
             return Ok(vec![0; n]);
         }
         let scale = 1.0 / (self.rate * self.burstiness);
-        let gamma = Gamma::new(self.burstiness, scale).map_err(|_| ScheduleError::Burstiness(self.burstiness))?;
+        let gamma = Gamma::new(self.burstiness, scale)
+            .map_err(|_| ScheduleError::Burstiness(self.burstiness))?;
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut t = 0.0f64;
         let mut out = Vec::with_capacity(n);
@@ -72,12 +77,19 @@ mod tests {
 
     #[test]
     fn closed_loop_starts_everything_at_once() {
-        assert_eq!(Arrivals::closed_loop().offsets_ns(3).unwrap(), vec![0, 0, 0]);
+        assert_eq!(
+            Arrivals::closed_loop().offsets_ns(3).unwrap(),
+            vec![0, 0, 0]
+        );
     }
 
     #[test]
     fn poisson_mean_rate_and_cv() {
-        let a = Arrivals { rate: 50.0, burstiness: 1.0, seed: 7 };
+        let a = Arrivals {
+            rate: 50.0,
+            burstiness: 1.0,
+            seed: 7,
+        };
         let t = a.offsets_ns(20_001).unwrap();
         assert_eq!(t[0], 0);
         let gaps: Vec<f64> = t.windows(2).map(|w| (w[1] - w[0]) as f64 / 1e9).collect();
@@ -91,7 +103,13 @@ mod tests {
     #[test]
     fn burstiness_changes_the_spread_not_the_mean() {
         let cv = |b: f64| {
-            let t = Arrivals { rate: 10.0, burstiness: b, seed: 1 }.offsets_ns(20_001).unwrap();
+            let t = Arrivals {
+                rate: 10.0,
+                burstiness: b,
+                seed: 1,
+            }
+            .offsets_ns(20_001)
+            .unwrap();
             let g: Vec<f64> = t.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
             let m = g.iter().sum::<f64>() / g.len() as f64;
             let sd = (g.iter().map(|x| (x - m).powi(2)).sum::<f64>() / g.len() as f64).sqrt();
@@ -100,16 +118,40 @@ mod tests {
         let (m4, cv4) = cv(4.0);
         let (m025, cv025) = cv(0.25);
         assert!((m4 - 0.1).abs() < 0.003 && (m025 - 0.1).abs() < 0.006);
-        assert!((cv4 - 0.5).abs() < 0.03, "gamma(k=4) cv is 1/sqrt(4): {cv4}");
+        assert!(
+            (cv4 - 0.5).abs() < 0.03,
+            "gamma(k=4) cv is 1/sqrt(4): {cv4}"
+        );
         assert!((cv025 - 2.0).abs() < 0.15, "gamma(k=0.25) cv is 2: {cv025}");
     }
 
     #[test]
     fn deterministic_under_a_seed_and_rejects_bad_values() {
-        let a = Arrivals { rate: 3.0, burstiness: 1.0, seed: 9 };
+        let a = Arrivals {
+            rate: 3.0,
+            burstiness: 1.0,
+            seed: 9,
+        };
         assert_eq!(a.offsets_ns(100).unwrap(), a.offsets_ns(100).unwrap());
-        assert_eq!(Arrivals { rate: 0.0, ..a }.offsets_ns(1), Err(ScheduleError::Rate(0.0)));
-        assert!(Arrivals { rate: f64::NAN, ..a }.validate().is_err());
-        assert_eq!(Arrivals { burstiness: -1.0, ..a }.validate(), Err(ScheduleError::Burstiness(-1.0)));
+        assert_eq!(
+            Arrivals { rate: 0.0, ..a }.offsets_ns(1),
+            Err(ScheduleError::Rate(0.0))
+        );
+        assert!(
+            Arrivals {
+                rate: f64::NAN,
+                ..a
+            }
+            .validate()
+            .is_err()
+        );
+        assert_eq!(
+            Arrivals {
+                burstiness: -1.0,
+                ..a
+            }
+            .validate(),
+            Err(ScheduleError::Burstiness(-1.0))
+        );
     }
 }

@@ -27,7 +27,11 @@ impl SseReader {
     }
 
     /// Feeds bytes; calls `on_event` with each complete event's data.
-    pub fn feed(&mut self, mut bytes: &[u8], mut on_event: impl FnMut(&[u8])) -> Result<(), SseError> {
+    pub fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        mut on_event: impl FnMut(&[u8]),
+    ) -> Result<(), SseError> {
         while let Some(pos) = memchr_nl(bytes) {
             let (head, rest) = bytes.split_at(pos);
             bytes = &rest[1..];
@@ -103,7 +107,8 @@ mod tests {
         let mut r = SseReader::new();
         let mut out = Vec::new();
         for p in parts {
-            r.feed(p, |d| out.push(String::from_utf8(d.to_vec()).unwrap())).unwrap();
+            r.feed(p, |d| out.push(String::from_utf8(d.to_vec()).unwrap()))
+                .unwrap();
         }
         r.finish(|d| out.push(String::from_utf8(d.to_vec()).unwrap()));
         out
@@ -125,7 +130,10 @@ mod tests {
     #[test]
     fn multi_line_data_and_missing_final_blank_line() {
         assert_eq!(events(&[b"data: a\ndata: b\n\ndata: c"]), vec!["a\nb", "c"]);
-        assert_eq!(events(&[b"event: x\nid: 1\ndata:nospace\n\n"]), vec!["nospace"]);
+        assert_eq!(
+            events(&[b"event: x\nid: 1\ndata:nospace\n\n"]),
+            vec!["nospace"]
+        );
     }
 
     #[test]

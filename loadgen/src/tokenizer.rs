@@ -11,7 +11,9 @@ use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
-    #[error("--tokenizer {path}: no tokenizer.json there (give a tokenizer.json file or a directory holding one)")]
+    #[error(
+        "--tokenizer {path}: no tokenizer.json there (give a tokenizer.json file or a directory holding one)"
+    )]
     NotFound { path: PathBuf },
     #[error("--tokenizer {path}: cannot load it as a Hugging Face tokenizer: {reason}")]
     Load { path: PathBuf, reason: String },
@@ -22,14 +24,24 @@ pub enum TokenizerError {
     #[error("tokenizer failed: {0}")]
     Encode(String),
     #[error("the server's /{endpoint} failed: {reason}")]
-    Remote { endpoint: &'static str, reason: String },
+    Remote {
+        endpoint: &'static str,
+        reason: String,
+    },
 }
 
 /// Where tokens are counted.
 #[derive(Clone)]
 pub enum Tokenizer {
-    Local { tokenizer: Arc<tokenizers::Tokenizer>, id: String },
-    Remote { client: reqwest::Client, base_url: String, model: String },
+    Local {
+        tokenizer: Arc<tokenizers::Tokenizer>,
+        id: String,
+    },
+    Remote {
+        client: reqwest::Client,
+        base_url: String,
+        model: String,
+    },
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -41,30 +53,62 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Loads `tokenizer.json` from a file or a directory (a model directory).
     pub fn from_path(path: &Path) -> Result<Tokenizer, TokenizerError> {
-        let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
+        let file = if path.is_dir() {
+            path.join("tokenizer.json")
+        } else {
+            path.to_path_buf()
+        };
         if !file.is_file() {
-            return Err(TokenizerError::NotFound { path: path.to_path_buf() });
+            return Err(TokenizerError::NotFound {
+                path: path.to_path_buf(),
+            });
         }
-        let tokenizer = tokenizers::Tokenizer::from_file(&file)
-            .map_err(|e| TokenizerError::Load { path: file.clone(), reason: e.to_string() })?;
-        Ok(Tokenizer::Local { tokenizer: Arc::new(tokenizer), id: path.display().to_string() })
+        let tokenizer =
+            tokenizers::Tokenizer::from_file(&file).map_err(|e| TokenizerError::Load {
+                path: file.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Tokenizer::Local {
+            tokenizer: Arc::new(tokenizer),
+            id: path.display().to_string(),
+        })
     }
 
     /// A tokenizer parsed from JSON text (an embedded one).
     pub fn from_json(json: &str, id: &str) -> Result<Tokenizer, TokenizerError> {
-        let tokenizer = json
-            .parse::<tokenizers::Tokenizer>()
-            .map_err(|e| TokenizerError::Load { path: id.into(), reason: e.to_string() })?;
-        Ok(Tokenizer::Local { tokenizer: Arc::new(tokenizer), id: id.to_string() })
+        let tokenizer =
+            json.parse::<tokenizers::Tokenizer>()
+                .map_err(|e| TokenizerError::Load {
+                    path: id.into(),
+                    reason: e.to_string(),
+                })?;
+        Ok(Tokenizer::Local {
+            tokenizer: Arc::new(tokenizer),
+            id: id.to_string(),
+        })
     }
 
     /// The server's tokenizer, after checking that `/tokenize` answers.
-    pub async fn remote(client: reqwest::Client, base_url: &str, model: &str) -> Result<Tokenizer, TokenizerError> {
-        let t = Tokenizer::Remote { client, base_url: base_url.trim_end_matches('/').to_string(), model: model.to_string() };
+    pub async fn remote(
+        client: reqwest::Client,
+        base_url: &str,
+        model: &str,
+    ) -> Result<Tokenizer, TokenizerError> {
+        let t = Tokenizer::Remote {
+            client,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            model: model.to_string(),
+        };
         match t.encode("hello world").await {
             Ok(ids) if !ids.is_empty() => Ok(t),
-            Ok(_) => Err(TokenizerError::NoRemote { base_url: base_url.into(), reason: "it returned no tokens".into() }),
-            Err(e) => Err(TokenizerError::NoRemote { base_url: base_url.into(), reason: e.to_string() }),
+            Ok(_) => Err(TokenizerError::NoRemote {
+                base_url: base_url.into(),
+                reason: "it returned no tokens".into(),
+            }),
+            Err(e) => Err(TokenizerError::NoRemote {
+                base_url: base_url.into(),
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -91,13 +135,22 @@ impl Tokenizer {
                 .map_err(|e| TokenizerError::Encode(e.to_string())),
             Tokenizer::Remote { .. } => {
                 let v = self
-                    .post("tokenize", json!({"model": self.model(), "prompt": text, "add_special_tokens": false}))
+                    .post(
+                        "tokenize",
+                        json!({"model": self.model(), "prompt": text, "add_special_tokens": false}),
+                    )
                     .await?;
-                let ids = v.get("tokens").and_then(|t| t.as_array()).ok_or_else(|| TokenizerError::Remote {
-                    endpoint: "tokenize",
-                    reason: format!("no `tokens` array in {v}"),
+                let ids = v.get("tokens").and_then(|t| t.as_array()).ok_or_else(|| {
+                    TokenizerError::Remote {
+                        endpoint: "tokenize",
+                        reason: format!("no `tokens` array in {v}"),
+                    }
                 })?;
-                Ok(ids.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect())
+                Ok(ids
+                    .iter()
+                    .filter_map(|x| x.as_u64())
+                    .map(|x| x as u32)
+                    .collect())
             }
         }
     }
@@ -105,15 +158,20 @@ impl Tokenizer {
     /// Text of token ids.
     pub async fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         match self {
-            Tokenizer::Local { tokenizer, .. } => {
-                tokenizer.decode(ids, false).map_err(|e| TokenizerError::Encode(e.to_string()))
-            }
+            Tokenizer::Local { tokenizer, .. } => tokenizer
+                .decode(ids, false)
+                .map_err(|e| TokenizerError::Encode(e.to_string())),
             Tokenizer::Remote { .. } => {
-                let v = self.post("detokenize", json!({"model": self.model(), "tokens": ids})).await?;
-                v.get("prompt").and_then(|p| p.as_str()).map(str::to_owned).ok_or_else(|| TokenizerError::Remote {
-                    endpoint: "detokenize",
-                    reason: format!("no `prompt` string in {v}"),
-                })
+                let v = self
+                    .post("detokenize", json!({"model": self.model(), "tokens": ids}))
+                    .await?;
+                v.get("prompt")
+                    .and_then(|p| p.as_str())
+                    .map(str::to_owned)
+                    .ok_or_else(|| TokenizerError::Remote {
+                        endpoint: "detokenize",
+                        reason: format!("no `prompt` string in {v}"),
+                    })
             }
         }
     }
@@ -123,8 +181,11 @@ impl Tokenizer {
     pub async fn id_pool(&self) -> Result<Vec<u32>, TokenizerError> {
         match self {
             Tokenizer::Local { tokenizer, .. } => {
-                let added: std::collections::HashSet<u32> =
-                    tokenizer.get_added_tokens_decoder().keys().copied().collect();
+                let added: std::collections::HashSet<u32> = tokenizer
+                    .get_added_tokens_decoder()
+                    .keys()
+                    .copied()
+                    .collect();
                 let n = tokenizer.get_vocab_size(false) as u32;
                 Ok((0..n).filter(|i| !added.contains(i)).collect())
             }
@@ -151,8 +212,15 @@ impl Tokenizer {
         }
     }
 
-    async fn post(&self, endpoint: &'static str, body: serde_json::Value) -> Result<serde_json::Value, TokenizerError> {
-        let Tokenizer::Remote { client, base_url, .. } = self else {
+    async fn post(
+        &self,
+        endpoint: &'static str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, TokenizerError> {
+        let Tokenizer::Remote {
+            client, base_url, ..
+        } = self
+        else {
             unreachable!("post is only called for a remote tokenizer")
         };
         let err = |reason: String| TokenizerError::Remote { endpoint, reason };
@@ -164,9 +232,15 @@ impl Tokenizer {
             .await
             .map_err(|e| err(crate::client::error_chain(&e)))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| err(crate::client::error_chain(&e)))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| err(crate::client::error_chain(&e)))?;
         if !status.is_success() {
-            return Err(err(format!("HTTP {status}: {}", crate::error::server_message(&bytes))));
+            return Err(err(format!(
+                "HTTP {status}: {}",
+                crate::error::server_message(&bytes)
+            )));
         }
         serde_json::from_slice(&bytes).map_err(|e| err(format!("not JSON: {e}")))
     }

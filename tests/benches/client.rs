@@ -21,7 +21,9 @@ use controller::sim::{SimConfig, SimServer};
 use loadgen::{Arrivals, Backend, BodySpec, EndpointKind, HttpClient, Prompt, RunConfig, Target};
 
 fn pin(cpu: usize) {
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut set = rustix::thread::CpuSet::new();
     set.set(cpu % n);
     if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
@@ -37,7 +39,13 @@ fn thread_cpu_s() -> f64 {
 fn raise_nofile() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let lim = getrlimit(Resource::Nofile);
-    let _ = setrlimit(Resource::Nofile, rustix::process::Rlimit { current: lim.maximum, maximum: lim.maximum });
+    let _ = setrlimit(
+        Resource::Nofile,
+        rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        },
+    );
 }
 
 /// A simulator on its own pinned thread; dropping the returned sender stops it.
@@ -53,7 +61,10 @@ impl PinnedSim {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             pin(1);
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let cpu0 = thread_cpu_s();
                 let sim = SimServer::start(cfg).await.unwrap();
@@ -65,7 +76,11 @@ impl PinnedSim {
             })
         });
         let base_url = rx.recv().unwrap();
-        PinnedSim { base_url, stop: Some(stop), thread: Some(thread) }
+        PinnedSim {
+            base_url,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
     /// Stops the simulator; returns its thread's CPU seconds.
@@ -85,7 +100,10 @@ fn run_client(base_url: &str, streams: usize, output_len: u32, timeout: Duration
     let base_url = base_url.to_string();
     std::thread::spawn(move || {
         pin(0);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let target = Target {
                 url: format!("{base_url}/v1/completions").parse().unwrap(),
@@ -102,7 +120,11 @@ fn run_client(base_url: &str, streams: usize, output_len: u32, timeout: Duration
                 stall_timeout: None,
             };
             let client = HttpClient::new(target, streams).unwrap();
-            let prompt = Prompt { text: "Benchmark the client, not the server.".into(), prompt_tokens: 8, output_len };
+            let prompt = Prompt {
+                text: "Benchmark the client, not the server.".into(),
+                prompt_tokens: 8,
+                output_len,
+            };
             let cfg = RunConfig {
                 prompts: vec![prompt; streams],
                 arrivals: Arrivals::closed_loop(),
@@ -112,8 +134,14 @@ fn run_client(base_url: &str, streams: usize, output_len: u32, timeout: Duration
             };
             let cpu0 = thread_cpu_s();
             let t0 = std::time::Instant::now();
-            let out = loadgen::runner::run(&client, cfg, Default::default(), |_| {}).await.unwrap();
-            ClientRun { out, cpu_s: thread_cpu_s() - cpu0, wall_s: t0.elapsed().as_secs_f64() }
+            let out = loadgen::runner::run(&client, cfg, Default::default(), |_| {})
+                .await
+                .unwrap();
+            ClientRun {
+                out,
+                cpu_s: thread_cpu_s() - cpu0,
+                wall_s: t0.elapsed().as_secs_f64(),
+            }
         })
     })
     .join()
@@ -142,21 +170,48 @@ fn failed(out: &loadgen::RunOutput) -> usize {
 /// Chunk rate over the window where all streams were running: from the last first chunk to the
 /// first last chunk (ramp-up and drain excluded).
 fn steady_rate(out: &loadgen::RunOutput) -> f64 {
-    let ok: Vec<_> = out.records.iter().filter(|r| r.ok() && !r.chunks.is_empty()).collect();
+    let ok: Vec<_> = out
+        .records
+        .iter()
+        .filter(|r| r.ok() && !r.chunks.is_empty())
+        .collect();
     let from = ok.iter().map(|r| r.chunks[0].t_ns).max().unwrap_or(0);
-    let to = ok.iter().map(|r| r.chunks.last().unwrap().t_ns).min().unwrap_or(0);
+    let to = ok
+        .iter()
+        .map(|r| r.chunks.last().unwrap().t_ns)
+        .min()
+        .unwrap_or(0);
     if to <= from {
         return 0.0;
     }
-    let n: usize = ok.iter().map(|r| r.chunks.iter().filter(|c| c.t_ns > from && c.t_ns <= to).count()).sum();
+    let n: usize = ok
+        .iter()
+        .map(|r| {
+            r.chunks
+                .iter()
+                .filter(|c| c.t_ns > from && c.t_ns <= to)
+                .count()
+        })
+        .sum();
     n as f64 / ((to - from) as f64 / 1e9)
 }
 
 fn throughput(quick: bool) {
     println!("## 1. Content chunks ingested per second (one client core)");
-    println!("| streams | step | chunks | failed | wall s | chunks/s (steady) | client CPU % | chunks per client CPU-s | sim CPU % |");
+    println!(
+        "| streams | step | chunks | failed | wall s | chunks/s (steady) | client CPU % | chunks per client CPU-s | sim CPU % |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
-    let cases: &[(usize, f64, u32)] = if quick { &[(256, 1.0, 200)] } else { &[(64, 0.2, 2000), (256, 1.0, 1000), (1024, 4.0, 500), (2048, 8.0, 400)] };
+    let cases: &[(usize, f64, u32)] = if quick {
+        &[(256, 1.0, 200)]
+    } else {
+        &[
+            (64, 0.2, 2000),
+            (256, 1.0, 1000),
+            (1024, 4.0, 500),
+            (2048, 8.0, 400),
+        ]
+    };
     for &(streams, step, out_len) in cases {
         let sim = PinnedSim::start(fast(step, streams));
         let r = run_client(&sim.base_url, streams, out_len, Duration::from_secs(300));
@@ -181,8 +236,22 @@ fn streams_held(quick: bool) {
     let r = run_client(&sim.base_url, streams, 60, Duration::from_secs(300));
     sim.stop();
     let s = loadgen::report::summarize(&r.out.records, &[99.0], &[]);
-    let first_chunks_by = r.out.records.iter().filter_map(|r| r.chunks.first()).map(|c| c.t_ns).max().unwrap_or(0);
-    let last_starts = r.out.records.iter().filter_map(|r| r.chunks.last()).map(|c| c.t_ns).min().unwrap_or(0);
+    let first_chunks_by = r
+        .out
+        .records
+        .iter()
+        .filter_map(|r| r.chunks.first())
+        .map(|c| c.t_ns)
+        .max()
+        .unwrap_or(0);
+    let last_starts = r
+        .out
+        .records
+        .iter()
+        .filter_map(|r| r.chunks.last())
+        .map(|c| c.t_ns)
+        .min()
+        .unwrap_or(0);
     println!(
         "{streams} streams asked; peak in flight {}; completed {}; failed {} {:?}; all streaming at once: {}; wall {:.1} s; client CPU {:.1} s",
         s.max_concurrent_requests,
@@ -205,17 +274,28 @@ struct Emission {
 
 fn timestamp_error(quick: bool) {
     println!("\n## 3. Timestamp error against the simulator's emission log, at 50k chunks/s");
-    println!("Every decode step emits one chunk per stream at once (as a real batching server does):");
+    println!(
+        "Every decode step emits one chunk per stream at once (as a real batching server does):"
+    );
     println!("a burst of `streams` chunks the client drains one read at a time.\n");
-    println!("| streams | step | chunks/s (steady) | compared | unmatched | failed | p50 µs | p99 µs | p99.9 µs | max µs |");
+    println!(
+        "| streams | step | chunks/s (steady) | compared | unmatched | failed | p50 µs | p99 µs | p99.9 µs | max µs |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let cases: &[(usize, f64)] = if quick { &[(100, 2.0), (1000, 20.0)] } else { &[(50, 1.0), (100, 2.0), (250, 5.0), (500, 10.0), (1000, 20.0)] };
+    let cases: &[(usize, f64)] = if quick {
+        &[(100, 2.0), (1000, 20.0)]
+    } else {
+        &[(50, 1.0), (100, 2.0), (250, 5.0), (500, 10.0), (1000, 20.0)]
+    };
     for &(streams, step) in cases {
         let dir = tempfile::tempdir().unwrap();
         let log: PathBuf = dir.path().join("emissions.jsonl");
         let secs = if quick { 1.0 } else { 4.0 };
         let out_len = (secs * 1000.0 / step) as u32;
-        let sim = PinnedSim::start(SimConfig { emission_log: Some(log.clone()), ..fast(step, streams) });
+        let sim = PinnedSim::start(SimConfig {
+            emission_log: Some(log.clone()),
+            ..fast(step, streams)
+        });
         let r = run_client(&sim.base_url, streams, out_len, Duration::from_secs(300));
         sim.stop();
         let mut emitted: HashMap<(String, u32), u64> = HashMap::new();
@@ -253,8 +333,19 @@ fn main() {
     raise_nofile();
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "quick");
-    let only = |name: &str| !args.iter().any(|a| ["throughput", "streams", "accuracy"].contains(&a.as_str())) || args.iter().any(|a| a == name);
-    println!("# benchctl client benchmark ({} CPUs, {})\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), if quick { "quick" } else { "full" });
+    let only = |name: &str| {
+        !args
+            .iter()
+            .any(|a| ["throughput", "streams", "accuracy"].contains(&a.as_str()))
+            || args.iter().any(|a| a == name)
+    };
+    println!(
+        "# benchctl client benchmark ({} CPUs, {})\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        if quick { "quick" } else { "full" }
+    );
     if only("throughput") {
         throughput(quick);
     }

@@ -20,7 +20,9 @@ pub fn fast_sim() -> SimConfig {
 }
 
 pub async fn start(cfg: SimConfig) -> SimServer {
-    SimServer::start(cfg).await.expect("the simulator starts on port 0")
+    SimServer::start(cfg)
+        .await
+        .expect("the simulator starts on port 0")
 }
 
 /// Writes the simulator's tokenizer to `dir/tokenizer.json` (a model directory).
@@ -51,15 +53,37 @@ impl BenchRun {
 pub async fn bench(base_url: &str, dir: &Path, args: &[&str]) -> BenchRun {
     let result_path = dir.join("result.json");
     let _ = std::fs::remove_file(&result_path);
-    let mut argv: Vec<String> = vec!["benchctl".into(), "bench".into(), "--base-url".into(), base_url.into()];
-    argv.extend(["--save-result".into(), result_path.display().to_string(), "--quiet".into()]);
+    let mut argv: Vec<String> = vec![
+        "benchctl".into(),
+        "bench".into(),
+        "--base-url".into(),
+        base_url.into(),
+    ];
+    argv.extend([
+        "--save-result".into(),
+        result_path.display().to_string(),
+        "--quiet".into(),
+    ]);
     argv.extend(args.iter().map(|s| s.to_string()));
-    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("bad test arguments {argv:?}: {e}"));
-    let Command::Bench(b) = cli.command else { unreachable!() };
+    let cli =
+        Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("bad test arguments {argv:?}: {e}"));
+    let Command::Bench(b) = cli.command else {
+        unreachable!()
+    };
     let result = controller::bench::run(*b).await;
-    let json = std::fs::read(&result_path).ok().map(|b| serde_json::from_slice(&b).expect("result JSON parses"));
+    let json = std::fs::read(&result_path)
+        .ok()
+        .map(|b| serde_json::from_slice(&b).expect("result JSON parses"));
     let records = std::fs::read_to_string(controller::output::records_path(&result_path))
-        .map(|s| s.lines().map(|l| serde_json::from_str(l).expect("a record line parses")).collect())
+        .map(|s| {
+            s.lines()
+                .map(|l| serde_json::from_str(l).expect("a record line parses"))
+                .collect()
+        })
         .unwrap_or_default();
-    BenchRun { result, json, records }
+    BenchRun {
+        result,
+        json,
+        records,
+    }
 }

@@ -18,7 +18,10 @@ fn read_emissions(path: &std::path::Path) -> HashMap<String, Vec<u64>> {
     for line in std::fs::read_to_string(path).unwrap().lines() {
         let e: Emission = serde_json::from_str(line).unwrap();
         if e.kind == "content" {
-            by_req.entry(e.request_id).or_default().push((e.seq, e.t_mono_ns));
+            by_req
+                .entry(e.request_id)
+                .or_default()
+                .push((e.seq, e.t_mono_ns));
         }
     }
     by_req
@@ -39,11 +42,24 @@ fn median(mut v: Vec<i64>) -> i64 {
 async fn ttft_tpot_itl_e2el_agree_with_the_emission_log() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("emissions.jsonl");
-    let sim = start(benchctl_tests::SimConfig { emission_log: Some(log.clone()), ..fast_sim() }).await;
+    let sim = start(benchctl_tests::SimConfig {
+        emission_log: Some(log.clone()),
+        ..fast_sim()
+    })
+    .await;
     let run = bench(
         &sim.base_url(),
         dir.path(),
-        &["--num-prompts", "60", "--max-concurrency", "6", "--input-len", "64", "--output-len", "24"],
+        &[
+            "--num-prompts",
+            "60",
+            "--max-concurrency",
+            "6",
+            "--input-len",
+            "64",
+            "--output-len",
+            "24",
+        ],
     )
     .await;
     sim.shutdown().await;
@@ -54,11 +70,23 @@ async fn ttft_tpot_itl_e2el_agree_with_the_emission_log() {
     let (mut d_ttft, mut d_itl, mut d_e2el, mut d_tpot) = (vec![], vec![], vec![], vec![]);
     for r in &run.records {
         assert!(r.ok(), "{:?}", r.error);
-        let sent = emitted.get(&r.request_id).unwrap_or_else(|| panic!("{} not in the emission log", r.request_id));
-        assert_eq!(r.chunks.len(), sent.len(), "{}: every emitted chunk received, none invented", r.request_id);
+        let sent = emitted
+            .get(&r.request_id)
+            .unwrap_or_else(|| panic!("{} not in the emission log", r.request_id));
+        assert_eq!(
+            r.chunks.len(),
+            sent.len(),
+            "{}: every emitted chunk received, none invented",
+            r.request_id
+        );
         for (c, &t) in r.chunks.iter().zip(sent) {
             // causality: a chunk cannot be read before it was written
-            assert!(c.t_ns >= t, "{}: read at {} before it was sent at {t}", r.request_id, c.t_ns);
+            assert!(
+                c.t_ns >= t,
+                "{}: read at {} before it was sent at {t}",
+                r.request_id,
+                c.t_ns
+            );
         }
         // the same metrics computed from the server's side of the wire
         let ttft_sim = (sent[0] - r.send_ns) as i64;
@@ -75,11 +103,22 @@ async fn ttft_tpot_itl_e2el_agree_with_the_emission_log() {
     // Differences are delivery delays on loopback: sub-millisecond typically. The bounds leave room
     // for a loaded 2-core CI machine yet catch a wrong clock, a shifted chunk or a mis-paired gap
     // (each of those is off by a whole decode step, 2 ms, or far more).
-    for (name, d) in [("ttft", &d_ttft), ("itl", &d_itl), ("e2el", &d_e2el), ("tpot", &d_tpot)] {
+    for (name, d) in [
+        ("ttft", &d_ttft),
+        ("itl", &d_itl),
+        ("e2el", &d_e2el),
+        ("tpot", &d_tpot),
+    ] {
         let m = median(d.clone());
-        assert!(m.abs() < 1_000_000, "{name}: median client−server difference {m} ns");
+        assert!(
+            m.abs() < 1_000_000,
+            "{name}: median client−server difference {m} ns"
+        );
     }
-    assert!(d_ttft.iter().all(|&d| d >= 0), "TTFT can only be later at the client");
+    assert!(
+        d_ttft.iter().all(|&d| d >= 0),
+        "TTFT can only be later at the client"
+    );
     let json = run.json();
     assert_eq!(json["completed"], 60);
     assert_eq!(json["target_is_simulator"], true);
@@ -88,13 +127,28 @@ async fn ttft_tpot_itl_e2el_agree_with_the_emission_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn result_totals_agree_with_the_per_request_file() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = start(benchctl_tests::SimConfig { fault_error_rate: 0.2, ..fast_sim() }).await;
+    let sim = start(benchctl_tests::SimConfig {
+        fault_error_rate: 0.2,
+        ..fast_sim()
+    })
+    .await;
     let run = bench(
         &sim.base_url(),
         dir.path(),
         &[
-            "--num-prompts", "50", "--max-concurrency", "8", "--input-len", "40", "--output-len", "12",
-            "--random-range-ratio", "0.5", "--no-preflight", "--percentiles", "50,99.9",
+            "--num-prompts",
+            "50",
+            "--max-concurrency",
+            "8",
+            "--input-len",
+            "40",
+            "--output-len",
+            "12",
+            "--random-range-ratio",
+            "0.5",
+            "--no-preflight",
+            "--percentiles",
+            "50,99.9",
         ],
     )
     .await;
@@ -106,10 +160,22 @@ async fn result_totals_agree_with_the_per_request_file() {
     assert!(failed > 0, "the fault injection failed some requests");
     assert_eq!(j["completed"].as_u64().unwrap() as usize, ok.len());
     assert_eq!(j["failed"].as_u64().unwrap() as usize, failed);
-    assert_eq!(j["failed_by_kind"]["http_5xx"].as_u64().unwrap() as usize, failed);
-    assert_eq!(j["failed_by_status"]["500"].as_u64().unwrap() as usize, failed);
-    let out: u64 = ok.iter().map(|r| r.output_tokens_server.unwrap() as u64).sum();
-    let inp: u64 = ok.iter().map(|r| r.prompt_tokens_server.unwrap() as u64).sum();
+    assert_eq!(
+        j["failed_by_kind"]["http_5xx"].as_u64().unwrap() as usize,
+        failed
+    );
+    assert_eq!(
+        j["failed_by_status"]["500"].as_u64().unwrap() as usize,
+        failed
+    );
+    let out: u64 = ok
+        .iter()
+        .map(|r| r.output_tokens_server.unwrap() as u64)
+        .sum();
+    let inp: u64 = ok
+        .iter()
+        .map(|r| r.prompt_tokens_server.unwrap() as u64)
+        .sum();
     assert_eq!(j["total_output_tokens"].as_u64().unwrap(), out);
     assert_eq!(j["total_input_tokens"].as_u64().unwrap(), inp);
     let start = run.records.iter().map(|r| r.send_ns).min().unwrap();
@@ -119,7 +185,10 @@ async fn result_totals_agree_with_the_per_request_file() {
     assert!((j["output_throughput"].as_f64().unwrap() - out as f64 / duration).abs() < 1e-6);
     assert!((j["request_throughput"].as_f64().unwrap() - ok.len() as f64 / duration).abs() < 1e-6);
     // percentiles recomputed from the file, numpy's linear method
-    let mut ttfts: Vec<f64> = ok.iter().map(|r| r.ttft_ns().unwrap() as f64 / 1e6).collect();
+    let mut ttfts: Vec<f64> = ok
+        .iter()
+        .map(|r| r.ttft_ns().unwrap() as f64 / 1e6)
+        .collect();
     ttfts.sort_by(f64::total_cmp);
     let p999 = loadgen::stats::percentile_sorted(&ttfts, 99.9);
     assert!((j["p99.9_ttft_ms"].as_f64().unwrap() - p999).abs() < 1e-9);
@@ -134,13 +203,25 @@ async fn multi_token_chunks_give_per_token_itl() {
     let dir = tempfile::tempdir().unwrap();
     let model = tempfile::tempdir().unwrap();
     benchctl_tests::write_tokenizer(model.path());
-    let sim = start(benchctl_tests::SimConfig { tokens_per_chunk: 4, ..fast_sim() }).await;
+    let sim = start(benchctl_tests::SimConfig {
+        tokens_per_chunk: 4,
+        ..fast_sim()
+    })
+    .await;
     let run = bench(
         &sim.base_url(),
         dir.path(),
         &[
-            "--num-prompts", "8", "--max-concurrency", "4", "--input-len", "32", "--output-len", "20",
-            "--model-path", model.path().to_str().unwrap(),
+            "--num-prompts",
+            "8",
+            "--max-concurrency",
+            "4",
+            "--input-len",
+            "32",
+            "--output-len",
+            "20",
+            "--model-path",
+            model.path().to_str().unwrap(),
         ],
     )
     .await;
@@ -156,5 +237,8 @@ async fn multi_token_chunks_give_per_token_itl() {
     // a chunk of 4 tokens after a gap g is 4 per-token gaps of g/4: the per-token ITL is about a
     // quarter of the chunk ITL
     let ratio = j["mean_itl_ms"].as_f64().unwrap() / j["mean_itl_per_token_ms"].as_f64().unwrap();
-    assert!((3.0..5.0).contains(&ratio), "chunk ITL / per-token ITL = {ratio}");
+    assert!(
+        (3.0..5.0).contains(&ratio),
+        "chunk ITL / per-token ITL = {ratio}"
+    );
 }

@@ -9,11 +9,19 @@ fn assert_exact(run: &benchctl_tests::BenchRun, n: usize) {
     let mut distinct = std::collections::BTreeSet::new();
     for r in &run.records {
         assert!(r.ok(), "{:?}", r.error);
-        assert_eq!(r.prompt_tokens_server, Some(r.prompt_tokens_target), "request {}", r.request_id);
+        assert_eq!(
+            r.prompt_tokens_server,
+            Some(r.prompt_tokens_target),
+            "request {}",
+            r.request_id
+        );
         distinct.insert(r.prompt_tokens_target);
     }
     assert_eq!(run.json()["input_len_mismatches"], 0);
-    assert!(distinct.len() > 1 || n == 1, "--random-range-ratio varies the targets");
+    assert!(
+        distinct.len() > 1 || n == 1,
+        "--random-range-ratio varies the targets"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,15 +33,31 @@ async fn random_prompts_have_exact_lengths_with_the_local_tokenizer() {
         &sim.base_url(),
         dir.path(),
         &[
-            "--tokenizer", tok.to_str().unwrap(), "--num-prompts", "40", "--max-concurrency", "8",
-            "--input-len", "300", "--random-range-ratio", "0.5", "--prefix-len", "37", "--output-len", "4",
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--num-prompts",
+            "40",
+            "--max-concurrency",
+            "8",
+            "--input-len",
+            "300",
+            "--random-range-ratio",
+            "0.5",
+            "--prefix-len",
+            "37",
+            "--output-len",
+            "4",
         ],
     )
     .await;
     sim.shutdown().await;
     assert_exact(&run, 40);
     // the prefix is shared: every prompt starts with the same text
-    assert!(run.records.iter().all(|r| r.prompt_tokens_target >= 37 + 150));
+    assert!(
+        run.records
+            .iter()
+            .all(|r| r.prompt_tokens_target >= 37 + 150)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,12 +67,28 @@ async fn random_prompts_have_exact_lengths_with_the_servers_tokenize_endpoint() 
     let run = bench(
         &sim.base_url(),
         dir.path(),
-        &["--num-prompts", "20", "--max-concurrency", "8", "--input-len", "128", "--random-range-ratio", "0.3", "--output-len", "4"],
+        &[
+            "--num-prompts",
+            "20",
+            "--max-concurrency",
+            "8",
+            "--input-len",
+            "128",
+            "--random-range-ratio",
+            "0.3",
+            "--output-len",
+            "4",
+        ],
     )
     .await;
     sim.shutdown().await;
     assert_exact(&run, 20);
-    assert!(run.json()["tokenizer_id"].as_str().unwrap().ends_with("/tokenize"));
+    assert!(
+        run.json()["tokenizer_id"]
+            .as_str()
+            .unwrap()
+            .ends_with("/tokenize")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,30 +102,94 @@ async fn jsonl_and_sharegpt_datasets() {
     std::fs::write(
         &sharegpt,
         serde_json::to_vec(&vec![
-            conv("What is the capital of the moon, and why is it so quiet?", "There is no capital on the moon; it is quiet because there is no air."),
+            conv(
+                "What is the capital of the moon, and why is it so quiet?",
+                "There is no capital on the moon; it is quiet because there is no air.",
+            ),
             conv("hi", "x"), // filtered out: too short
-            conv("Write two sentences about rivers and mountains please.", "Rivers carve valleys between mountains. Mountains feed rivers with snow."),
+            conv(
+                "Write two sentences about rivers and mountains please.",
+                "Rivers carve valleys between mountains. Mountains feed rivers with snow.",
+            ),
         ])
         .unwrap(),
     )
     .unwrap();
     let sim = start(fast_sim()).await;
     let t = tok.to_str().unwrap();
-    let run = bench(&sim.base_url(), dir.path(), &["--tokenizer", t, "--dataset", "jsonl", "--dataset-path", jsonl.to_str().unwrap(), "--num-prompts", "4", "--output-len", "3"]).await;
+    let run = bench(
+        &sim.base_url(),
+        dir.path(),
+        &[
+            "--tokenizer",
+            t,
+            "--dataset",
+            "jsonl",
+            "--dataset-path",
+            jsonl.to_str().unwrap(),
+            "--num-prompts",
+            "4",
+            "--output-len",
+            "3",
+        ],
+    )
+    .await;
     run.result.as_ref().unwrap();
     let outs: Vec<u32> = run.records.iter().map(|r| r.output_tokens_target).collect();
-    assert_eq!(outs, vec![5, 3, 5, 3], "output_len per line, --output-len as the default, cycled");
-    assert!(run.records.iter().all(|r| r.prompt_tokens_server == Some(r.prompt_tokens_target)));
+    assert_eq!(
+        outs,
+        vec![5, 3, 5, 3],
+        "output_len per line, --output-len as the default, cycled"
+    );
+    assert!(
+        run.records
+            .iter()
+            .all(|r| r.prompt_tokens_server == Some(r.prompt_tokens_target))
+    );
 
-    let run = bench(&sim.base_url(), dir.path(), &["--tokenizer", t, "--dataset", "sharegpt", "--dataset-path", sharegpt.to_str().unwrap(), "--num-prompts", "2"]).await;
+    let run = bench(
+        &sim.base_url(),
+        dir.path(),
+        &[
+            "--tokenizer",
+            t,
+            "--dataset",
+            "sharegpt",
+            "--dataset-path",
+            sharegpt.to_str().unwrap(),
+            "--num-prompts",
+            "2",
+        ],
+    )
+    .await;
     run.result.as_ref().unwrap();
     assert_eq!(run.records.len(), 2);
-    assert!(run.records.iter().all(|r| r.prompt_tokens_target > 4 && r.output_tokens_target > 4));
-    assert!(run.records.iter().all(|r| r.output_tokens_server == Some(r.output_tokens_target)));
+    assert!(
+        run.records
+            .iter()
+            .all(|r| r.prompt_tokens_target > 4 && r.output_tokens_target > 4)
+    );
+    assert!(
+        run.records
+            .iter()
+            .all(|r| r.output_tokens_server == Some(r.output_tokens_target))
+    );
 
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"text\": 1}\n").unwrap();
-    let run = bench(&sim.base_url(), dir.path(), &["--tokenizer", t, "--dataset", "jsonl", "--dataset-path", bad.to_str().unwrap()]).await;
+    let run = bench(
+        &sim.base_url(),
+        dir.path(),
+        &[
+            "--tokenizer",
+            t,
+            "--dataset",
+            "jsonl",
+            "--dataset-path",
+            bad.to_str().unwrap(),
+        ],
+    )
+    .await;
     let e = format!("{:#}", run.result.unwrap_err());
     assert!(e.contains("bad.jsonl") && e.contains("line 1"), "{e}");
     sim.shutdown().await;

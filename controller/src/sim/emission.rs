@@ -97,6 +97,10 @@ pub(crate) fn open(path: &Path) -> anyhow::Result<(EmissionLog, EmissionWriter)>
     std::thread::Builder::new()
         .name("benchctl-sim-emission-log".into())
         .spawn(move || {
+            // Lowest priority: on a core shared with the simulator, writing the log must not
+            // preempt the streams it measures (a chunk stamped but not yet written would show up
+            // as client error). Linux applies a tid's nice value to that thread alone.
+            let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
             let mut w = BufWriter::with_capacity(1 << 16, file);
             let mut lines = 0u64;
             let res = (|| -> std::io::Result<u64> {
@@ -124,7 +128,7 @@ pub(crate) fn open(path: &Path) -> anyhow::Result<(EmissionLog, EmissionWriter)>
                     if wrote {
                         w.flush()?;
                     }
-                    std::thread::sleep(Duration::from_millis(2));
+                    std::thread::sleep(Duration::from_millis(20));
                 }
             })();
             let _ = done_tx.send(res);
