@@ -23,7 +23,23 @@ pub struct Prepared {
 }
 
 /// Runs `benchctl bench`.
-pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let sim = if args.sim {
+        let sim = crate::sim::SimServer::start(crate::sim::SimConfig::default()).await?;
+        eprintln!("started benchctl sim (a SIMULATOR, not a model) at {}", sim.base_url());
+        args.base_url = sim.base_url();
+        Some(sim)
+    } else {
+        None
+    };
+    let result = run_against(args).await;
+    if let Some(sim) = sim {
+        sim.shutdown().await;
+    }
+    result
+}
+
+async fn run_against(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let percentiles =
         loadgen::stats::parse_percentiles(&args.percentiles).map_err(anyhow::Error::msg)?;
     let goodput = if args.goodput.is_empty() {

@@ -40,7 +40,8 @@ pub enum DatasetKind {
 }
 
 /// `benchctl bench`: flags follow `vllm bench serve` and the seed's `vllm_bench.sh`.
-#[derive(Clone, Debug, Args)]
+/// (`Debug` is written by hand below: it must not show the API key.)
+#[derive(Clone, Args)]
 pub struct BenchArgs {
     /// Server base URL (loopback or your own servers only).
     #[arg(
@@ -49,6 +50,10 @@ pub struct BenchArgs {
         default_value = "http://127.0.0.1:8000"
     )]
     pub base_url: String,
+    /// Start an in-process `benchctl sim` (a SIMULATED server, default settings) on a free
+    /// loopback port and benchmark it: a demo and self-test, never a real model's numbers.
+    #[arg(long, env = "BENCHCTL_SIM", conflicts_with = "base_url")]
+    pub sim: bool,
     /// API path; `…/chat/completions` switches to the chat format.
     #[arg(long, env = "BENCHCTL_ENDPOINT", default_value = "/v1/completions")]
     pub endpoint: String,
@@ -144,6 +149,25 @@ pub struct BenchArgs {
     pub quiet: bool,
 }
 
+impl std::fmt::Debug for BenchArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchArgs")
+            .field("base_url", &self.base_url)
+            .field("endpoint", &self.endpoint)
+            .field("backend", &self.backend)
+            .field("model_path", &self.model_path)
+            .field("model_name", &self.model_name)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("dataset", &self.dataset)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("request_rate", &self.request_rate)
+            .field("num_prompts", &self.num_prompts)
+            .field("input_len", &self.input_len)
+            .field("output_len", &self.output_len)
+            .finish_non_exhaustive()
+    }
+}
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     let v: f64 = if s.eq_ignore_ascii_case("inf") {
         f64::INFINITY
@@ -199,6 +223,16 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_api_key_is_never_shown() {
+        let cli = Cli::try_parse_from(["benchctl", "bench", "--api-key", "sk-very-secret"]).unwrap();
+        let Command::Bench(b) = cli.command else { unreachable!() };
+        assert!(!format!("{b:?}").contains("sk-very-secret"));
+        use clap::CommandFactory;
+        let help = Cli::command().find_subcommand_mut("bench").unwrap().render_long_help().to_string();
+        assert!(help.contains("OPENAI_API_KEY"), "the variable is named, its value hidden (hide_env_values)");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::record::RequestRecord;
 use crate::stream::StreamParser;
 
 /// Where and how requests are sent.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Target {
     /// The full endpoint URL, e.g. `http://127.0.0.1:8000/v1/completions`.
     pub url: reqwest::Url,
@@ -32,6 +32,18 @@ pub struct Target {
     pub timeout: Duration,
     /// Limit for a silence between two reads of the body (`None`: only `timeout` applies).
     pub stall_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.url.as_str())
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("body", &self.body)
+            .field("timeout", &self.timeout)
+            .field("stall_timeout", &self.stall_timeout)
+            .finish()
+    }
 }
 
 /// A connection pool bound to one target.
@@ -47,8 +59,21 @@ pub struct HttpClient {
 /// The most of an error body that is read.
 const MAX_ERROR_BODY: usize = 64 << 10;
 
+/// How requests travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// [`crate::http1`] for `http://`, reqwest for `https://`.
+    Auto,
+    /// reqwest for every scheme (the `https://` path, exercised over plain HTTP in tests).
+    Reqwest,
+}
+
 impl HttpClient {
     pub fn new(target: Target, max_connections: usize) -> Result<Self, reqwest::Error> {
+        Self::with_transport(target, max_connections, Transport::Auto)
+    }
+
+    pub fn with_transport(target: Target, max_connections: usize, transport: Transport) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             // Proxies are for the internet; a benchmark measures the server, not a proxy.
             .no_proxy()
@@ -63,7 +88,7 @@ impl HttpClient {
             v.set_sensitive(true);
             v
         });
-        let http1 = (target.url.scheme() == "http")
+        let http1 = (transport == Transport::Auto && target.url.scheme() == "http")
             .then(|| Arc::new(Http1::new(&target.url, bearer.as_deref(), max_connections)));
         Ok(HttpClient {
             client,

@@ -22,7 +22,7 @@ pub mod stats;
 pub mod stream;
 pub mod tokenizer;
 
-pub use client::{HttpClient, Target};
+pub use client::{HttpClient, Target, Transport};
 pub use dataset::{DatasetSpec, Prompt};
 pub use error::{ErrorKind, RequestError};
 pub use openai::{Backend, BodySpec, EndpointKind};

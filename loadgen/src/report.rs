@@ -583,6 +583,10 @@ pub fn render_text(info: &RunInfo, s: &Summary) -> String {
         if m == Metric::DispatchLag && !info.request_rate.is_finite() {
             continue;
         }
+        // With one token per chunk the per-token ITL is the ITL: print it once.
+        if m == Metric::ItlPerToken && s.metrics.get(&Metric::Itl) == Some(d) {
+            continue;
+        }
         let _ = writeln!(t, "{:-^50}", m.title());
         line(
             &mut t,
@@ -594,7 +598,7 @@ pub fn render_text(info: &RunInfo, s: &Summary) -> String {
             &format!("Median {} (ms):", m.short()),
             format!("{:.2}", d.median),
         );
-        for (p, v) in &d.percentiles {
+        for (p, v) in d.percentiles.iter().filter(|(p, _)| *p != 50.0) {
             line(
                 &mut t,
                 &format!("P{} {} (ms):", percentile_label(*p), m.short()),
