@@ -26,7 +26,10 @@ pub struct Prepared {
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     let sim = if args.sim {
         let sim = crate::sim::SimServer::start(crate::sim::SimConfig::default()).await?;
-        eprintln!("started benchctl sim (a SIMULATOR, not a model) at {}", sim.base_url());
+        eprintln!(
+            "started benchctl sim (a SIMULATOR, not a model) at {}",
+            sim.base_url()
+        );
         args.base_url = sim.base_url();
         Some(sim)
     } else {

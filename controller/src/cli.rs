@@ -11,7 +11,7 @@ use loadgen::Backend;
 /// benchctl: latency and throughput of OpenAI-compatible LLM inference servers (vLLM, SGLang, …),
 /// measured exactly, from one machine or many.
 #[derive(Debug, Parser)]
-#[command(name = "benchctl", version, about, long_about = None, max_term_width = 110)]
+#[command(name = "benchctl", version, max_term_width = 110)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -227,12 +227,22 @@ mod tests {
 
     #[test]
     fn the_api_key_is_never_shown() {
-        let cli = Cli::try_parse_from(["benchctl", "bench", "--api-key", "sk-very-secret"]).unwrap();
-        let Command::Bench(b) = cli.command else { unreachable!() };
+        let cli =
+            Cli::try_parse_from(["benchctl", "bench", "--api-key", "sk-very-secret"]).unwrap();
+        let Command::Bench(b) = cli.command else {
+            unreachable!()
+        };
         assert!(!format!("{b:?}").contains("sk-very-secret"));
         use clap::CommandFactory;
-        let help = Cli::command().find_subcommand_mut("bench").unwrap().render_long_help().to_string();
-        assert!(help.contains("OPENAI_API_KEY"), "the variable is named, its value hidden (hide_env_values)");
+        let help = Cli::command()
+            .find_subcommand_mut("bench")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("OPENAI_API_KEY"),
+            "the variable is named, its value hidden (hide_env_values)"
+        );
     }
 
     #[test]

@@ -73,7 +73,11 @@ impl HttpClient {
         Self::with_transport(target, max_connections, Transport::Auto)
     }
 
-    pub fn with_transport(target: Target, max_connections: usize, transport: Transport) -> Result<Self, reqwest::Error> {
+    pub fn with_transport(
+        target: Target,
+        max_connections: usize,
+        transport: Transport,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             // Proxies are for the internet; a benchmark measures the server, not a proxy.
             .no_proxy()

@@ -9,8 +9,9 @@
 //! 3. **Timestamp error** at ~50k chunks/s: each chunk's client read time minus the simulator's
 //!    emission time (the same CLOCK_MONOTONIC), p50/p99/max.
 //!
-//! The simulator runs on a current-thread runtime in a thread pinned to CPU 1, the client on a
-//! current-thread runtime in a thread pinned to CPU 0 (on a 1-CPU machine both share CPU 0).
+//! The simulator runs in a child process (this binary, re-executed) on a current-thread runtime
+//! pinned to CPU 1; the client on a current-thread runtime in a thread pinned to CPU 0 (on a
+//! 1-CPU machine both share CPU 0).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use controller::sim::{SimConfig, SimServer};
+
 use loadgen::{Arrivals, Backend, BodySpec, EndpointKind, HttpClient, Prompt, RunConfig, Target};
 
 fn pin(cpu: usize) {
@@ -48,46 +50,75 @@ fn raise_nofile() {
     );
 }
 
-/// A simulator on its own pinned thread; dropping the returned sender stops it.
+/// A simulator in a child process (this binary re-executed with `__sim`), pinned to CPU 1: its
+/// own process, so that 10,000 client sockets and 10,000 server sockets do not share one
+/// open-files limit.
 struct PinnedSim {
     base_url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<f64>>,
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
 impl PinnedSim {
-    fn start(cfg: SimConfig) -> PinnedSim {
-        let (tx, rx) = mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            pin(1);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let cpu0 = thread_cpu_s();
-                let sim = SimServer::start(cfg).await.unwrap();
-                tx.send(sim.base_url()).unwrap();
-                let _ = stopped.await;
-                let cpu = thread_cpu_s() - cpu0;
-                sim.shutdown().await;
-                cpu
-            })
-        });
-        let base_url = rx.recv().unwrap();
+    fn start(args: &[String]) -> PinnedSim {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("__sim")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("re-executing the benchmark as the simulator");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
         PinnedSim {
-            base_url,
-            stop: Some(stop),
-            thread: Some(thread),
+            base_url: line.trim().to_string(),
+            child,
+            stdout,
         }
     }
 
-    /// Stops the simulator; returns its thread's CPU seconds.
+    /// Stops the simulator (closing its stdin); returns its CPU seconds.
     fn stop(mut self) -> f64 {
-        let _ = self.stop.take().unwrap().send(());
-        self.thread.take().unwrap().join().unwrap()
+        use std::io::BufRead;
+        drop(self.child.stdin.take());
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        self.child.wait().unwrap();
+        line.trim().parse().unwrap_or(f64::NAN)
     }
+}
+
+/// The child side: `__sim [benchctl sim flags]`.
+fn sim_child(args: &[String]) {
+    #[derive(clap::Parser)]
+    struct SimArgs {
+        #[command(flatten)]
+        cfg: SimConfig,
+    }
+    use clap::Parser;
+    let cfg =
+        SimArgs::parse_from(std::iter::once("__sim".to_string()).chain(args.iter().cloned())).cfg;
+    raise_nofile();
+    pin(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let sim = SimServer::start(cfg).await.unwrap();
+        println!("{}", sim.base_url());
+        let cpu0 = thread_cpu_s();
+        // the parent closes our stdin to stop us
+        let _ = tokio::task::spawn_blocking(|| {
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())
+        })
+        .await;
+        let cpu = thread_cpu_s() - cpu0;
+        sim.shutdown().await;
+        println!("{cpu}");
+    });
 }
 
 struct ClientRun {
@@ -148,15 +179,25 @@ fn run_client(base_url: &str, streams: usize, output_len: u32, timeout: Duration
     .unwrap()
 }
 
-fn fast(step_ms: f64, batch: usize) -> SimConfig {
-    SimConfig {
-        decode_step_base_ms: step_ms,
-        decode_step_per_seq_us: 0.0,
-        prefill_us_per_token: 0.0,
-        max_batch: batch,
-        kv_cache_tokens: usize::MAX / 4,
-        ..SimConfig::default()
-    }
+/// Simulator flags: a fixed decode step, no prefill cost, everything in one batch.
+fn fast(step_ms: f64, batch: usize) -> Vec<String> {
+    [
+        "--port",
+        "0",
+        "--decode-step-base-ms",
+        &step_ms.to_string(),
+        "--decode-step-per-seq-us",
+        "0",
+        "--prefill-us-per-token",
+        "0",
+        "--max-batch",
+        &batch.to_string(),
+        "--kv-cache-tokens",
+        "1000000000000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn chunks(out: &loadgen::RunOutput) -> usize {
@@ -213,7 +254,7 @@ fn throughput(quick: bool) {
         ]
     };
     for &(streams, step, out_len) in cases {
-        let sim = PinnedSim::start(fast(step, streams));
+        let sim = PinnedSim::start(&fast(step, streams));
         let r = run_client(&sim.base_url, streams, out_len, Duration::from_secs(300));
         let sim_cpu = sim.stop();
         let n = chunks(&r.out);
@@ -232,7 +273,7 @@ fn throughput(quick: bool) {
 fn streams_held(quick: bool) {
     let streams = if quick { 2_000 } else { 10_000 };
     println!("\n## 2. Concurrent streams held");
-    let sim = PinnedSim::start(fast(50.0, streams));
+    let sim = PinnedSim::start(&fast(50.0, streams));
     let r = run_client(&sim.base_url, streams, 60, Duration::from_secs(300));
     sim.stop();
     let s = loadgen::report::summarize(&r.out.records, &[99.0], &[]);
@@ -253,11 +294,12 @@ fn streams_held(quick: bool) {
         .min()
         .unwrap_or(0);
     println!(
-        "{streams} streams asked; peak in flight {}; completed {}; failed {} {:?}; all streaming at once: {}; wall {:.1} s; client CPU {:.1} s",
+        "{streams} streams asked; peak in flight {}; completed {}; failed {} {:?} {:?}; all streaming at once: {}; wall {:.1} s; client CPU {:.1} s",
         s.max_concurrent_requests,
         s.completed,
         s.failed,
         s.failed_by_kind,
+        s.first_error,
         first_chunks_by < last_starts,
         r.wall_s,
         r.cpu_s
@@ -292,10 +334,9 @@ fn timestamp_error(quick: bool) {
         let log: PathBuf = dir.path().join("emissions.jsonl");
         let secs = if quick { 1.0 } else { 4.0 };
         let out_len = (secs * 1000.0 / step) as u32;
-        let sim = PinnedSim::start(SimConfig {
-            emission_log: Some(log.clone()),
-            ..fast(step, streams)
-        });
+        let mut args = fast(step, streams);
+        args.extend(["--emission-log".to_string(), log.display().to_string()]);
+        let sim = PinnedSim::start(&args);
         let r = run_client(&sim.base_url, streams, out_len, Duration::from_secs(300));
         sim.stop();
         let mut emitted: HashMap<(String, u32), u64> = HashMap::new();
@@ -330,8 +371,11 @@ fn timestamp_error(quick: bool) {
 }
 
 fn main() {
-    raise_nofile();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__sim") {
+        return sim_child(&args[2..]);
+    }
+    raise_nofile();
     let quick = args.iter().any(|a| a == "quick");
     let only = |name: &str| {
         !args

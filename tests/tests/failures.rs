@@ -304,11 +304,26 @@ async fn mixed_faults_are_all_accounted_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_is_never_written_anywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = start(SimConfig { fault_error_rate: 0.5, ..fast_sim() }).await;
+    let sim = start(SimConfig {
+        fault_error_rate: 0.5,
+        ..fast_sim()
+    })
+    .await;
     let run = bench(
         &sim.base_url(),
         dir.path(),
-        &["--api-key", "sk-do-not-leak-42", "--num-prompts", "6", "--input-len", "8", "--output-len", "4", "--save-detailed", "--no-preflight"],
+        &[
+            "--api-key",
+            "sk-do-not-leak-42",
+            "--num-prompts",
+            "6",
+            "--input-len",
+            "8",
+            "--output-len",
+            "4",
+            "--save-detailed",
+            "--no-preflight",
+        ],
     )
     .await;
     sim.shutdown().await;

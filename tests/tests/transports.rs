@@ -4,9 +4,17 @@
 use std::time::Duration;
 
 use benchctl_tests::{SimConfig, fast_sim, start};
-use loadgen::{Arrivals, Backend, BodySpec, EndpointKind, ErrorKind, HttpClient, Prompt, RunConfig, Target, Transport};
+use loadgen::{
+    Arrivals, Backend, BodySpec, EndpointKind, ErrorKind, HttpClient, Prompt, RunConfig, Target,
+    Transport,
+};
 
-async fn run(cfg: SimConfig, transport: Transport, endpoint: &str, stall: Option<Duration>) -> Vec<loadgen::RequestRecord> {
+async fn run(
+    cfg: SimConfig,
+    transport: Transport,
+    endpoint: &str,
+    stall: Option<Duration>,
+) -> Vec<loadgen::RequestRecord> {
     let sim = start(cfg).await;
     let target = Target {
         url: format!("{}{endpoint}", sim.base_url()).parse().unwrap(),
@@ -24,35 +32,90 @@ async fn run(cfg: SimConfig, transport: Transport, endpoint: &str, stall: Option
     };
     let client = HttpClient::with_transport(target, 4, transport).unwrap();
     let cfg = RunConfig {
-        prompts: vec![Prompt { text: "one two three".into(), prompt_tokens: 3, output_len: 7 }; 8],
+        prompts: vec![
+            Prompt {
+                text: "one two three".into(),
+                prompt_tokens: 3,
+                output_len: 7
+            };
+            8
+        ],
         arrivals: Arrivals::closed_loop(),
         max_concurrency: Some(4),
         warmup_requests: 2,
         request_id_prefix: "t-".into(),
     };
-    let out = tokio::time::timeout(Duration::from_secs(30), loadgen::runner::run(&client, cfg, Default::default(), |_| {}))
-        .await
-        .expect("no hang")
-        .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        loadgen::runner::run(&client, cfg, Default::default(), |_| {}),
+    )
+    .await
+    .expect("no hang")
+    .unwrap();
     sim.shutdown().await;
     assert_eq!(out.warmup_sent, 2);
     out.records
 }
 
 fn kinds(records: &[loadgen::RequestRecord]) -> Vec<Option<ErrorKind>> {
-    records.iter().map(|r| r.error.as_ref().map(|e| e.kind)).collect()
+    records
+        .iter()
+        .map(|r| r.error.as_ref().map(|e| e.kind))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_transports_agree_on_success_and_on_every_fault() {
     let cases: Vec<(SimConfig, Option<ErrorKind>, Option<Duration>)> = vec![
         (fast_sim(), None, None),
-        (SimConfig { no_done: true, ..fast_sim() }, None, None),
-        (SimConfig { fault_error_rate: 1.0, ..fast_sim() }, Some(ErrorKind::Http5xx), None),
-        (SimConfig { fault_malformed_rate: 1.0, ..fast_sim() }, Some(ErrorKind::MalformedChunk), None),
-        (SimConfig { fault_truncate_rate: 1.0, ..fast_sim() }, Some(ErrorKind::TruncatedStream), None),
-        (SimConfig { fault_stall_rate: 1.0, ..fast_sim() }, Some(ErrorKind::Stall), Some(Duration::from_millis(200))),
-        (SimConfig { strict: true, ..fast_sim() }, Some(ErrorKind::Http4xx), None),
+        (
+            SimConfig {
+                no_done: true,
+                ..fast_sim()
+            },
+            None,
+            None,
+        ),
+        (
+            SimConfig {
+                fault_error_rate: 1.0,
+                ..fast_sim()
+            },
+            Some(ErrorKind::Http5xx),
+            None,
+        ),
+        (
+            SimConfig {
+                fault_malformed_rate: 1.0,
+                ..fast_sim()
+            },
+            Some(ErrorKind::MalformedChunk),
+            None,
+        ),
+        (
+            SimConfig {
+                fault_truncate_rate: 1.0,
+                ..fast_sim()
+            },
+            Some(ErrorKind::TruncatedStream),
+            None,
+        ),
+        (
+            SimConfig {
+                fault_stall_rate: 1.0,
+                ..fast_sim()
+            },
+            Some(ErrorKind::Stall),
+            Some(Duration::from_millis(200)),
+        ),
+        (
+            SimConfig {
+                strict: true,
+                ..fast_sim()
+            },
+            Some(ErrorKind::Http4xx),
+            None,
+        ),
     ];
     for (cfg, expect, stall) in cases {
         for endpoint in ["/v1/completions", "/v1/chat/completions"] {
