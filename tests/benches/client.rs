@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use controller::sim::{SimConfig, SimServer};
