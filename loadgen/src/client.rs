@@ -123,6 +123,8 @@ impl HttpClient {
         cancel: &CancellationToken,
     ) {
         rec.send_ns = mono_ns();
+        // the HTTP/1.1 path clears this on any read the kernel did not stamp
+        rec.kernel_rx_stamps = self.http1.is_some();
         let limits = Limits {
             deadline: Instant::now() + self.target.timeout,
             timeout: self.target.timeout,

@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 client for the measured path (`http://` targets): one task per request
-//! reads its own socket, stamps each `read()` the moment it returns, and decodes the chunked
-//! body, the SSE events and the JSON inline — no second task between the socket and the stamp.
+//! reads its own socket, stamps each read with the kernel's receive time of its last byte
+//! ([`crate::rxstamp`]; else the moment `recvmsg` returns), and decodes the chunked body, the SSE
+//! events and the JSON inline — no second task between the socket and the stamp.
 //!
 //! Keep-alive connections are pooled (a lock-free queue). A pooled connection that turns out
 //! to be closed before any byte of the response arrived is replaced once by a fresh one.
@@ -10,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::clock::mono_ns;
 use crate::error::{ErrorKind, RequestError, server_message};
 use crate::record::RequestRecord;
+use crate::rxstamp;
 use crate::stream::StreamParser;
 
 /// Bytes read per `read()`; one SSE chunk is a few hundred.
@@ -102,6 +104,7 @@ impl Http1 {
             _ = &mut deadline => return Err(timed_out(limits.timeout, "connecting")),
         };
         let _ = conn.set_nodelay(true);
+        rxstamp::enable(&conn);
         match self
             .on(conn, rec, &request, limits, deadline.as_mut())
             .await
@@ -138,7 +141,15 @@ impl Http1 {
         loop {
             let read = tokio::select! {
                 biased;
-                r = conn.read(&mut buf) => r,
+                r = async {
+                    loop {
+                        conn.readable().await?;
+                        match rxstamp::try_recv(&conn, &mut buf) {
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                            other => return other,
+                        }
+                    }
+                } => r,
                 _ = &mut deadline => return Attempt::Done(Err(timed_out(limits.timeout, response.phase()))),
                 _ = async { stall.as_mut().unwrap().as_mut().await }, if stall.is_some() => {
                     let s = limits.stall.unwrap_or_default();
@@ -148,10 +159,13 @@ impl Http1 {
                     )));
                 }
             };
-            // The timestamp of everything this read completed: taken before any parsing.
-            let t = mono_ns();
-            let n = match read {
-                Ok(n) => n,
+            // The timestamp of everything this read completed: the kernel's arrival time of its
+            // last byte, or else when the read returned; taken before any parsing.
+            let (n, t) = match read {
+                Ok(s) => {
+                    rec.kernel_rx_stamps &= s.kernel;
+                    (s.n, s.t_ns)
+                }
                 Err(e) if !response.started() => {
                     tracing::debug!("stale connection: {e}");
                     return Attempt::StaleConnection;
@@ -166,7 +180,7 @@ impl Http1 {
                 if !response.started() {
                     return Attempt::StaleConnection;
                 }
-                return Attempt::Done(response.eof(rec, t));
+                return Attempt::Done(response.eof(rec, mono_ns()));
             }
             if let Some(s) = stall.as_mut() {
                 s.as_mut()

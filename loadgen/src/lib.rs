@@ -16,6 +16,7 @@ pub mod openai;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod rxstamp;
 pub mod schedule;
 pub mod sse;
 pub mod stats;

@@ -70,6 +70,10 @@ pub struct RequestRecord {
     /// Set when the request failed; a failed request takes no part in latency metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RequestError>,
+    /// Every read of this request was stamped with the kernel's receive time (`SO_TIMESTAMPING`)
+    /// rather than the time the read returned. False until the request is sent.
+    #[serde(default)]
+    pub kernel_rx_stamps: bool,
     /// The generated text (kept for token counting; written to the JSONL only on request).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,

@@ -151,6 +151,8 @@ pub struct Summary {
     pub output_len_mismatches: usize,
     /// Completed requests that reported no usage (output counted by the client).
     pub missing_usage: usize,
+    /// Completed requests whose every read carried the kernel's receive time.
+    pub kernel_stamped: usize,
     /// Highest output tokens in any one-second window.
     pub max_output_tokens_per_s: f64,
     /// Most requests in flight at once.
@@ -273,6 +275,7 @@ pub fn summarize(
             .filter(|r| matches!((r.output_tokens_server, r.output_tokens_client), (Some(s), Some(c)) if s != c))
             .count(),
         missing_usage: ok.iter().filter(|r| r.output_tokens_server.is_none()).count(),
+        kernel_stamped: ok.iter().filter(|r| r.kernel_rx_stamps).count(),
         max_output_tokens_per_s: max_tokens_per_second(&ok, first_send),
         max_concurrent_requests: max_in_flight(records),
         metrics,
@@ -475,10 +478,14 @@ pub fn result_json(
     );
     o.insert("missing_usage".into(), json!(s.missing_usage));
     o.insert("chunk_tokens".into(), json!(info.chunk_tokens));
-    o.insert(
-        "timestamps".into(),
-        json!("CLOCK_MONOTONIC, taken when bytes are read from the connection, before parsing"),
-    );
+    let stamps = if s.completed > 0 && s.kernel_stamped == s.completed {
+        "CLOCK_MONOTONIC; each read stamped with the kernel's receive time of its last byte (SO_TIMESTAMPING), before parsing"
+    } else if s.kernel_stamped > 0 {
+        "CLOCK_MONOTONIC; reads stamped with the kernel's receive time where the socket gave one, else when the read returned; before parsing"
+    } else {
+        "CLOCK_MONOTONIC, taken when each read of the response returned, before parsing"
+    };
+    o.insert("timestamps".into(), json!(stamps));
     Value::Object(o)
 }
 

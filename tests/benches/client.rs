@@ -357,10 +357,13 @@ fn timestamp_error(quick: bool) {
         }
         let d = loadgen::stats::Distribution::of(err_us, &[50.0, 99.0, 99.9]).unwrap();
         println!(
-            "| {streams} | {step} ms | {:.0} | {} | {missing} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {streams} | {step} ms | {:.0} | {} | {missing} | {} | {}/{} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
             steady_rate(&r.out),
             d.count,
             failed(&r.out),
+            r.out.records.iter().filter(|r| r.kernel_rx_stamps).count(),
+            r.out.records.len(),
+            d.min,
             d.get(50.0).unwrap(),
             d.get(99.0).unwrap(),
             d.get(99.9).unwrap(),

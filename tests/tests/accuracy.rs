@@ -80,10 +80,11 @@ async fn ttft_tpot_itl_e2el_agree_with_the_emission_log() {
             r.request_id
         );
         for (c, &t) in r.chunks.iter().zip(sent) {
-            // causality: a chunk cannot be read before it was written
+            // causality: a chunk cannot arrive before it was written. The kernel's loopback
+            // receive stamp comes from TCP's cached clock: a few µs early at most (rxstamp.rs).
             assert!(
-                c.t_ns >= t,
-                "{}: read at {} before it was sent at {t}",
+                c.t_ns + 100_000 >= t,
+                "{}: arrived at {} before it was sent at {t}",
                 r.request_id,
                 c.t_ns
             );
@@ -116,9 +117,12 @@ async fn ttft_tpot_itl_e2el_agree_with_the_emission_log() {
         );
     }
     assert!(
-        d_ttft.iter().all(|&d| d >= 0),
+        d_ttft.iter().all(|&d| d >= -100_000),
         "TTFT can only be later at the client"
     );
+    // Linux stamps receipts in the kernel (the first reads of a run may precede that switch)
+    let kernel = run.records.iter().filter(|r| r.kernel_rx_stamps).count();
+    assert!(kernel >= 50, "{kernel} of 60 requests kernel-stamped");
     let json = run.json();
     assert_eq!(json["completed"], 60);
     assert_eq!(json["target_is_simulator"], true);
