@@ -34,6 +34,7 @@ pub struct Http1 {
     /// The request line and fixed headers, up to the per-request ones.
     head_prefix: Vec<u8>,
     idle: ArrayQueue<TcpStream>,
+    _stamping: Option<rxstamp::Keeper>,
 }
 
 /// Limits of one exchange.
@@ -67,6 +68,7 @@ impl Http1 {
             authority,
             head_prefix: head.into_bytes(),
             idle: ArrayQueue::new(max_idle.max(1)),
+            _stamping: rxstamp::Keeper::new(),
         }
     }
 

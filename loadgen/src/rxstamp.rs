@@ -30,6 +30,21 @@ pub fn enable(stream: &TcpStream) -> bool {
     setsockopt(stream, sockopt::Timestamping, &flags).is_ok()
 }
 
+/// Holds receive timestamping on in the kernel for as long as it lives. Linux switches the
+/// feature on for the first socket that asks, asynchronously, and off when the last one closes:
+/// without a keeper, the first reads of every run would go unstamped.
+pub struct Keeper(#[allow(dead_code)] std::net::UdpSocket); // reason: held, never read
+
+impl Keeper {
+    pub fn new() -> Option<Keeper> {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+        let flags = TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
+            | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE;
+        setsockopt(&s, sockopt::Timestamping, &flags).ok()?;
+        Some(Keeper(s))
+    }
+}
+
 /// A read and its timestamp (monotonic ns).
 pub struct Stamped {
     pub n: usize,

@@ -316,13 +316,13 @@ struct Emission {
 fn timestamp_error(quick: bool) {
     println!("\n## 3. Timestamp error against the simulator's emission log, at 50k chunks/s");
     println!(
-        "Every decode step emits one chunk per stream at once (as a real batching server does):"
+        "Every decode step emits one chunk per stream at once, as a batching server does. Error ="
     );
-    println!("a burst of `streams` chunks the client drains one read at a time.\n");
+    println!("the client's stamp − the simulator's emission stamp (the same CLOCK_MONOTONIC).\n");
     println!(
-        "| streams | step | chunks/s (steady) | compared | unmatched | failed | p50 µs | p99 µs | p99.9 µs | max µs |"
+        "| streams | step | chunks/s (steady) | compared | unmatched | failed | kernel-stamped requests | min µs | p50 µs | p99 µs | p99.9 µs | max µs |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let cases: &[(usize, f64)] = if quick {
         &[(100, 2.0), (1000, 20.0)]
     } else {

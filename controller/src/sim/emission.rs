@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-const CAPACITY: usize = 1 << 20;
+/// Events held before the writer must run: 4M, about 80 s at 50k chunks/s.
+const CAPACITY: usize = 1 << 22;
 
 /// CLOCK_MONOTONIC in nanoseconds.
 pub(crate) fn mono_ns() -> u64 {
@@ -84,8 +85,9 @@ pub(crate) struct EmissionWriter {
 }
 
 /// Creates the file and starts the writer thread. The thread polls the
-/// channel every few milliseconds instead of parking on it, so that a send
-/// never has to wake a thread (no syscall on the streaming path).
+/// channel's length instead of parking on it, so that a send never has to wake
+/// a thread (no syscall on the streaming path), and writes only when the
+/// channel is half full or at shutdown.
 pub(crate) fn open(path: &Path) -> anyhow::Result<(EmissionLog, EmissionWriter)> {
     let file = File::create(path)
         .map_err(|e| anyhow::anyhow!("creating emission log {}: {e}", path.display()))?;
@@ -106,6 +108,13 @@ pub(crate) fn open(path: &Path) -> anyhow::Result<(EmissionLog, EmissionWriter)>
             let res = (|| -> std::io::Result<u64> {
                 loop {
                     let stopping = stop2.load(Relaxed);
+                    // Write only when half the channel is used, or at shutdown: formatting runs
+                    // for milliseconds, and the scheduler may let it finish its slice before the
+                    // simulator's thread gets the core back (a delay between stamp and send).
+                    if !stopping && rx.len() < CAPACITY / 2 {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
                     let mut wrote = false;
                     loop {
                         match rx.try_recv() {
@@ -128,7 +137,6 @@ pub(crate) fn open(path: &Path) -> anyhow::Result<(EmissionLog, EmissionWriter)>
                     if wrote {
                         w.flush()?;
                     }
-                    std::thread::sleep(Duration::from_millis(20));
                 }
             })();
             let _ = done_tx.send(res);
