@@ -3,5 +3,8 @@
 
 pub mod bench;
 pub mod cli;
+pub mod clock;
 pub mod output;
+pub mod service;
 pub mod sim;
+pub mod telemetry;

@@ -1,0 +1,188 @@
+//! The controller's gRPC service: agent sessions (registration, telemetry, clock exchanges) and
+//! the agent listing. State lives in the [`Registry`] task.
+
+mod registry;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use registry::Registry;
+
+use crate::clock::Exchange;
+use loadgen::clock::mono_ns;
+
+type Outgoing<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// How often each peer's clock is probed (faster for the first exchanges).
+const PING_EVERY: Duration = Duration::from_secs(1);
+const FIRST_PINGS: usize = 8;
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct ControllerService {
+    registry: Registry,
+    controller_id: String,
+}
+
+impl ControllerService {
+    pub fn new(registry: Registry) -> Self {
+        let controller_id = format!("benchctl-{}-{}", std::process::id(), mono_ns());
+        ControllerService {
+            registry,
+            controller_id,
+        }
+    }
+}
+
+/// A running controller server.
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    pub registry: Registry,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Server {
+    /// Serves on `listener` until [`Server::shutdown`].
+    pub fn start(listener: TcpListener, registry: Registry) -> std::io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let svc = proto::controller_server::ControllerServer::new(ControllerService::new(
+            registry.clone(),
+        ));
+        let stop = cancel.clone();
+        let task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                ),
+        );
+        Ok(Server {
+            addr,
+            registry,
+            cancel,
+            task,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving; open sessions end.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        match tokio::time::timeout(Duration::from_secs(5), self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("controller server: {e}"),
+            Ok(Err(e)) => tracing::warn!("controller server task: {e}"),
+            Err(_) => tracing::warn!("controller server: sessions still open after 5 s"),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::controller_server::Controller for ControllerService {
+    type AgentSessionStream = Outgoing<proto::ControllerToAgent>;
+    type WorkerSessionStream = Outgoing<proto::ControllerToWorker>;
+
+    async fn agent_session(
+        &self,
+        request: Request<Streaming<proto::AgentMessage>>,
+    ) -> Result<Response<Self::AgentSessionStream>, Status> {
+        let mut incoming = request.into_inner();
+        let first = incoming.message().await?.ok_or_else(|| {
+            Status::invalid_argument("the agent session ended before AgentRegister")
+        })?;
+        let Some(proto::agent_message::Msg::Register(reg)) = first.msg else {
+            return Err(Status::invalid_argument(
+                "the first message of an agent session must be AgentRegister",
+            ));
+        };
+        if reg.node_name.is_empty() {
+            return Err(Status::invalid_argument(
+                "AgentRegister.node_name is empty: give the agent --node-name",
+            ));
+        }
+        let node = reg.node_name.clone();
+        let instance = reg.instance_id;
+        let resume = self.registry.register(reg).await;
+        let (tx, rx) = mpsc::channel::<Result<proto::ControllerToAgent, Status>>(64);
+        let registered = proto::AgentRegistered {
+            controller_id: self.controller_id.clone(),
+            resume_from_seq: resume,
+        };
+        let _ = tx
+            .send(Ok(msg_to_agent(
+                proto::controller_to_agent::Msg::Registered(registered),
+            )))
+            .await;
+
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            let mut ping_id = 0u64;
+            let mut next_ping = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    m = incoming.message() => match m {
+                        Ok(Some(m)) => match m.msg {
+                            Some(proto::agent_message::Msg::Telemetry(b)) => registry.telemetry(node.clone(), instance, b).await,
+                            Some(proto::agent_message::Msg::Pong(p)) => {
+                                let t4 = mono_ns();
+                                registry.pong(node.clone(), Exchange { t1: p.t1_ns, t2: p.t2_ns, t3: p.t3_ns, t4 }).await;
+                            }
+                            Some(proto::agent_message::Msg::Register(_)) | None => {}
+                        },
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!("agent {node}: stream error: {e}");
+                            break;
+                        }
+                    },
+                    _ = tokio::time::sleep_until(next_ping) => {
+                        ping_id += 1;
+                        let ping = proto::ClockPing { ping_id, t1_ns: mono_ns() };
+                        if tx.send(Ok(msg_to_agent(proto::controller_to_agent::Msg::Ping(ping)))).await.is_err() {
+                            break;
+                        }
+                        let every = if (ping_id as usize) < FIRST_PINGS { PING_EVERY / 10 } else { PING_EVERY };
+                        next_ping += every;
+                    }
+                }
+            }
+            registry.disconnected(node, instance).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn worker_session(
+        &self,
+        _request: Request<Streaming<proto::WorkerMessage>>,
+    ) -> Result<Response<Self::WorkerSessionStream>, Status> {
+        Err(Status::unimplemented(
+            "this controller does not accept load workers yet",
+        ))
+    }
+
+    async fn list_agents(
+        &self,
+        _r: Request<proto::ListAgentsRequest>,
+    ) -> Result<Response<proto::ListAgentsResponse>, Status> {
+        Ok(Response::new(proto::ListAgentsResponse {
+            agents: self.registry.list().await,
+        }))
+    }
+}
+
+fn msg_to_agent(m: proto::controller_to_agent::Msg) -> proto::ControllerToAgent {
+    proto::ControllerToAgent { msg: Some(m) }
+}
