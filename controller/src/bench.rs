@@ -13,6 +13,8 @@ use loadgen::{
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{BenchArgs, DatasetKind};
+use crate::local::{GpuSelection, LocalTelemetry};
+use crate::telemetry::NodeWindow;
 
 /// Everything a run needs, resolved from the flags and the server before any load is sent.
 pub struct Prepared {
@@ -63,6 +65,33 @@ async fn run_against(args: BenchArgs) -> anyhow::Result<ExitCode> {
         bail!("--num-prompts must be at least 1, got 0");
     }
 
+    // GPU telemetry first: no NVIDIA driver is an error before any load is sent.
+    let gpus = match (&args.gpu_num, &args.gpus) {
+        (Some(n), _) => Some(GpuSelection::First(*n)),
+        (None, Some(v)) => Some(GpuSelection::Indices(v.clone())),
+        (None, None) => None,
+    };
+    let telemetry = match gpus {
+        Some(g) => {
+            Some(LocalTelemetry::start(g, args.telemetry_source, args.telemetry_interval).await?)
+        }
+        None => None,
+    };
+    let result = measure(&args, percentiles, goodput, arrivals, telemetry.as_ref()).await;
+    if let Some(t) = telemetry {
+        t.stop().await;
+    }
+    result
+}
+
+async fn measure(
+    args: &BenchArgs,
+    percentiles: Vec<f64>,
+    goodput: Vec<loadgen::report::GoodputBound>,
+    arrivals: Arrivals,
+    telemetry: Option<&LocalTelemetry>,
+) -> anyhow::Result<ExitCode> {
+    let args = args.clone();
     let prep = prepare(&args).await?;
     let dataset = dataset_spec(&args);
     eprintln!(
@@ -137,8 +166,58 @@ async fn run_against(args: BenchArgs) -> anyhow::Result<ExitCode> {
     print!("{}", render_text(&info, &summary));
     std::io::stdout().flush().ok();
 
+    let gpu = match telemetry {
+        Some(t) => {
+            let from = out
+                .records
+                .iter()
+                .map(|r| r.send_ns)
+                .min()
+                .unwrap_or(out.start_ns);
+            let to = out
+                .records
+                .iter()
+                .map(|r| r.end_ns)
+                .max()
+                .unwrap_or(out.end_ns);
+            let nodes = t.window(from, to).await;
+            eprint!("{}", gpu_text(&nodes));
+            Some((nodes, from))
+        }
+        None => None,
+    };
+
     if let Some(path) = &args.save_result {
-        let json = result_json(&info, &summary, &out.records, args.save_detailed);
+        let mut json = result_json(&info, &summary, &out.records, args.save_detailed);
+        if let Some((nodes, from)) = &gpu {
+            add_gpu_stats(&mut json, nodes, summary.total_output_tokens);
+            let dir = path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(format!(
+                    "gpu_utilization_c{}_in{}_out{}",
+                    args.max_concurrency
+                        .map_or("inf".to_string(), |c| c.to_string()),
+                    args.input_len,
+                    args.output_len.unwrap_or(1024)
+                ));
+            for w in nodes {
+                let suffix = if nodes.len() > 1 {
+                    format!("_{}", w.node)
+                } else {
+                    String::new()
+                };
+                crate::output::write_atomic(
+                    &dir.join(format!("raw{suffix}.log")),
+                    crate::telemetry::raw_log(w, *from).as_bytes(),
+                )?;
+                crate::output::write_atomic(
+                    &dir.join(format!("result{suffix}.log")),
+                    crate::telemetry::result_log(w).as_bytes(),
+                )?;
+            }
+            eprintln!("saved GPU logs in {}", dir.display());
+        }
         crate::output::write_atomic(path, &serde_json::to_vec_pretty(&json)?)?;
         let records_path = crate::output::records_path(path);
         let mut buf = Vec::new();
@@ -365,4 +444,114 @@ fn progress_bar(n: u64, quiet: bool) -> indicatif::ProgressBar {
         .progress_chars("=> "),
     );
     bar
+}
+
+/// Adds the GPU statistics of the run's window to the result JSON: per node and GPU under
+/// `gpu_telemetry`, and flat keys over all monitored GPUs for scripts.
+fn add_gpu_stats(json: &mut serde_json::Value, nodes: &[NodeWindow], output_tokens: u64) {
+    let gpus: Vec<_> = nodes.iter().flat_map(|n| n.gpus.iter()).collect();
+    let mean_of = |f: fn(&crate::telemetry::GpuWindow) -> Option<f64>| {
+        let v: Vec<f64> = gpus.iter().filter_map(|g| f(g)).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let max_of = |f: fn(&crate::telemetry::GpuWindow) -> Option<f64>| {
+        gpus.iter().filter_map(|g| f(g)).reduce(f64::max)
+    };
+    let energy: Option<f64> = gpus.iter().map(|g| g.energy_j).sum();
+    let simulated = nodes.iter().any(|n| n.simulated);
+    let seed = nodes.first().map(|n| &n.seed_filter);
+    let o = json.as_object_mut().expect("the result is an object");
+    o.insert(
+        "gpu_telemetry_simulated".into(),
+        serde_json::json!(simulated),
+    );
+    o.insert("gpu_count".into(), serde_json::json!(gpus.len()));
+    o.insert(
+        "gpu_utilization_mean_pct".into(),
+        serde_json::json!(mean_of(|g| g.utilization_pct.map(|x| x.mean))),
+    );
+    o.insert(
+        "gpu_utilization_max_pct".into(),
+        serde_json::json!(max_of(|g| g.utilization_pct.map(|x| x.max))),
+    );
+    o.insert(
+        "gpu_memory_used_mean_mib".into(),
+        serde_json::json!(mean_of(|g| g.memory_used_mib.map(|x| x.mean))),
+    );
+    o.insert(
+        "gpu_memory_used_max_mib".into(),
+        serde_json::json!(max_of(|g| g.memory_used_mib.map(|x| x.max))),
+    );
+    o.insert(
+        "gpu_temperature_mean_c".into(),
+        serde_json::json!(mean_of(|g| g.temperature_c.map(|x| x.mean))),
+    );
+    o.insert(
+        "gpu_temperature_max_c".into(),
+        serde_json::json!(max_of(|g| g.temperature_c.map(|x| x.max))),
+    );
+    o.insert(
+        "gpu_power_mean_w".into(),
+        serde_json::json!(mean_of(|g| g.power_w.map(|x| x.mean))),
+    );
+    o.insert("gpu_energy_j".into(), serde_json::json!(energy));
+    o.insert(
+        "gpu_joules_per_output_token".into(),
+        serde_json::json!(
+            energy
+                .filter(|_| output_tokens > 0)
+                .map(|e| e / output_tokens as f64)
+        ),
+    );
+    o.insert(
+        "gpu_seed_filter_utilization_pct".into(),
+        serde_json::json!(seed.and_then(|s| s.utilization_pct)),
+    );
+    o.insert(
+        "gpu_seed_filter_memory_used_mib".into(),
+        serde_json::json!(seed.and_then(|s| s.memory_used_mib)),
+    );
+    o.insert(
+        "gpu_seed_filter_temperature_c".into(),
+        serde_json::json!(seed.and_then(|s| s.temperature_c)),
+    );
+    o.insert("gpu_telemetry".into(), serde_json::json!(nodes));
+}
+
+/// The GPU part of the printed summary.
+fn gpu_text(nodes: &[NodeWindow]) -> String {
+    use std::fmt::Write;
+    let mut t = String::new();
+    for n in nodes {
+        let _ = writeln!(
+            t,
+            "{:-^50}",
+            if n.simulated {
+                " GPUs (SIMULATED telemetry) "
+            } else {
+                " GPUs "
+            }
+        );
+        for g in &n.gpus {
+            let f = |x: Option<crate::telemetry::Gauge>| {
+                x.map(|x| format!("{:.0}/{:.0}", x.mean, x.max))
+                    .unwrap_or("-".into())
+            };
+            let _ = writeln!(
+                t,
+                "{} GPU {}: util {}%  mem {} MiB  temp {}°C  power {} W (mean/max, {} samples){}",
+                n.node,
+                g.index,
+                f(g.utilization_pct),
+                f(g.memory_used_mib),
+                f(g.temperature_c),
+                f(g.power_w),
+                g.samples,
+                g.energy_j
+                    .map(|e| format!("  energy {e:.0} J"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    t
 }

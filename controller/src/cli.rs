@@ -27,6 +27,10 @@ pub enum Command {
     /// Run a SIMULATED OpenAI-compatible server (continuous-batching latency model, no GPU,
     /// no model): a test instrument and demo target, never a stand-in for real numbers.
     Sim(Box<crate::sim::SimConfig>),
+    /// Run the controller service: agents (GPU telemetry) and load workers connect to it.
+    Controller(crate::agents_cmd::ControllerArgs),
+    /// List the agents connected to a controller, their GPUs and last samples.
+    Agents(crate::agents_cmd::AgentsArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -144,6 +148,31 @@ pub struct BenchArgs {
     /// Skip the single request sent before the run to catch a rejected payload.
     #[arg(long, env = "BENCHCTL_NO_PREFLIGHT")]
     pub no_preflight: bool,
+    /// Record the first N GPUs of this machine during the run (NVML, through an in-process
+    /// agent and controller) and add their statistics to the result, with the seed's raw.log
+    /// and result.log.
+    #[arg(long, env = "BENCHCTL_GPU_NUM", value_parser = clap::value_parser!(u32).range(1..))]
+    pub gpu_num: Option<u32>,
+    /// Record these GPUs (NVML indices, comma-separated) instead of the first N.
+    #[arg(
+        long,
+        env = "BENCHCTL_GPUS",
+        value_delimiter = ',',
+        conflicts_with = "gpu_num"
+    )]
+    pub gpus: Option<Vec<u32>>,
+    /// Where GPU samples come from: nvml, or simulated (made-up values for demos and tests,
+    /// labelled simulated in every output).
+    #[arg(
+        long,
+        env = "BENCHCTL_TELEMETRY_SOURCE",
+        value_enum,
+        default_value = "nvml"
+    )]
+    pub telemetry_source: agent::SourceKind,
+    /// GPU sampling interval.
+    #[arg(long, env = "BENCHCTL_TELEMETRY_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub telemetry_interval: Duration,
     /// No progress bar.
     #[arg(long, env = "BENCHCTL_QUIET")]
     pub quiet: bool,
@@ -210,6 +239,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => crate::bench::run(*args).await,
         Command::Sim(cfg) => {
             crate::sim::run(*cfg).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Controller(a) => {
+            crate::agents_cmd::serve(a).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agents(a) => {
+            crate::agents_cmd::list(a).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -178,8 +178,11 @@ impl NodeSeries {
             .iter()
             .map(|(i, v)| {
                 let f = |g: fn(&Sample) -> f64| gauge(v.iter().map(g).collect());
-                let energy = match (v.first(), v.last()) {
-                    (Some(x), Some(y)) if x.energy_mj > 0 && y.energy_mj >= x.energy_mj => {
+                // the agent may read energy less often than the gauges (--energy-interval):
+                // the delta runs between the first and last samples that carry it
+                let with_energy = || v.iter().filter(|s| s.energy_mj > 0);
+                let energy = match (with_energy().next(), with_energy().last()) {
+                    (Some(x), Some(y)) if y.seq > x.seq && y.energy_mj >= x.energy_mj => {
                         Some((y.energy_mj - x.energy_mj) as f64 / 1000.0)
                     }
                     _ => None,

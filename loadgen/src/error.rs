@@ -80,6 +80,11 @@ impl ErrorKind {
         }
     }
 
+    /// The kind named by [`ErrorKind::as_str`], `None` for any other string.
+    pub fn parse(s: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     pub fn from_status(status: u16) -> ErrorKind {
         match status {
             400..=499 => ErrorKind::Http4xx,
@@ -172,6 +177,8 @@ mod tests {
             let j = serde_json::to_string(&k).unwrap();
             assert_eq!(j, format!("\"{}\"", k.as_str()));
             assert_eq!(serde_json::from_str::<ErrorKind>(&j).unwrap(), k);
+            assert_eq!(ErrorKind::parse(k.as_str()), Some(k));
         }
+        assert_eq!(ErrorKind::parse("Timeout"), None);
     }
 }

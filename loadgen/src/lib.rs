@@ -6,6 +6,7 @@
 //!   [`stream`] parses the body ([`sse`], [`openai`])
 //! - [`record`]: one request's timings; [`report`] and [`stats`]: metrics from records
 //! - [`dataset`] and [`tokenizer`]: prompts of an exact token length
+//! - [`worker`]: a load worker serving the controller's jobs over gRPC; [`wire`]: its messages
 
 pub mod client;
 pub mod clock;
@@ -22,6 +23,8 @@ pub mod sse;
 pub mod stats;
 pub mod stream;
 pub mod tokenizer;
+pub mod wire;
+pub mod worker;
 
 pub use client::{HttpClient, Target, Transport};
 pub use dataset::{DatasetSpec, Prompt};

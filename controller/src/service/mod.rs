@@ -2,6 +2,7 @@
 //! the agent listing. State lives in the [`Registry`] task.
 
 mod registry;
+mod workers;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use registry::Registry;
+pub use workers::{JobResult, JobSpec, WorkerInfo, Workers};
 
 use crate::clock::Exchange;
 use loadgen::clock::mono_ns;
@@ -28,15 +30,20 @@ const FIRST_PINGS: usize = 8;
 #[derive(Clone)]
 pub struct ControllerService {
     registry: Registry,
+    workers: Workers,
     controller_id: String,
+    /// Fired on shutdown: every session ends, so peers reconnect (to a successor).
+    cancel: CancellationToken,
 }
 
 impl ControllerService {
-    pub fn new(registry: Registry) -> Self {
+    pub fn new(registry: Registry, cancel: CancellationToken) -> Self {
         let controller_id = format!("benchctl-{}-{}", std::process::id(), mono_ns());
         ControllerService {
             registry,
+            workers: Workers::spawn(),
             controller_id,
+            cancel,
         }
     }
 }
@@ -45,6 +52,8 @@ impl ControllerService {
 pub struct Server {
     pub addr: std::net::SocketAddr,
     pub registry: Registry,
+    /// The load workers connected to this server.
+    pub workers: Workers,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -54,9 +63,9 @@ impl Server {
     pub fn start(listener: TcpListener, registry: Registry) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
         let cancel = CancellationToken::new();
-        let svc = proto::controller_server::ControllerServer::new(ControllerService::new(
-            registry.clone(),
-        ));
+        let service = ControllerService::new(registry.clone(), cancel.clone());
+        let workers = service.workers.clone();
+        let svc = proto::controller_server::ControllerServer::new(service);
         let stop = cancel.clone();
         let task = tokio::spawn(
             tonic::transport::Server::builder()
@@ -69,6 +78,7 @@ impl Server {
         Ok(Server {
             addr,
             registry,
+            workers,
             cancel,
             task,
         })
@@ -128,11 +138,16 @@ impl proto::controller_server::Controller for ControllerService {
             .await;
 
         let registry = self.registry.clone();
+        let cancel = self.cancel.clone();
         tokio::spawn(async move {
             let mut ping_id = 0u64;
             let mut next_ping = tokio::time::Instant::now();
             loop {
                 tokio::select! {
+                    _ = cancel.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("the controller is shutting down"))).await;
+                        break;
+                    }
                     m = incoming.message() => match m {
                         Ok(Some(m)) => match m.msg {
                             Some(proto::agent_message::Msg::Telemetry(b)) => registry.telemetry(node.clone(), instance, b).await,
@@ -166,11 +181,13 @@ impl proto::controller_server::Controller for ControllerService {
 
     async fn worker_session(
         &self,
-        _request: Request<Streaming<proto::WorkerMessage>>,
+        request: Request<Streaming<proto::WorkerMessage>>,
     ) -> Result<Response<Self::WorkerSessionStream>, Status> {
-        Err(Status::unimplemented(
-            "this controller does not accept load workers yet",
-        ))
+        let outgoing = self
+            .workers
+            .session(self.controller_id.clone(), request.into_inner())
+            .await?;
+        Ok(Response::new(outgoing))
     }
 
     async fn list_agents(

@@ -1,0 +1,272 @@
+//! The gRPC session with the controller: register, replay what the controller lacks, stream new
+//! samples, answer clock pings, apply sampling settings; reconnect with jittered exponential
+//! backoff whenever anything fails, until shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use proto::controller_client::ControllerClient;
+use proto::{
+    AgentMessage, AgentRegister, ClockPong, ControllerToAgent, TelemetryBatch, agent_message,
+    controller_to_agent,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::Streaming;
+use tonic::transport::Endpoint;
+use tracing::{debug, info, warn};
+
+use crate::buffer::RingBuffer;
+use crate::clock::Clock;
+use crate::poller::{MIN_INTERVAL, Poller};
+
+/// Most samples per TelemetryBatch.
+pub const MAX_BATCH_SAMPLES: usize = 1000;
+/// Messages queued towards the transport; small, so the ring buffer stays the only backlog.
+const OUTBOUND_QUEUE: usize = 4;
+/// How long the controller has to answer AgentRegister.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a shutdown spends sending what is buffered.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Everything a session needs; shared by every reconnection.
+#[derive(Debug)]
+pub struct SessionContext {
+    pub endpoint: Endpoint,
+    /// Node name, version, instance id, GPUs, simulated (the rest is filled per registration).
+    pub register: AgentRegister,
+    pub buffer: Arc<RingBuffer>,
+    pub poller: Arc<Poller>,
+    pub clock: Clock,
+}
+
+/// The controller endpoint for a URL (`http://` is assumed when no scheme is given).
+pub fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    let endpoint = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("--controller {url}: not a valid URL"))?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true))
+}
+
+/// Runs sessions until `cancel` fires, reconnecting after every failure.
+pub async fn run(ctx: &SessionContext, cancel: &CancellationToken) {
+    let builder = ExponentialBuilder::default()
+        .with_min_delay(BACKOFF_MIN)
+        .with_max_delay(BACKOFF_MAX)
+        .with_jitter()
+        .without_max_times();
+    let mut backoff = builder.build();
+    let mut attempt: u64 = 0;
+    loop {
+        attempt += 1;
+        let mut registered = false;
+        let result = session(ctx, cancel, &mut registered).await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        if registered {
+            // The controller was reachable: start the next series of retries from the minimum.
+            backoff = builder.build();
+            attempt = 1;
+        }
+        let delay = backoff.next().unwrap_or(BACKOFF_MAX);
+        let reason = match result {
+            Ok(()) => "the session ended".to_owned(),
+            Err(e) => format!("{e:#}"),
+        };
+        warn!(
+            controller = %ctx.endpoint.uri(),
+            attempt,
+            retry_in = ?delay,
+            "controller session failed: {reason}"
+        );
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+fn message(msg: agent_message::Msg) -> AgentMessage {
+    AgentMessage { msg: Some(msg) }
+}
+
+/// One connection: Ok when shut down, Err when anything failed (the caller reconnects).
+async fn session(
+    ctx: &SessionContext,
+    cancel: &CancellationToken,
+    registered: &mut bool,
+) -> anyhow::Result<()> {
+    let channel = tokio::select! {
+        () = cancel.cancelled() => return Ok(()),
+        r = ctx.endpoint.connect() => r.context("cannot connect")?,
+    };
+    let mut client = ControllerClient::new(channel);
+    let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_QUEUE);
+    let (oldest, next) = ctx.buffer.bounds();
+    let register = AgentRegister {
+        oldest_buffered_seq: oldest,
+        next_seq: next,
+        interval_ms: u32::try_from(ctx.poller.interval().as_millis()).unwrap_or(u32::MAX),
+        ..ctx.register.clone()
+    };
+    tx.try_send(message(agent_message::Msg::Register(register)))
+        .context("queueing AgentRegister")?;
+    let response = tokio::select! {
+        () = cancel.cancelled() => return Ok(()),
+        r = client.agent_session(ReceiverStream::new(rx)) => r.context("AgentSession refused")?,
+    };
+    let mut inbound = response.into_inner();
+    let first = tokio::select! {
+        () = cancel.cancelled() => return Ok(()),
+        r = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message()) => r
+            .map_err(|_| anyhow::anyhow!("no AgentRegistered within {REGISTER_TIMEOUT:?}"))?
+            .context("waiting for AgentRegistered")?,
+    };
+    let registered_msg = match first.and_then(|m| m.msg) {
+        Some(controller_to_agent::Msg::Registered(r)) => r,
+        Some(other) => bail!("expected AgentRegistered first, got {other:?}"),
+        None => bail!("the controller closed the session before registering"),
+    };
+    *registered = true;
+    let mut cursor = ctx.buffer.resume_from(registered_msg.resume_from_seq);
+    info!(
+        controller = %ctx.endpoint.uri(),
+        controller_id = %registered_msg.controller_id,
+        resume_from_seq = cursor,
+        replay = next.saturating_sub(cursor),
+        "registered with the controller"
+    );
+
+    loop {
+        let has_data = ctx.buffer.has_from(cursor);
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            msg = inbound.message() => {
+                let t2_ns = ctx.clock.now_ns();
+                let Some(msg) = msg.context("controller stream failed")? else {
+                    bail!("the controller ended the session");
+                };
+                handle(ctx, &tx, &mut cursor, msg, t2_ns).await?;
+            }
+            permit = tx.reserve(), if has_data => {
+                let permit = permit.context("the session's send stream closed")?;
+                let batch = ctx.buffer.copy_from(cursor, MAX_BATCH_SAMPLES);
+                if let Some(last) = batch.samples.last() {
+                    cursor = last.seq + 1;
+                }
+                permit.send(message(agent_message::Msg::Telemetry(TelemetryBatch {
+                    samples: batch.samples,
+                    dropped_samples: batch.dropped,
+                })));
+            }
+            () = ctx.buffer.pushed(), if !has_data => {}
+        }
+    }
+    flush(ctx, tx, inbound, cursor).await;
+    Ok(())
+}
+
+async fn handle(
+    ctx: &SessionContext,
+    tx: &mpsc::Sender<AgentMessage>,
+    cursor: &mut u64,
+    msg: ControllerToAgent,
+    t2_ns: u64,
+) -> anyhow::Result<()> {
+    match msg.msg {
+        Some(controller_to_agent::Msg::Ping(ping)) => {
+            let permit = tx
+                .reserve()
+                .await
+                .context("the session's send stream closed")?;
+            permit.send(message(agent_message::Msg::Pong(ClockPong {
+                ping_id: ping.ping_id,
+                t1_ns: ping.t1_ns,
+                t2_ns,
+                t3_ns: ctx.clock.now_ns(),
+            })));
+        }
+        Some(controller_to_agent::Msg::Settings(settings)) if settings.interval_ms > 0 => {
+            let requested = Duration::from_millis(u64::from(settings.interval_ms));
+            if requested < MIN_INTERVAL {
+                warn!(
+                    requested_ms = settings.interval_ms,
+                    "sampling interval below the minimum; using {MIN_INTERVAL:?}"
+                );
+            }
+            ctx.poller.set_interval(requested);
+            info!(interval = ?ctx.poller.interval(), "sampling interval changed by the controller");
+        }
+        // interval_ms 0: unchanged.
+        Some(controller_to_agent::Msg::Settings(_)) => {}
+        Some(controller_to_agent::Msg::Registered(r)) => {
+            *cursor = ctx.buffer.resume_from(r.resume_from_seq);
+            debug!(
+                resume_from_seq = *cursor,
+                "re-registered within the session"
+            );
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Shutdown: stop sampling, send what is buffered (bounded by [`FLUSH_TIMEOUT`]), end our side
+/// of the stream and wait for the controller to end its side.
+async fn flush(
+    ctx: &SessionContext,
+    tx: mpsc::Sender<AgentMessage>,
+    mut inbound: Streaming<ControllerToAgent>,
+    mut cursor: u64,
+) {
+    ctx.poller.request_stop();
+    let deadline = Instant::now() + FLUSH_TIMEOUT;
+    let end = ctx.buffer.bounds().1;
+    let drained = tokio::time::timeout_at(deadline, async {
+        while cursor < end {
+            let Ok(permit) = tx.reserve().await else {
+                return;
+            };
+            let max = usize::try_from(end - cursor).unwrap_or(usize::MAX);
+            let batch = ctx.buffer.copy_from(cursor, max.min(MAX_BATCH_SAMPLES));
+            let Some(last) = batch.samples.last() else {
+                break;
+            };
+            cursor = last.seq + 1;
+            permit.send(message(agent_message::Msg::Telemetry(TelemetryBatch {
+                samples: batch.samples,
+                dropped_samples: batch.dropped,
+            })));
+        }
+        drop(tx);
+        while let Ok(Some(_)) = inbound.message().await {}
+    })
+    .await;
+    if cursor < end {
+        warn!(
+            unsent = end - cursor,
+            "shutdown: could not send every buffered sample"
+        );
+    } else if drained.is_err() {
+        debug!("shutdown: the controller did not end its side of the session in time");
+    } else {
+        debug!(sent_up_to = cursor, "shutdown: flushed buffered samples");
+    }
+}

@@ -1,0 +1,151 @@
+//! `benchctl controller` (the service) and `benchctl agents` (what it sees).
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::service::{Registry, Server};
+
+/// `benchctl controller`.
+#[derive(Clone, Debug, Args)]
+pub struct ControllerArgs {
+    /// Address to serve gRPC on (agents and load workers dial it).
+    #[arg(long, env = "BENCHCTL_LISTEN", default_value = "127.0.0.1:7400")]
+    pub listen: SocketAddr,
+}
+
+/// `benchctl agents`.
+#[derive(Clone, Debug, Args)]
+pub struct AgentsArgs {
+    /// The controller's gRPC URL.
+    #[arg(
+        long,
+        env = "BENCHCTL_CONTROLLER",
+        default_value = "http://127.0.0.1:7400"
+    )]
+    pub controller: String,
+    /// Print JSON instead of a table.
+    #[arg(long, env = "BENCHCTL_JSON")]
+    pub json: bool,
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
+    let server = Server::start(listener, Registry::spawn())?;
+    tracing::info!("benchctl controller listening on {}", server.url());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    tracing::info!("benchctl controller: shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Prints the agents a controller knows.
+pub async fn list(args: AgentsArgs) -> anyhow::Result<()> {
+    let mut client = proto::controller_client::ControllerClient::connect(args.controller.clone())
+        .await
+        .with_context(|| format!("--controller {}: cannot connect", args.controller))?;
+    let agents = client
+        .list_agents(proto::ListAgentsRequest {})
+        .await
+        .with_context(|| format!("--controller {}: ListAgents failed", args.controller))?
+        .into_inner()
+        .agents;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&agents.iter().map(agent_json).collect::<Vec<_>>())?
+        );
+    } else {
+        print!("{}", table(&agents));
+    }
+    Ok(())
+}
+
+fn agent_json(a: &proto::AgentStatus) -> serde_json::Value {
+    serde_json::json!({
+        "node": a.node_name,
+        "agent_version": a.agent_version,
+        "simulated": a.simulated,
+        "connected": a.connected,
+        "clock_offset_ns": a.clock_offset_ns,
+        "clock_uncertainty_ns": a.clock_uncertainty_ns,
+        "samples_received": a.samples_received,
+        "dropped_samples": a.dropped_samples,
+        "idle_s": a.idle_s,
+        "gpus": a.gpus.iter().map(|g| serde_json::json!({
+            "index": g.index, "uuid": g.uuid, "name": g.name,
+            "memory_total_bytes": g.memory_total_bytes, "driver_version": g.driver_version,
+            "last": a.last_samples.iter().find(|s| s.gpu_index == g.index).map(|s| serde_json::json!({
+                "utilization_pct": s.utilization_pct, "memory_used_bytes": s.memory_used_bytes,
+                "temperature_c": s.temperature_c, "power_w": s.power_w, "sm_clock_mhz": s.sm_clock_mhz,
+                "energy_mj": s.energy_mj, "throttle_reasons": s.throttle_reasons,
+            })),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The human-readable listing.
+pub fn table(agents: &[proto::AgentStatus]) -> String {
+    let mut t = String::new();
+    if agents.is_empty() {
+        t.push_str("no agent has registered with this controller\n");
+        return t;
+    }
+    for a in agents {
+        let unc = if a.clock_uncertainty_ns == u64::MAX {
+            "not yet estimated".to_string()
+        } else {
+            format!(
+                "{:+.3} ms ± {:.3} ms",
+                a.clock_offset_ns as f64 / 1e6,
+                a.clock_uncertainty_ns as f64 / 1e6
+            )
+        };
+        let _ = writeln!(
+            t,
+            "{}{}  {}  agent {}  clock {}  samples {}  lost {}  idle {:.1} s",
+            a.node_name,
+            if a.simulated { " [SIMULATED]" } else { "" },
+            if a.connected {
+                "connected"
+            } else {
+                "DISCONNECTED"
+            },
+            a.agent_version,
+            unc,
+            a.samples_received,
+            a.dropped_samples,
+            a.idle_s
+        );
+        for g in &a.gpus {
+            let last = a.last_samples.iter().find(|s| s.gpu_index == g.index);
+            let now = match last {
+                Some(s) => format!(
+                    "util {:>3.0}%  mem {:>6.0}/{:.0} MiB  {:>3.0}°C  {:>5.1} W  SM {} MHz",
+                    s.utilization_pct,
+                    s.memory_used_bytes as f64 / 1048576.0,
+                    g.memory_total_bytes as f64 / 1048576.0,
+                    s.temperature_c,
+                    s.power_w,
+                    s.sm_clock_mhz
+                ),
+                None => "no sample yet".into(),
+            };
+            let _ = writeln!(
+                t,
+                "  GPU {} {} ({}, driver {}): {now}",
+                g.index, g.name, g.uuid, g.driver_version
+            );
+        }
+    }
+    t
+}

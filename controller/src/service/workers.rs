@@ -1,0 +1,767 @@
+//! The controller's load workers: their sessions, clocks and jobs.
+//!
+//! State (who is connected, each one's clock estimate, which job each runs, where each job's
+//! events go) is owned by one task; the sessions and [`Workers::run_job`] hold a [`Workers`]
+//! handle (a bounded channel) and get answers on oneshots. Assignments go straight to each
+//! worker's outgoing stream; records come back through the owner task to the job's channel.
+//!
+//! A job is split deterministically: of `n` workers (sorted by name), worker `k` gets prompts
+//! `k, k+n, …`, its share of the concurrency (as even as possible, the remainder to the first
+//! workers), `rate/n` and seed `seed + k`. Its records come back on its own clock and are moved
+//! onto the controller's with the worker's offset estimate.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use loadgen::RequestRecord;
+use loadgen::worker::split_even;
+use proto::controller_to_worker::Msg as ToWorker;
+use proto::worker_message::Msg as FromWorker;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::{FIRST_PINGS, Outgoing, PING_EVERY};
+use crate::clock::{ClockEstimator, Exchange, Offset};
+use loadgen::clock::mono_ns;
+
+/// How long a failed job waits for the other workers to stop before returning.
+const ABORT_DRAIN: Duration = Duration::from_secs(10);
+/// Events of one job queued towards [`Workers::run_job`].
+const JOB_EVENTS: usize = 1024;
+
+/// A connected worker, as [`Workers::wait_for`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub name: String,
+    /// The most concurrent streams the worker accepts.
+    pub max_streams: u32,
+    /// Its clock's offset from the controller's.
+    pub clock: Offset,
+}
+
+/// One test to spread over the workers.
+#[derive(Clone, Debug)]
+pub struct JobSpec {
+    /// Base URLs of the server replicas (every worker sends round-robin over all of them).
+    pub target_urls: Vec<String>,
+    /// What every request sends ([`loadgen::wire::request_spec`]).
+    pub spec: proto::RequestSpec,
+    /// One request per prompt; the result's record `i` is prompt `i`'s.
+    pub prompts: Vec<loadgen::Prompt>,
+    /// Total concurrency over all workers (`None`: unlimited).
+    pub max_concurrency: Option<usize>,
+    /// Total open-loop rate, requests/s (`f64::INFINITY`: closed loop).
+    pub request_rate: f64,
+    /// Gamma shape of the open-loop gaps (1: Poisson).
+    pub burstiness: f64,
+    pub seed: u64,
+    /// Total warm-up requests, split like the concurrency.
+    pub warmup_requests: usize,
+    /// How many workers to use (`None`: every idle one).
+    pub workers: Option<usize>,
+    /// The workers start together this long after the assignments are sent.
+    pub start_delay: Duration,
+}
+
+/// What a job produced, on the controller's clock.
+#[derive(Debug, Default)]
+pub struct JobResult {
+    /// One per dispatched request, sorted by index; `index` is the prompt's index in
+    /// [`JobSpec::prompts`] (unique across workers).
+    pub records: Vec<RequestRecord>,
+    /// The earliest start and the latest end of the workers' measured runs.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub warmup_sent: usize,
+    pub warmup_failed: usize,
+    /// Requests never dispatched (the job was cancelled).
+    pub not_sent: usize,
+    /// Records each worker delivered, in worker order.
+    pub per_worker: Vec<(String, usize)>,
+}
+
+/// What one worker's session tells the job it works on.
+enum JobEvent {
+    Records {
+        worker: String,
+        batch: proto::RecordBatch,
+    },
+    Done {
+        worker: String,
+        done: proto::JobDone,
+    },
+    Lost {
+        worker: String,
+    },
+}
+
+type ToWorkerTx = mpsc::Sender<Result<proto::ControllerToWorker, Status>>;
+
+/// A worker taken for a job.
+struct Claimed {
+    name: String,
+    max_streams: u32,
+    to_worker: ToWorkerTx,
+    offset: Offset,
+}
+
+enum Command {
+    Register {
+        reg: proto::WorkerRegister,
+        to_worker: ToWorkerTx,
+        reply: oneshot::Sender<Result<u64, Status>>,
+    },
+    Pong {
+        session: u64,
+        exchange: Exchange,
+    },
+    Records {
+        session: u64,
+        batch: proto::RecordBatch,
+    },
+    Done {
+        session: u64,
+        done: proto::JobDone,
+    },
+    Disconnected {
+        session: u64,
+    },
+    List {
+        reply: oneshot::Sender<Vec<WorkerInfo>>,
+    },
+    Claim {
+        want: Option<usize>,
+        most: usize,
+        events: mpsc::Sender<JobEvent>,
+        reply: oneshot::Sender<Result<(String, Vec<Claimed>), String>>,
+    },
+    Offsets {
+        names: Vec<String>,
+        reply: oneshot::Sender<Vec<Option<Offset>>>,
+    },
+    Cancel {
+        job_id: Option<String>,
+    },
+    Release {
+        job_id: String,
+    },
+}
+
+/// A handle on the worker pool's task.
+#[derive(Clone)]
+pub struct Workers {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Workers {
+    /// Spawns the owner task; it ends when every handle is dropped.
+    pub fn spawn() -> Workers {
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(run(rx));
+        Workers { tx }
+    }
+
+    async fn ask<T>(&self, f: impl FnOnce(oneshot::Sender<T>) -> Command) -> anyhow::Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(f(reply))
+            .await
+            .map_err(|_| anyhow!("the worker pool has stopped"))?;
+        rx.await.map_err(|_| anyhow!("the worker pool has stopped"))
+    }
+
+    async fn tell(&self, c: Command) {
+        let _ = self.tx.send(c).await;
+    }
+
+    /// The connected workers whose clock offset is known, sorted by name.
+    pub async fn list(&self) -> Vec<WorkerInfo> {
+        self.ask(|reply| Command::List { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Waits until at least `n` workers are connected with a clock estimate; returns them all.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> anyhow::Result<Vec<WorkerInfo>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ready = self.list().await;
+            if ready.len() >= n {
+                return Ok(ready);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let names: Vec<&str> = ready.iter().map(|w| w.name.as_str()).collect();
+                bail!(
+                    "{} of the {n} load workers wanted connected within {} ({names:?}); start more with `benchctl-loadgen --controller URL`",
+                    ready.len(),
+                    humantime::format_duration(timeout)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `CancelJob` to every worker running a job.
+    pub async fn cancel_all(&self) {
+        self.tell(Command::Cancel { job_id: None }).await;
+    }
+
+    /// Runs `job` on the workers and returns every record on the controller's clock. Fails,
+    /// naming the worker, when one disconnects or cannot run its share; the other workers are
+    /// then cancelled (the caller decides whether to rerun).
+    pub async fn run_job(&self, job: JobSpec) -> anyhow::Result<JobResult> {
+        if job.prompts.is_empty() {
+            bail!("a job needs at least one prompt");
+        }
+        if job.target_urls.is_empty() {
+            bail!("a job needs at least one target URL");
+        }
+        if job.max_concurrency == Some(0) {
+            bail!("--max-concurrency must be at least 1, got 0");
+        }
+        loadgen::Arrivals {
+            rate: job.request_rate,
+            burstiness: job.burstiness,
+            seed: job.seed,
+        }
+        .validate()?;
+        if job.workers == Some(0) {
+            bail!("a job needs at least one worker, 0 were asked for");
+        }
+        // no worker gets an empty share of prompts or a concurrency of 0 (= unlimited)
+        let most = job
+            .prompts
+            .len()
+            .min(job.max_concurrency.unwrap_or(usize::MAX));
+        let (events_tx, mut events) = mpsc::channel(JOB_EVENTS);
+        let (job_id, claimed) = self
+            .ask(|reply| Command::Claim {
+                want: job.workers,
+                most,
+                events: events_tx,
+                reply,
+            })
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        let guard = JobGuard {
+            tx: self.tx.clone(),
+            job_id: job_id.clone(),
+        };
+        let result = self.drive(&job, &job_id, &claimed, &mut events).await;
+        if result.is_err() {
+            self.tell(Command::Cancel {
+                job_id: Some(job_id.clone()),
+            })
+            .await;
+            drain(&mut events, &claimed).await;
+        }
+        drop(guard);
+        result
+    }
+
+    /// Assigns the shares, collects the records, converts them.
+    async fn drive(
+        &self,
+        job: &JobSpec,
+        job_id: &str,
+        claimed: &[Claimed],
+        events: &mut mpsc::Receiver<JobEvent>,
+    ) -> anyhow::Result<JobResult> {
+        let n = claimed.len();
+        if let Some(c) = job.max_concurrency {
+            for (k, w) in claimed.iter().enumerate() {
+                let share = split_even(c, k, n);
+                if share > w.max_streams as usize {
+                    bail!(
+                        "load worker {} takes at most {} streams (--max-streams), its share of --max-concurrency {c} over {n} workers is {share}: add workers or lower the concurrency",
+                        w.name,
+                        w.max_streams
+                    );
+                }
+            }
+        }
+        let start_at = mono_ns().saturating_add(job.start_delay.as_nanos() as u64);
+        tracing::info!(
+            "job {job_id}: {} prompts over {n} workers ({})",
+            job.prompts.len(),
+            claimed
+                .iter()
+                .map(|w| w.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (k, w) in claimed.iter().enumerate() {
+            let assignment = proto::JobAssignment {
+                job_id: job_id.to_string(),
+                target_urls: job.target_urls.clone(),
+                spec: Some(job.spec.clone()),
+                prompts: job
+                    .prompts
+                    .iter()
+                    .skip(k)
+                    .step_by(n)
+                    .map(proto::Prompt::from)
+                    .collect(),
+                max_concurrency: job.max_concurrency.map_or(0, |c| split_even(c, k, n)) as u32,
+                request_rate: if job.request_rate.is_finite() {
+                    job.request_rate / n as f64
+                } else {
+                    0.0
+                },
+                burstiness: job.burstiness,
+                seed: job.seed.wrapping_add(k as u64),
+                warmup_requests: split_even(job.warmup_requests, k, n) as u32,
+                start_at_ns: w.offset.to_peer(start_at),
+            };
+            w.to_worker
+                .send(Ok(proto::ControllerToWorker {
+                    msg: Some(ToWorker::Job(assignment)),
+                }))
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "load worker {} disconnected before job {job_id} started",
+                        w.name
+                    )
+                })?;
+        }
+
+        let index: HashMap<&str, usize> = claimed
+            .iter()
+            .enumerate()
+            .map(|(k, w)| (w.name.as_str(), k))
+            .collect();
+        let mut records: Vec<Vec<RequestRecord>> = vec![Vec::new(); n];
+        let mut done: Vec<Option<proto::JobDone>> = vec![None; n];
+        let mut remaining = n;
+        while remaining > 0 {
+            let ev = events
+                .recv()
+                .await
+                .ok_or_else(|| anyhow!("the worker pool stopped during job {job_id}"))?;
+            match ev {
+                JobEvent::Records { worker, batch } => {
+                    let Some(&k) = index.get(worker.as_str()) else {
+                        continue;
+                    };
+                    for r in batch.records {
+                        let r = RequestRecord::try_from(r).with_context(|| {
+                            format!("load worker {worker} sent a bad record for job {job_id}")
+                        })?;
+                        records[k].push(r);
+                    }
+                }
+                JobEvent::Done { worker, done: d } => {
+                    let Some(&k) = index.get(worker.as_str()) else {
+                        continue;
+                    };
+                    if !d.error.is_empty() {
+                        bail!(
+                            "load worker {worker} could not run its share of job {job_id}: {}",
+                            d.error
+                        );
+                    }
+                    if done[k].replace(d).is_none() {
+                        remaining -= 1;
+                    }
+                }
+                JobEvent::Lost { worker } => {
+                    let k = index.get(worker.as_str()).copied();
+                    bail!(
+                        "load worker {worker} disconnected during job {job_id} ({} records received from it)",
+                        k.map_or(0, |k| records[k].len())
+                    );
+                }
+            }
+        }
+
+        // The latest estimates (more exchanges than at the start); the claim's if one has left.
+        let latest = self
+            .ask(|reply| Command::Offsets {
+                names: claimed.iter().map(|w| w.name.clone()).collect(),
+                reply,
+            })
+            .await
+            .unwrap_or_default();
+        let mut out = JobResult {
+            start_ns: u64::MAX,
+            ..Default::default()
+        };
+        for (k, (w, d)) in claimed.iter().zip(done).enumerate() {
+            let d = d.expect("every worker is done");
+            let mut recs = std::mem::take(&mut records[k]);
+            if d.records_sent != recs.len() as u64 {
+                bail!(
+                    "load worker {} sent {} records for job {job_id} but {} arrived",
+                    w.name,
+                    d.records_sent,
+                    recs.len()
+                );
+            }
+            let offset = latest.get(k).copied().flatten().unwrap_or(w.offset);
+            for r in &mut recs {
+                loadgen::wire::map_times(r, |t| offset.to_controller(t));
+                // the worker's l-th prompt is prompt k + l·n of the job
+                r.index = r.index * n as u64 + k as u64;
+            }
+            out.start_ns = out.start_ns.min(offset.to_controller(d.start_ns));
+            out.end_ns = out.end_ns.max(offset.to_controller(d.end_ns));
+            out.warmup_sent += d.warmup_sent as usize;
+            out.warmup_failed += d.warmup_failed as usize;
+            out.not_sent += d.not_sent as usize;
+            out.per_worker.push((w.name.clone(), recs.len()));
+            out.records.append(&mut recs);
+        }
+        out.records.sort_by_key(|r| r.index);
+        if out.records.windows(2).any(|w| w[0].index == w[1].index) {
+            bail!("job {job_id}: two workers returned a record for the same prompt");
+        }
+        Ok(out)
+    }
+
+    /// A worker's session (the `WorkerSession` rpc): registers it, then relays its messages and
+    /// pings its clock until the stream ends.
+    pub(super) async fn session(
+        &self,
+        controller_id: String,
+        mut incoming: Streaming<proto::WorkerMessage>,
+    ) -> Result<Outgoing<proto::ControllerToWorker>, Status> {
+        let first = incoming.message().await?.ok_or_else(|| {
+            Status::invalid_argument("the worker session ended before WorkerRegister")
+        })?;
+        let Some(FromWorker::Register(reg)) = first.msg else {
+            return Err(Status::invalid_argument(
+                "the first message of a worker session must be WorkerRegister",
+            ));
+        };
+        if reg.worker_name.is_empty() {
+            return Err(Status::invalid_argument(
+                "WorkerRegister.worker_name is empty: give the worker --name",
+            ));
+        }
+        let name = reg.worker_name.clone();
+        let (to_worker, rx) = mpsc::channel(64);
+        let session = self
+            .ask(|reply| Command::Register {
+                reg,
+                to_worker: to_worker.clone(),
+                reply,
+            })
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))??;
+        let registered = proto::WorkerRegistered { controller_id };
+        let _ = to_worker
+            .send(Ok(proto::ControllerToWorker {
+                msg: Some(ToWorker::Registered(registered)),
+            }))
+            .await;
+
+        let workers = self.clone();
+        tokio::spawn(async move {
+            let mut ping_id = 0u64;
+            let mut next_ping = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    m = incoming.message() => {
+                        let t4 = mono_ns();
+                        match m {
+                            Ok(Some(m)) => match m.msg {
+                                Some(FromWorker::Pong(p)) => {
+                                    let exchange = Exchange { t1: p.t1_ns, t2: p.t2_ns, t3: p.t3_ns, t4 };
+                                    workers.tell(Command::Pong { session, exchange }).await;
+                                }
+                                Some(FromWorker::Records(batch)) => workers.tell(Command::Records { session, batch }).await,
+                                Some(FromWorker::Done(done)) => workers.tell(Command::Done { session, done }).await,
+                                Some(FromWorker::Register(_)) | None => {}
+                            },
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!("load worker {name}: stream error: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    _ = tokio::time::sleep_until(next_ping) => {
+                        ping_id += 1;
+                        let ping = proto::ClockPing { ping_id, t1_ns: mono_ns() };
+                        let msg = proto::ControllerToWorker { msg: Some(ToWorker::Ping(ping)) };
+                        if to_worker.send(Ok(msg)).await.is_err() {
+                            break;
+                        }
+                        let every = if (ping_id as usize) < FIRST_PINGS { PING_EVERY / 10 } else { PING_EVERY };
+                        next_ping += every;
+                    }
+                    // the worker's side of the stream is gone
+                    _ = to_worker.closed() => break,
+                }
+            }
+            workers.tell(Command::Disconnected { session }).await;
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+/// Releases a job's route when [`Workers::run_job`] ends, returns early or is dropped: the
+/// workers still on it are cancelled.
+struct JobGuard {
+    tx: mpsc::Sender<Command>,
+    job_id: String,
+}
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        let job_id = std::mem::take(&mut self.job_id);
+        if let Err(mpsc::error::TrySendError::Full(c)) =
+            self.tx.try_send(Command::Release { job_id })
+        {
+            let tx = self.tx.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { tx.send(c).await });
+            }
+        }
+    }
+}
+
+/// After a failure: waits (bounded) until every worker of the job has stopped or left.
+async fn drain(events: &mut mpsc::Receiver<JobEvent>, claimed: &[Claimed]) {
+    let mut running: Vec<&str> = claimed.iter().map(|w| w.name.as_str()).collect();
+    let wait = async {
+        while !running.is_empty() {
+            match events.recv().await {
+                Some(JobEvent::Done { worker, .. } | JobEvent::Lost { worker }) => {
+                    running.retain(|n| *n != worker);
+                }
+                Some(JobEvent::Records { .. }) => {}
+                None => break,
+            }
+        }
+    };
+    if tokio::time::timeout(ABORT_DRAIN, wait).await.is_err() {
+        tracing::warn!("load workers still running a cancelled job after {ABORT_DRAIN:?}");
+    }
+}
+
+/// What the owner task knows of one worker session.
+struct Entry {
+    name: String,
+    max_streams: u32,
+    to_worker: ToWorkerTx,
+    clock: ClockEstimator,
+    /// The job it runs, from its assignment until its `JobDone`.
+    job: Option<String>,
+}
+
+impl Entry {
+    fn cancel(&self, job_id: &str) {
+        let msg = proto::ControllerToWorker {
+            msg: Some(ToWorker::Cancel(proto::CancelJob {
+                job_id: job_id.to_string(),
+            })),
+        };
+        if self.to_worker.try_send(Ok(msg)).is_err() {
+            tracing::warn!(
+                "load worker {}: could not send CancelJob {job_id}",
+                self.name
+            );
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Command>) {
+    let mut sessions: HashMap<u64, Entry> = HashMap::new();
+    let mut routes: HashMap<String, mpsc::Sender<JobEvent>> = HashMap::new();
+    let mut next_session = 0u64;
+    let mut next_job = 0u64;
+    // Forwards to a job's route; a route whose run_job is gone is dropped.
+    async fn forward(
+        routes: &mut HashMap<String, mpsc::Sender<JobEvent>>,
+        job_id: &str,
+        ev: JobEvent,
+    ) {
+        if let Some(r) = routes.get(job_id)
+            && r.send(ev).await.is_err()
+        {
+            routes.remove(job_id);
+        }
+    }
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Command::Register {
+                reg,
+                to_worker,
+                reply,
+            } => {
+                if sessions.values().any(|e| e.name == reg.worker_name) {
+                    let _ = reply.send(Err(Status::already_exists(format!(
+                        "a load worker named {:?} is already connected: give each worker a distinct --name",
+                        reg.worker_name
+                    ))));
+                    continue;
+                }
+                next_session += 1;
+                tracing::info!(
+                    "load worker {} registered ({} streams at most, version {})",
+                    reg.worker_name,
+                    reg.max_streams,
+                    reg.worker_version
+                );
+                sessions.insert(
+                    next_session,
+                    Entry {
+                        name: reg.worker_name,
+                        max_streams: reg.max_streams,
+                        to_worker,
+                        clock: ClockEstimator::default(),
+                        job: None,
+                    },
+                );
+                let _ = reply.send(Ok(next_session));
+            }
+            Command::Pong { session, exchange } => {
+                if let Some(e) = sessions.get_mut(&session) {
+                    e.clock.add(exchange);
+                }
+            }
+            Command::Records { session, batch } => {
+                let Some(e) = sessions.get(&session) else {
+                    continue;
+                };
+                let job_id = batch.job_id.clone();
+                let ev = JobEvent::Records {
+                    worker: e.name.clone(),
+                    batch,
+                };
+                forward(&mut routes, &job_id, ev).await;
+            }
+            Command::Done { session, done } => {
+                let Some(e) = sessions.get_mut(&session) else {
+                    continue;
+                };
+                if e.job.as_deref() == Some(done.job_id.as_str()) {
+                    e.job = None;
+                }
+                let job_id = done.job_id.clone();
+                let ev = JobEvent::Done {
+                    worker: e.name.clone(),
+                    done,
+                };
+                forward(&mut routes, &job_id, ev).await;
+            }
+            Command::Disconnected { session } => {
+                let Some(e) = sessions.remove(&session) else {
+                    continue;
+                };
+                match e.job {
+                    Some(job_id) => {
+                        tracing::warn!("load worker {} disconnected during job {job_id}", e.name);
+                        forward(&mut routes, &job_id, JobEvent::Lost { worker: e.name }).await;
+                    }
+                    None => tracing::info!("load worker {} disconnected", e.name),
+                }
+            }
+            Command::List { reply } => {
+                let mut out: Vec<WorkerInfo> = sessions
+                    .values()
+                    .filter_map(|e| {
+                        Some(WorkerInfo {
+                            name: e.name.clone(),
+                            max_streams: e.max_streams,
+                            clock: e.clock.estimate()?,
+                        })
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.name.cmp(&b.name));
+                let _ = reply.send(out);
+            }
+            Command::Claim {
+                want,
+                most,
+                events,
+                reply,
+            } => {
+                let mut idle: Vec<(u64, &Entry, Offset)> = sessions
+                    .iter()
+                    .filter(|(_, e)| e.job.is_none())
+                    .filter_map(|(&s, e)| Some((s, e, e.clock.estimate()?)))
+                    .collect();
+                idle.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+                let take = match want {
+                    Some(w) if w > idle.len() => {
+                        let busy = sessions.len() - idle.len();
+                        let _ = reply.send(Err(format!(
+                            "{w} load workers asked for, {} idle ({busy} busy or without a clock estimate yet)",
+                            idle.len()
+                        )));
+                        continue;
+                    }
+                    Some(w) => w,
+                    None if idle.is_empty() => {
+                        let _ = reply.send(Err(format!(
+                            "no idle load worker ({} connected): start one with `benchctl-loadgen --controller URL`",
+                            sessions.len()
+                        )));
+                        continue;
+                    }
+                    None => idle.len(),
+                };
+                if take > most {
+                    tracing::info!(
+                        "using {most} of {take} load workers (no worker gets an empty share)"
+                    );
+                }
+                idle.truncate(take.min(most).max(1));
+                next_job += 1;
+                let job_id = format!("job-{next_job}");
+                let claimed: Vec<Claimed> = idle
+                    .iter()
+                    .map(|(_, e, offset)| Claimed {
+                        name: e.name.clone(),
+                        max_streams: e.max_streams,
+                        to_worker: e.to_worker.clone(),
+                        offset: *offset,
+                    })
+                    .collect();
+                let ids: Vec<u64> = idle.iter().map(|(s, _, _)| *s).collect();
+                for s in ids {
+                    if let Some(e) = sessions.get_mut(&s) {
+                        e.job = Some(job_id.clone());
+                    }
+                }
+                routes.insert(job_id.clone(), events);
+                let _ = reply.send(Ok((job_id, claimed)));
+            }
+            Command::Offsets { names, reply } => {
+                let out = names
+                    .iter()
+                    .map(|n| {
+                        sessions
+                            .values()
+                            .find(|e| &e.name == n)
+                            .and_then(|e| e.clock.estimate())
+                    })
+                    .collect();
+                let _ = reply.send(out);
+            }
+            Command::Cancel { job_id } => {
+                for e in sessions.values() {
+                    if let Some(j) = &e.job
+                        && job_id.as_ref().is_none_or(|want| want == j)
+                    {
+                        e.cancel(j);
+                    }
+                }
+            }
+            Command::Release { job_id } => {
+                routes.remove(&job_id);
+                for e in sessions
+                    .values()
+                    .filter(|e| e.job.as_ref() == Some(&job_id))
+                {
+                    e.cancel(&job_id);
+                }
+            }
+        }
+    }
+}

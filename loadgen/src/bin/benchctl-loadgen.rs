@@ -1,0 +1,89 @@
+//! benchctl-loadgen: a load worker; see [`loadgen::worker`].
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use loadgen::worker::{WorkerConfig, run_worker};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// benchctl-loadgen: a load worker. Dials the benchctl controller, runs the share of each test it
+/// is assigned against the inference servers, and streams one record per request back.
+/// Reconnects with backoff until interrupted (SIGINT/SIGTERM).
+#[derive(Debug, Parser)]
+#[command(name = "benchctl-loadgen", version)]
+struct Args {
+    /// Controller gRPC URL, e.g. http://benchctl-controller:50051.
+    #[arg(long, env = "BENCHCTL_LOADGEN_CONTROLLER", value_name = "URL")]
+    controller: String,
+
+    /// Worker name, unique among the controller's workers [default: the host name].
+    #[arg(long, env = "BENCHCTL_LOADGEN_NAME", value_name = "NAME")]
+    name: Option<String>,
+
+    /// The most concurrent streams this worker should be given.
+    #[arg(
+        long,
+        env = "BENCHCTL_LOADGEN_MAX_STREAMS",
+        value_name = "N",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    max_streams: u32,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
+    let name = args.name.unwrap_or_else(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    });
+    let cfg = WorkerConfig {
+        controller: args.controller,
+        name,
+        max_streams: args.max_streams,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(cancel.clone()));
+        run_worker(cfg, cancel).await
+    })
+}
+
+async fn cancel_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            cancel.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: cancelling the job in flight and sending what was measured");
+    cancel.cancel();
+}

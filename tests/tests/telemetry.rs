@@ -1,0 +1,274 @@
+//! Controller and agent over real gRPC on loopback: registration and streaming, clock skew
+//! correction, no sample lost across a controller restart, and `bench --gpu-num`.
+
+use std::time::Duration;
+
+use agent::{AgentConfig, SourceKind};
+use benchctl_tests::{bench, fast_sim, start};
+use controller::service::{Registry, Server};
+use tokio_util::sync::CancellationToken;
+
+async fn server_on(addr: &str) -> Server {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    Server::start(listener, Registry::spawn()).unwrap()
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    secs: u64,
+    mut f: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn simulated_agent(url: String, gpus: usize, skew_ns: i64) -> AgentConfig {
+    AgentConfig::for_test(
+        url,
+        SourceKind::Simulated,
+        gpus,
+        Duration::from_millis(20),
+        skew_ns,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_registers_and_streams() {
+    let server = server_on("127.0.0.1:0").await;
+    let cancel = CancellationToken::new();
+    let agent = tokio::spawn(agent::run(
+        simulated_agent(server.url(), 2, 0),
+        cancel.clone(),
+    ));
+    let reg = server.registry.clone();
+    wait_until("40 samples", 20, || {
+        let reg = reg.clone();
+        async move {
+            reg.list()
+                .await
+                .first()
+                .is_some_and(|a| a.samples_received >= 40)
+        }
+    })
+    .await;
+    let a = &server.registry.list().await[0];
+    assert_eq!(a.node_name, "test-node");
+    assert!(a.connected && a.simulated);
+    assert_eq!(a.gpus.len(), 2);
+    assert_eq!(a.last_samples.len(), 2);
+    assert_eq!(a.dropped_samples, 0);
+    let listing = controller::agents_cmd::table(&server.registry.list().await);
+    assert!(
+        listing.contains("test-node [SIMULATED]") && listing.contains("GPU 1"),
+        "{listing}"
+    );
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skewed_agent_clock_is_corrected_within_the_computed_uncertainty() {
+    let server = server_on("127.0.0.1:0").await;
+    let cancel = CancellationToken::new();
+    let skew: i64 = 7_345_678_901; // the agent's clock is 7.3 s ahead
+    let agent = tokio::spawn(agent::run(
+        simulated_agent(server.url(), 1, skew),
+        cancel.clone(),
+    ));
+    let reg = server.registry.clone();
+    wait_until("8 clock exchanges", 20, || {
+        let reg = reg.clone();
+        async move {
+            reg.offset("test-node")
+                .await
+                .is_some_and(|o| o.samples >= 8)
+        }
+    })
+    .await;
+    let o = server.registry.offset("test-node").await.unwrap();
+    assert!(
+        (o.offset_ns - skew).unsigned_abs() <= o.uncertainty_ns,
+        "offset {} vs true skew {skew}: off by {} ns, uncertainty {} ns",
+        o.offset_ns,
+        (o.offset_ns - skew).unsigned_abs(),
+        o.uncertainty_ns
+    );
+    assert!(
+        o.uncertainty_ns < 50_000_000,
+        "loopback round trips bound it tightly: {} ns",
+        o.uncertainty_ns
+    );
+    // and the samples land in the controller's time: a window ending now holds the last ones
+    let now = loadgen::clock::mono_ns();
+    let w = server
+        .registry
+        .window(now - 1_000_000_000, now + 1_000_000_000, None)
+        .await;
+    assert!(
+        w[0].gpus[0].samples > 0,
+        "samples converted onto the controller clock"
+    );
+    let unconverted = server
+        .registry
+        .window(now + skew as u64 - 1_000_000_000, now + skew as u64, None)
+        .await;
+    assert_eq!(
+        unconverted[0].gpus[0].samples, 0,
+        "raw agent times would be 7.3 s in the future"
+    );
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_restarted_mid_stream_loses_no_sample() {
+    let first = server_on("127.0.0.1:0").await;
+    let addr = first.addr;
+    let cancel = CancellationToken::new();
+    let agent = tokio::spawn(agent::run(
+        simulated_agent(first.url(), 2, 0),
+        cancel.clone(),
+    ));
+    let reg = first.registry.clone();
+    wait_until("samples at the first controller", 20, || {
+        let reg = reg.clone();
+        async move {
+            reg.list()
+                .await
+                .first()
+                .is_some_and(|a| a.samples_received >= 20)
+        }
+    })
+    .await;
+    first.shutdown().await;
+    // the agent keeps sampling into its buffer while no controller listens
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let second = server_on(&addr.to_string()).await;
+    let reg = second.registry.clone();
+    wait_until(
+        "the agent back, streaming to the new controller",
+        30,
+        || {
+            let reg = reg.clone();
+            async move {
+                reg.list()
+                    .await
+                    .first()
+                    .is_some_and(|a| a.connected && a.samples_received >= 100)
+            }
+        },
+    )
+    .await;
+    let a = &second.registry.list().await[0];
+    assert_eq!(
+        a.dropped_samples, 0,
+        "no gap in the sequence, nothing dropped"
+    );
+    // every seq from 0 on, each GPU's samples in order: the replay covered the outage
+    let w = second.registry.window(0, u64::MAX / 2, None).await;
+    let total: usize = w[0].gpus.iter().map(|g| g.samples).sum();
+    assert_eq!(total as u64, a.samples_received);
+    assert!(a.samples_received >= 100);
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+    second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_with_gpu_num_adds_gpu_statistics_and_the_seed_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(fast_sim()).await;
+    let run = bench(
+        &sim.base_url(),
+        dir.path(),
+        &[
+            "--num-prompts",
+            "24",
+            "--max-concurrency",
+            "4",
+            "--input-len",
+            "32",
+            "--output-len",
+            "40",
+            "--gpu-num",
+            "2",
+            "--telemetry-source",
+            "simulated",
+            "--telemetry-interval",
+            "50ms",
+        ],
+    )
+    .await;
+    sim.shutdown().await;
+    run.result.as_ref().unwrap();
+    let j = run.json();
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/result.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(j)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(j["gpu_telemetry_simulated"], true);
+    assert_eq!(j["gpu_count"], 2);
+    assert!(j["gpu_utilization_mean_pct"].as_f64().is_some());
+    assert!(
+        j["gpu_telemetry"][0]["gpus"][0]["samples"]
+            .as_u64()
+            .unwrap()
+            > 2
+    );
+    let logs = dir.path().join("gpu_utilization_c4_in32_out40");
+    let raw = std::fs::read_to_string(logs.join("raw.log")).unwrap();
+    assert!(raw.starts_with("# SIMULATED"), "{raw}");
+    assert!(raw.contains("# time_s\tmemory_used_mib\tgpu_utilization_pct\ttemperature_c"));
+    assert!(raw.lines().filter(|l| !l.starts_with('#')).count() > 2);
+    let result = std::fs::read_to_string(logs.join("result.log")).unwrap();
+    assert!(result.contains("gpu_utilization_pct > 10"), "{result}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_with_gpu_num_and_no_driver_stops_before_any_load() {
+    if std::path::Path::new("/proc/driver/nvidia").exists() {
+        return; // a machine with the driver: nothing to show here
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(fast_sim()).await;
+    let run = bench(
+        &sim.base_url(),
+        dir.path(),
+        &["--num-prompts", "4", "--gpu-num", "1"],
+    )
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", sim.base_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    sim.shutdown().await;
+    let e = format!("{:#}", run.result.unwrap_err());
+    assert!(e.contains("NVML") && e.contains("--gpu-num"), "{e}");
+    assert!(run.json.is_none());
+    let sent = metrics
+        .lines()
+        .find(|l| l.starts_with("benchctl_sim_requests_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap();
+    assert_eq!(sent, "0", "no request reached the server");
+}

@@ -1,0 +1,307 @@
+//! Load workers over real gRPC on loopback: a controller, `benchctl sim`, and in-process
+//! `benchctl-loadgen` workers sharing a job.
+
+use std::time::Duration;
+
+use benchctl_tests::{SimServer, fast_sim, start};
+use controller::service::{JobSpec, Registry, Server, Workers};
+use loadgen::worker::{WorkerConfig, run_worker};
+use loadgen::{
+    Arrivals, Backend, BodySpec, EndpointKind, HttpClient, Prompt, RequestRecord, RunConfig, Target,
+};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const ENDPOINT: &str = "/v1/completions";
+
+async fn controller() -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Server::start(listener, Registry::spawn()).unwrap()
+}
+
+fn worker(
+    server: &Server,
+    name: &str,
+    cancel: CancellationToken,
+) -> JoinHandle<anyhow::Result<()>> {
+    let cfg = WorkerConfig {
+        controller: server.url(),
+        name: name.into(),
+        max_streams: 1000,
+    };
+    tokio::spawn(run_worker(cfg, cancel))
+}
+
+fn target(sim: &SimServer) -> Target {
+    Target {
+        url: format!("{}{ENDPOINT}", sim.base_url()).parse().unwrap(),
+        api_key: None,
+        body: BodySpec {
+            kind: EndpointKind::from_path(ENDPOINT),
+            backend: Backend::Vllm,
+            model: "benchctl-sim".into(),
+            ignore_eos: true,
+            temperature: 0.0,
+            extra_body: Default::default(),
+        },
+        timeout: Duration::from_secs(20),
+        stall_timeout: None,
+    }
+}
+
+/// `n` prompts asking for 3..=9 output tokens (`out` more each with `long`).
+fn prompts(n: usize, long: u32) -> Vec<Prompt> {
+    (0..n)
+        .map(|i| Prompt {
+            text: format!("prompt number {i}: one two three"),
+            prompt_tokens: 8,
+            output_len: 3 + (i as u32 % 7) + long,
+        })
+        .collect()
+}
+
+fn job(sim: &SimServer, prompts: Vec<Prompt>, concurrency: usize) -> JobSpec {
+    JobSpec {
+        target_urls: vec![sim.base_url()],
+        spec: loadgen::wire::request_spec(ENDPOINT, &target(sim)),
+        prompts,
+        max_concurrency: Some(concurrency),
+        request_rate: f64::INFINITY,
+        burstiness: 1.0,
+        seed: 7,
+        warmup_requests: 2,
+        workers: None,
+        start_delay: Duration::from_millis(50),
+    }
+}
+
+async fn run_job(
+    workers: &Workers,
+    job: JobSpec,
+) -> anyhow::Result<controller::service::JobResult> {
+    tokio::time::timeout(Duration::from_secs(60), workers.run_job(job))
+        .await
+        .expect("run_job returns within 60 s")
+}
+
+/// What a record looks like apart from its timings and generated text.
+fn shape(r: &RequestRecord) -> (usize, Option<u32>, Option<u32>, u32, bool, Option<String>) {
+    (
+        r.chunks.len(),
+        r.output_tokens_server,
+        r.prompt_tokens_server,
+        r.output_tokens_target,
+        r.done_marker,
+        r.finish_reason.clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_a_job_and_return_intact_records() {
+    let sim = start(fast_sim()).await;
+    let server = controller().await;
+    let cancel = CancellationToken::new();
+    let handles = [
+        worker(&server, "w1", cancel.child_token()),
+        worker(&server, "w2", cancel.child_token()),
+    ];
+    let ready = server
+        .workers
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let names: Vec<&str> = ready.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["w1", "w2"]);
+    for w in &ready {
+        // the same machine, the same clock: the estimate is within its own bound of 0
+        assert!(
+            w.clock.offset_ns.unsigned_abs() <= w.clock.uncertainty_ns.max(1_000_000),
+            "{w:?}"
+        );
+    }
+
+    let prompts = prompts(40, 0);
+    let res = run_job(&server.workers, job(&sim, prompts.clone(), 8))
+        .await
+        .unwrap();
+
+    assert_eq!(res.records.len(), 40);
+    let indices: Vec<u64> = res.records.iter().map(|r| r.index).collect();
+    assert_eq!(indices, (0..40).collect::<Vec<u64>>());
+    assert_eq!(
+        res.per_worker,
+        [("w1".to_string(), 20), ("w2".to_string(), 20)]
+    );
+    assert_eq!(
+        (res.warmup_sent, res.warmup_failed, res.not_sent),
+        (2, 0, 0)
+    );
+    assert!(res.start_ns > 0 && res.start_ns < res.end_ns);
+    for r in &res.records {
+        let p = &prompts[r.index as usize];
+        assert!(r.ok(), "{r:?}");
+        // worker k of 2 sent prompts k, k+2, …
+        let worker = if r.index % 2 == 0 { "w1-" } else { "w2-" };
+        assert!(r.request_id.starts_with(worker), "{}", r.request_id);
+        assert_eq!(r.output_tokens_target, p.output_len);
+        assert_eq!(r.output_tokens_server, Some(p.output_len));
+        assert_eq!(r.chunks.len(), p.output_len as usize);
+        assert!(!r.text.is_empty());
+        assert!(
+            res.start_ns <= r.dispatch_ns && r.end_ns <= res.end_ns,
+            "record {} [{}, {}] outside the job [{}, {}]",
+            r.index,
+            r.dispatch_ns,
+            r.end_ns,
+            res.start_ns,
+            res.end_ns
+        );
+        for c in &r.chunks {
+            assert!(
+                (res.start_ns..=res.end_ns).contains(&c.t_ns),
+                "chunk at {} outside [{}, {}]",
+                c.t_ns,
+                res.start_ns,
+                res.end_ns
+            );
+        }
+        assert!(r.send_ns <= r.chunks[0].t_ns);
+    }
+
+    // The same job run directly has the same shape, record for record.
+    let client = HttpClient::new(target(&sim), 8).unwrap();
+    let direct = loadgen::runner::run(
+        &client,
+        RunConfig {
+            prompts: prompts.clone(),
+            arrivals: Arrivals::closed_loop(),
+            max_concurrency: Some(8),
+            warmup_requests: 2,
+            request_id_prefix: "direct-".into(),
+        },
+        CancellationToken::new(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(direct.records.len(), 40);
+    for (a, b) in res.records.iter().zip(&direct.records) {
+        assert_eq!(a.index, b.index);
+        assert_eq!(shape(a), shape(b), "record {}", a.index);
+    }
+
+    cancel.cancel();
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .expect("the worker stops")
+            .unwrap()
+            .unwrap();
+    }
+    server.shutdown().await;
+    sim.shutdown().await;
+}
+
+/// Starts a long job on w1 and w2, lets it run, then `kill`s w2; `run_job` must fail naming it,
+/// and w1 must be free for the next job.
+async fn a_worker_lost_mid_job(
+    kill: impl FnOnce(CancellationToken, &JoinHandle<anyhow::Result<()>>),
+) {
+    let sim = start(fast_sim()).await;
+    let server = controller().await;
+    let cancel = CancellationToken::new();
+    let w1 = worker(&server, "w1", cancel.child_token());
+    let w2_cancel = cancel.child_token();
+    let w2 = worker(&server, "w2", w2_cancel.clone());
+    server
+        .workers
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    // ~2000 decode steps of 2 ms each: seconds of work per request
+    let long = job(&sim, prompts(8, 2_000), 4);
+    let workers = server.workers.clone();
+    let running = tokio::spawn(async move { run_job(&workers, long).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!running.is_finished(), "the long job ended too soon");
+    kill(w2_cancel, &w2);
+
+    let err = running
+        .await
+        .unwrap()
+        .expect_err("a lost worker fails the job");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("w2"), "the error names the worker: {msg}");
+
+    // w1 was cancelled and is free again: a rerun on it alone works
+    let ready = server.workers.list().await;
+    assert_eq!(
+        ready.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+        ["w1"]
+    );
+    let rerun = JobSpec {
+        workers: Some(1),
+        ..job(&sim, prompts(4, 0), 2)
+    };
+    let res = run_job(&server.workers, rerun).await.unwrap();
+    assert_eq!(res.per_worker, [("w1".to_string(), 4)]);
+    assert!(res.records.iter().all(|r| r.ok()));
+
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), w1).await;
+    server.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_shut_down_mid_job_fails_the_job_naming_it() {
+    a_worker_lost_mid_job(|cancel, _| cancel.cancel()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_fails_the_job_naming_it() {
+    a_worker_lost_mid_job(|_, handle| handle.abort()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_names_are_unique_and_too_many_workers_is_an_error() {
+    let sim = start(fast_sim()).await;
+    let server = controller().await;
+    let cancel = CancellationToken::new();
+    let _a = worker(&server, "same", cancel.child_token());
+    server
+        .workers
+        .wait_for(1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // a second "same" is refused (and keeps retrying in the background)
+    let _b = worker(&server, "same", cancel.child_token());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.workers.list().await.len(), 1);
+
+    let err = run_job(
+        &server.workers,
+        JobSpec {
+            workers: Some(2),
+            ..job(&sim, prompts(4, 0), 2)
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("2 load workers asked for, 1 idle"),
+        "{err:#}"
+    );
+    let err = server
+        .workers
+        .wait_for(3, Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("1 of the 3"), "{err:#}");
+
+    cancel.cancel();
+    server.shutdown().await;
+    sim.shutdown().await;
+}
