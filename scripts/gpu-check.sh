@@ -18,6 +18,7 @@ echo "== machine"; nvidia-smi --query-gpu=name,driver_version,memory.total --for
 echo "== agent cost per sample"
 "$bin/benchctl-agent" --source nvml --gpu-num 1 --interval 500ms --measure-cost 20 | tee "$out/cost.txt"
 "$bin/benchctl-agent" --source nvml --gpu-num 1 --interval 100ms --measure-cost 100 | tee -a "$out/cost.txt"
+"$bin/benchctl-agent" --source nvml --gpu-num 1 --interval 100ms --energy-interval 1s --measure-cost 100 | tee -a "$out/cost.txt"
 
 echo "== controller and agent"
 "$bin/benchctl" controller --listen 127.0.0.1:7400 > "$out/controller.log" 2>&1 &
@@ -52,7 +53,7 @@ echo "== bench --backend vllm on a strict server: the preflight must stop it wit
 
 echo "== bench --gpu-num 1 under load, and agent vs nvidia-smi meanwhile"
 "$bin/benchctl" bench --base-url http://127.0.0.1:8000 --model-path /tmp/model --backend openai \
-  --max-concurrency 32 --input-len 512 --output-len 256 --num-prompts 160 --gpu-num 1 --quiet \
+  --max-concurrency 32 --input-len 512 --output-len 256 --num-prompts 64 --gpu-num 1 --quiet \
   --save-result "$out/bench/real_c32_in512_out256.json" &
 bench=$!
 sleep 8

@@ -181,7 +181,7 @@ impl NodeSeries {
                 // the agent may read energy less often than the gauges (--energy-interval):
                 // the delta runs between the first and last samples that carry it
                 let with_energy = || v.iter().filter(|s| s.energy_mj > 0);
-                let energy = match (with_energy().next(), with_energy().last()) {
+                let energy = match (with_energy().next(), with_energy().next_back()) {
                     (Some(x), Some(y)) if y.seq > x.seq && y.energy_mj >= x.energy_mj => {
                         Some((y.energy_mj - x.energy_mj) as f64 / 1000.0)
                     }

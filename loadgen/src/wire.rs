@@ -26,7 +26,11 @@ pub enum WireError {
     #[error(
         "RequestRecord chunk arrays differ in length: chunk_t_ns {t}, chunk_text_end {ends}, chunk_tokens {tokens}"
     )]
-    ChunkArrays { t: usize, ends: usize, tokens: usize },
+    ChunkArrays {
+        t: usize,
+        ends: usize,
+        tokens: usize,
+    },
     #[error("RequestRecord.status must be an HTTP status (at most 65535), got {0}")]
     Status(u32),
     #[error("RequestSpec.backend must be openai, vllm or sglang, got {0:?}")]
@@ -169,9 +173,13 @@ pub fn map_times(r: &mut RequestRecord, f: impl Fn(u64) -> u64) {
     ] {
         *t = g(*t);
     }
-    for t in [&mut r.headers_ns, &mut r.first_byte_ns, &mut r.last_choice_ns]
-        .into_iter()
-        .flatten()
+    for t in [
+        &mut r.headers_ns,
+        &mut r.first_byte_ns,
+        &mut r.last_choice_ns,
+    ]
+    .into_iter()
+    .flatten()
     {
         *t = g(*t);
     }
@@ -420,10 +428,7 @@ mod tests {
     /// A random record as loadgen could produce it (timestamps non-zero where set, an error's
     /// status only on HTTP kinds).
     fn random_record(rng: &mut StdRng) -> RequestRecord {
-        let maybe = |rng: &mut StdRng| {
-            rng.random_bool(0.5)
-                .then(|| rng.random_range(1..u64::MAX))
-        };
+        let maybe = |rng: &mut StdRng| rng.random_bool(0.5).then(|| rng.random_range(1..u64::MAX));
         let n_chunks = rng.random_range(0..20usize);
         let mut t = rng.random_range(1..u64::MAX / 4);
         let mut text_end = 0u32;
@@ -571,7 +576,10 @@ mod tests {
             ..t
         };
         let spec = request_spec("v1/completions", &plain);
-        assert_eq!((spec.api_key.as_str(), spec.extra_body_json.as_str()), ("", ""));
+        assert_eq!(
+            (spec.api_key.as_str(), spec.extra_body_json.as_str()),
+            ("", "")
+        );
         let back = target("https://example.invalid/prefix", &spec).unwrap();
         assert_eq!(
             back.url.as_str(),

@@ -38,6 +38,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const OUTBOUND_QUEUE: usize = 64;
 /// How long the controller has to answer `WorkerRegister`.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new assignment waits for the previous job's task to end.
+const REAP_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long a shutdown waits for the cancelled job to send its last records.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -84,7 +86,11 @@ pub async fn run_worker(cfg: WorkerConfig, cancel: CancellationToken) -> anyhow:
         }
         match result {
             Ok(()) => info!("the controller ended the session"),
-            Err(e) => warn!("session with the controller at {}: {e:#}", cfg.controller),
+            Err(e) => warn!(
+                "session with the controller at {}: {}",
+                cfg.controller,
+                chain(&e)
+            ),
         }
         if registered {
             backoff = builder.build();
@@ -96,6 +102,18 @@ pub async fn run_worker(cfg: WorkerConfig, cancel: CancellationToken) -> anyhow:
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// `a: b: c`, each cause once (tonic's transport errors repeat their source's message).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let m = c.to_string();
+        if !out.iter().any(|o| o.contains(&m)) {
+            out.push(m);
+        }
+    }
+    out.join(": ")
 }
 
 /// The controller endpoint for a URL (`http://` is assumed when no scheme is given).
@@ -199,6 +217,13 @@ async fn session(
                         }
                     }
                     Some(FromController::Job(j)) => {
+                        // The controller assigns again once it has the previous JobDone: that
+                        // job's task has sent it and is ending, if this loop has not seen it yet.
+                        if let Some(prev) = &mut job
+                            && tokio::time::timeout(REAP_TIMEOUT, &mut prev.task).await.is_ok()
+                        {
+                            job = None;
+                        }
                         if let Some(busy) = &job {
                             warn!("job {} refused: job {} is still running", j.job_id, busy.id);
                             let done = proto::JobDone {
@@ -268,7 +293,10 @@ async fn run_job(
     let job_id = job.job_id.clone();
     let done = match execute(job, &tx, &cancel, &cfg).await {
         Ok(mut done) if shutdown.is_cancelled() => {
-            warn!("job {job_id}: interrupted by shutdown, {} requests not sent", done.not_sent);
+            warn!(
+                "job {job_id}: interrupted by shutdown, {} requests not sent",
+                done.not_sent
+            );
             done.error = format!(
                 "worker {} shut down during the job ({} records sent, {} requests not sent)",
                 cfg.name, done.records_sent, done.not_sent
@@ -547,10 +575,19 @@ mod tests {
     async fn prompts_go_round_robin_over_the_targets() {
         let runs = plan(&job(&["http://a:1", "http://b:2/"], 5, 3), &cfg()).unwrap();
         assert_eq!(runs.len(), 2);
-        let texts = |r: &SubRun| r.cfg.prompts.iter().map(|p| p.text.clone()).collect::<Vec<_>>();
+        let texts = |r: &SubRun| {
+            r.cfg
+                .prompts
+                .iter()
+                .map(|p| p.text.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(texts(&runs[0]), ["p0", "p2", "p4"]);
         assert_eq!(texts(&runs[1]), ["p1", "p3"]);
-        assert_eq!(runs[1].client.target().url.as_str(), "http://b:2/v1/completions");
+        assert_eq!(
+            runs[1].client.target().url.as_str(),
+            "http://b:2/v1/completions"
+        );
         assert_eq!(
             (runs[0].cfg.max_concurrency, runs[1].cfg.max_concurrency),
             (Some(2), Some(1))

@@ -25,10 +25,19 @@ fn worker(
     name: &str,
     cancel: CancellationToken,
 ) -> JoinHandle<anyhow::Result<()>> {
+    worker_with(server, name, 1000, cancel)
+}
+
+fn worker_with(
+    server: &Server,
+    name: &str,
+    max_streams: u32,
+    cancel: CancellationToken,
+) -> JoinHandle<anyhow::Result<()>> {
     let cfg = WorkerConfig {
         controller: server.url(),
         name: name.into(),
-        max_streams: 1000,
+        max_streams,
     };
     tokio::spawn(run_worker(cfg, cancel))
 }
@@ -203,10 +212,11 @@ async fn two_workers_share_a_job_and_return_intact_records() {
     sim.shutdown().await;
 }
 
-/// Starts a long job on w1 and w2, lets it run, then `kill`s w2; `run_job` must fail naming it,
-/// and w1 must be free for the next job.
+/// Starts a long job on w1 and w2, lets it run, then `kill`s w2; `run_job` must fail naming it
+/// and saying `why`, and w1 must be free for the next job.
 async fn a_worker_lost_mid_job(
     kill: impl FnOnce(CancellationToken, &JoinHandle<anyhow::Result<()>>),
+    why: &str,
 ) {
     let sim = start(fast_sim()).await;
     let server = controller().await;
@@ -233,7 +243,11 @@ async fn a_worker_lost_mid_job(
         .unwrap()
         .expect_err("a lost worker fails the job");
     let msg = format!("{err:#}");
-    assert!(msg.contains("w2"), "the error names the worker: {msg}");
+    assert!(
+        msg.contains("load worker w2"),
+        "the error names the worker: {msg}"
+    );
+    assert!(msg.contains(why), "{msg}");
 
     // w1 was cancelled and is free again: a rerun on it alone works
     let ready = server.workers.list().await;
@@ -257,12 +271,12 @@ async fn a_worker_lost_mid_job(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_shut_down_mid_job_fails_the_job_naming_it() {
-    a_worker_lost_mid_job(|cancel, _| cancel.cancel()).await;
+    a_worker_lost_mid_job(|cancel, _| cancel.cancel(), "shut down during the job").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_job_fails_the_job_naming_it() {
-    a_worker_lost_mid_job(|_, handle| handle.abort()).await;
+    a_worker_lost_mid_job(|_, handle| handle.abort(), "disconnected during job").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,6 +314,37 @@ async fn worker_names_are_unique_and_too_many_workers_is_an_error() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("1 of the 3"), "{err:#}");
+
+    cancel.cancel();
+    server.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_over_max_streams_is_refused_and_leaves_the_workers_free() {
+    let sim = start(fast_sim()).await;
+    let server = controller().await;
+    let cancel = CancellationToken::new();
+    let _a = worker_with(&server, "a", 2, cancel.child_token());
+    let _b = worker_with(&server, "b", 2, cancel.child_token());
+    server
+        .workers
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // 5 over 2 workers: a gets 3 > 2
+    let err = run_job(&server.workers, job(&sim, prompts(6, 0), 5))
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("load worker a takes at most 2 streams"),
+        "{msg}"
+    );
+    let res = run_job(&server.workers, job(&sim, prompts(6, 0), 4))
+        .await
+        .unwrap();
+    assert_eq!(res.per_worker, [("a".to_string(), 3), ("b".to_string(), 3)]);
 
     cancel.cancel();
     server.shutdown().await;

@@ -99,6 +99,17 @@ enum JobEvent {
 
 type ToWorkerTx = mpsc::Sender<Result<proto::ControllerToWorker, Status>>;
 
+/// Where a worker taken for a job stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Its assignment was not sent.
+    Unsent,
+    /// Assigned, no `JobDone` yet.
+    Running,
+    /// Reported `JobDone`, or left.
+    Finished,
+}
+
 /// A worker taken for a job.
 struct Claimed {
     name: String,
@@ -143,6 +154,11 @@ enum Command {
     },
     Cancel {
         job_id: Option<String>,
+    },
+    /// These workers never got their assignment of the job: free again.
+    Unassign {
+        job_id: String,
+        names: Vec<String>,
     },
     Release {
         job_id: String,
@@ -249,13 +265,32 @@ impl Workers {
             tx: self.tx.clone(),
             job_id: job_id.clone(),
         };
-        let result = self.drive(&job, &job_id, &claimed, &mut events).await;
+        let mut phases = vec![Phase::Unsent; claimed.len()];
+        let result = self
+            .drive(&job, &job_id, &claimed, &mut events, &mut phases)
+            .await;
         if result.is_err() {
+            let names = |p: Phase| -> Vec<&str> {
+                claimed
+                    .iter()
+                    .zip(&phases)
+                    .filter(|(_, q)| **q == p)
+                    .map(|(w, _)| w.name.as_str())
+                    .collect()
+            };
+            let unsent: Vec<String> = names(Phase::Unsent).iter().map(|n| n.to_string()).collect();
+            if !unsent.is_empty() {
+                self.tell(Command::Unassign {
+                    job_id: job_id.clone(),
+                    names: unsent,
+                })
+                .await;
+            }
             self.tell(Command::Cancel {
                 job_id: Some(job_id.clone()),
             })
             .await;
-            drain(&mut events, &claimed).await;
+            drain(&mut events, names(Phase::Running)).await;
         }
         drop(guard);
         result
@@ -268,6 +303,7 @@ impl Workers {
         job_id: &str,
         claimed: &[Claimed],
         events: &mut mpsc::Receiver<JobEvent>,
+        phases: &mut [Phase],
     ) -> anyhow::Result<JobResult> {
         let n = claimed.len();
         if let Some(c) = job.max_concurrency {
@@ -326,6 +362,7 @@ impl Workers {
                         w.name
                     )
                 })?;
+            phases[k] = Phase::Running;
         }
 
         let index: HashMap<&str, usize> = claimed
@@ -357,6 +394,7 @@ impl Workers {
                     let Some(&k) = index.get(worker.as_str()) else {
                         continue;
                     };
+                    phases[k] = Phase::Finished;
                     if !d.error.is_empty() {
                         bail!(
                             "load worker {worker} could not run its share of job {job_id}: {}",
@@ -369,6 +407,9 @@ impl Workers {
                 }
                 JobEvent::Lost { worker } => {
                     let k = index.get(worker.as_str()).copied();
+                    if let Some(k) = k {
+                        phases[k] = Phase::Finished;
+                    }
                     bail!(
                         "load worker {worker} disconnected during job {job_id} ({} records received from it)",
                         k.map_or(0, |k| records[k].len())
@@ -524,9 +565,9 @@ impl Drop for JobGuard {
     }
 }
 
-/// After a failure: waits (bounded) until every worker of the job has stopped or left.
-async fn drain(events: &mut mpsc::Receiver<JobEvent>, claimed: &[Claimed]) {
-    let mut running: Vec<&str> = claimed.iter().map(|w| w.name.as_str()).collect();
+/// After a failure: waits (bounded) until the workers still `running` the job have stopped or
+/// left.
+async fn drain(events: &mut mpsc::Receiver<JobEvent>, mut running: Vec<&str>) {
     let wait = async {
         while !running.is_empty() {
             match events.recv().await {
@@ -750,6 +791,13 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                         && job_id.as_ref().is_none_or(|want| want == j)
                     {
                         e.cancel(j);
+                    }
+                }
+            }
+            Command::Unassign { job_id, names } => {
+                for e in sessions.values_mut() {
+                    if names.contains(&e.name) && e.job.as_ref() == Some(&job_id) {
+                        e.job = None;
                     }
                 }
             }
