@@ -9,6 +9,14 @@
 //! ```
 
 pub mod buffer;
+
+/// This boot of this machine (`/proc/sys/kernel/random/boot_id`), "" where unknown.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 pub mod clock;
 pub mod config;
 pub mod nvml;
@@ -75,6 +83,12 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             instance_id,
             gpus,
             simulated,
+            // an injected skew (tests) must be estimated like a remote clock, not assumed away
+            boot_id: if cfg.clock_skew_ns == 0 {
+                boot_id()
+            } else {
+                String::new()
+            },
             ..Default::default()
         },
         buffer: buffer.clone(),

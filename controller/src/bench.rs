@@ -3,17 +3,19 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use loadgen::report::{RunInfo, parse_goodput, render_text, result_json, summarize};
 use loadgen::{
-    Arrivals, BodySpec, DatasetSpec, EndpointKind, ErrorKind, HttpClient, RequestRecord, RunConfig,
-    Target, Tokenizer,
+    Arrivals, BodySpec, DatasetSpec, EndpointKind, ErrorKind, HttpClient, RequestRecord, Target,
+    Tokenizer,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{BenchArgs, DatasetKind};
-use crate::local::{GpuSelection, LocalTelemetry};
+use crate::local::{GpuSelection, LocalSystem, TelemetrySpec};
+use crate::service::JobSpec;
 use crate::telemetry::NodeWindow;
 
 /// Everything a run needs, resolved from the flags and the server before any load is sent.
@@ -71,16 +73,15 @@ async fn run_against(args: BenchArgs) -> anyhow::Result<ExitCode> {
         (None, Some(v)) => Some(GpuSelection::Indices(v.clone())),
         (None, None) => None,
     };
-    let telemetry = match gpus {
-        Some(g) => {
-            Some(LocalTelemetry::start(g, args.telemetry_source, args.telemetry_interval).await?)
-        }
-        None => None,
-    };
-    let result = measure(&args, percentiles, goodput, arrivals, telemetry.as_ref()).await;
-    if let Some(t) = telemetry {
-        t.stop().await;
-    }
+    let telemetry = gpus.map(|gpus| TelemetrySpec {
+        gpus,
+        source: args.telemetry_source,
+        interval: args.telemetry_interval,
+    });
+    // The controller, a load worker and the agent in this process, over loopback gRPC.
+    let system = LocalSystem::start(telemetry).await?;
+    let result = measure(&args, percentiles, goodput, arrivals, &system).await;
+    system.stop().await;
     result
 }
 
@@ -89,7 +90,7 @@ async fn measure(
     percentiles: Vec<f64>,
     goodput: Vec<loadgen::report::GoodputBound>,
     arrivals: Arrivals,
-    telemetry: Option<&LocalTelemetry>,
+    system: &LocalSystem,
 ) -> anyhow::Result<ExitCode> {
     let args = args.clone();
     let prep = prepare(&args).await?;
@@ -117,22 +118,39 @@ async fn measure(
     });
 
     let bar = progress_bar(args.num_prompts as u64, args.quiet);
-    let cfg = RunConfig {
-        prompts,
-        arrivals,
-        max_concurrency: args.max_concurrency,
-        warmup_requests: args.warmup_requests,
-        request_id_prefix: format!("benchctl-{}-", std::process::id()),
-    };
     let date = chrono::Local::now();
-    let mut failed = 0u64;
-    let mut out = loadgen::runner::run(&prep.client, cfg, cancel.clone(), |r: &RequestRecord| {
-        failed += u64::from(!r.ok());
-        bar.set_message(format!("{failed} failed"));
-        bar.inc(1);
-    })
-    .await?;
+    let job = JobSpec {
+        target_urls: vec![args.base_url.clone()],
+        spec: loadgen::wire::request_spec(&args.endpoint, prep.client.target()),
+        prompts,
+        max_concurrency: args.max_concurrency,
+        request_rate: arrivals.rate,
+        burstiness: arrivals.burstiness,
+        seed: arrivals.seed,
+        warmup_requests: args.warmup_requests,
+        workers: None,
+        start_delay: Duration::ZERO,
+    };
+    let run = system.run_job(job);
+    tokio::pin!(run);
+    let result = tokio::select! {
+        r = &mut run => r,
+        _ = cancel.cancelled() => {
+            system.cancel_job().await;
+            run.await
+        }
+    };
     bar.finish_and_clear();
+    let job = result?;
+    let mut out = loadgen::RunOutput {
+        records: job.records,
+        start_ns: job.start_ns,
+        end_ns: job.end_ns,
+        warmup_sent: job.warmup_sent,
+        warmup_failed: job.warmup_failed,
+        not_sent: job.not_sent,
+        panicked: 0,
+    };
 
     let chunk_tokens = {
         let tok = prep.tokenizer.clone();
@@ -166,8 +184,9 @@ async fn measure(
     print!("{}", render_text(&info, &summary));
     std::io::stdout().flush().ok();
 
-    let gpu = match telemetry {
-        Some(t) => {
+    let gpu = match system.has_telemetry() {
+        true => {
+            let t = system;
             let from = out
                 .records
                 .iter()
@@ -184,7 +203,7 @@ async fn measure(
             eprint!("{}", gpu_text(&nodes));
             Some((nodes, from))
         }
-        None => None,
+        false => None,
     };
 
     if let Some(path) = &args.save_result {
@@ -435,14 +454,17 @@ fn progress_bar(n: u64, quiet: bool) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(n);
+    // Records reach the controller in batches at the end of each request; the spinner shows the
+    // run is alive without claiming a count it does not have yet.
+    let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} requests, {msg}, ETA {eta}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+            .expect("a valid template"),
     );
+    bar.set_message(format!(
+        "{n} requests through the local controller and load worker"
+    ));
+    bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
 

@@ -1,13 +1,13 @@
-//! Local mode: the controller service and a telemetry agent in this process, talking through
-//! the same gRPC services as in distributed mode (over loopback), so the one-machine tool is the
-//! distributed system with one node.
+//! Local mode: the controller service, one load worker and (with `--gpu-num`/`--gpus`) one
+//! telemetry agent in this process, talking through the same gRPC services as in distributed
+//! mode over loopback, so the one-machine tool is the distributed system with one node.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::service::{Registry, Server};
+use crate::service::{JobResult, JobSpec, Registry, Server};
 use crate::telemetry::NodeWindow;
 
 pub use agent::SourceKind;
@@ -21,71 +21,70 @@ pub enum GpuSelection {
     Indices(Vec<u32>),
 }
 
-/// An in-process controller with an in-process agent connected to it.
-pub struct LocalTelemetry {
-    pub server: Server,
-    agent: tokio::task::JoinHandle<anyhow::Result<()>>,
-    cancel: CancellationToken,
-    pub simulated: bool,
+/// What to monitor in local mode.
+#[derive(Clone, Debug)]
+pub struct TelemetrySpec {
+    pub gpus: GpuSelection,
+    pub source: SourceKind,
+    pub interval: Duration,
 }
 
-impl LocalTelemetry {
-    /// Starts both and waits until the agent has registered and sent a first sample. No NVIDIA
-    /// driver (with the NVML source) is an error here, before any load is sent.
-    pub async fn start(
-        gpus: GpuSelection,
-        source: SourceKind,
-        interval: Duration,
-    ) -> anyhow::Result<LocalTelemetry> {
+type Task = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// The in-process system.
+pub struct LocalSystem {
+    pub server: Server,
+    worker: Task,
+    agent: Option<Task>,
+    cancel: CancellationToken,
+}
+
+impl LocalSystem {
+    /// Starts everything and waits until the worker (and the agent, with its first sample) have
+    /// registered. No NVIDIA driver (with the NVML source) is an error here, before any load.
+    pub async fn start(telemetry: Option<TelemetrySpec>) -> anyhow::Result<LocalSystem> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the local controller")?;
         let server = Server::start(listener, Registry::spawn())?;
-        let (gpu_num, indices) = match &gpus {
-            GpuSelection::First(n) => (*n as usize, None),
-            GpuSelection::Indices(v) => (v.len(), Some(v.clone())),
-        };
-        let mut cfg = agent::AgentConfig::for_test(server.url(), source, gpu_num, interval, 0);
-        cfg.node_name = Some(local_node_name());
-        if let Some(v) = indices {
-            cfg.gpus = Some(v);
-            cfg.gpu_num = None;
-        }
         let cancel = CancellationToken::new();
-        let mut agent = tokio::spawn(agent::run(cfg, cancel.clone()));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let agents = server.registry.list().await;
-            if agents
-                .iter()
-                .any(|a| a.connected && !a.last_samples.is_empty())
-            {
-                break;
-            }
-            if agent.is_finished() {
-                let r = (&mut agent).await;
-                server.shutdown().await;
-                match r {
-                    Ok(Err(e)) => {
-                        return Err(e.context("GPU telemetry (--gpu-num/--gpus) cannot start"));
-                    }
-                    Ok(Ok(())) => bail!("the telemetry agent stopped before registering"),
-                    Err(e) => bail!("the telemetry agent failed: {e}"),
+        let agent = match telemetry {
+            Some(t) => match start_agent(&server, t, &cancel).await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    cancel.cancel();
+                    server.shutdown().await;
+                    return Err(e);
                 }
-            }
-            if tokio::time::Instant::now() > deadline {
-                cancel.cancel();
-                server.shutdown().await;
-                bail!("the local telemetry agent did not register within 20 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            },
+            None => None,
+        };
+        let worker_cfg = loadgen::worker::WorkerConfig {
+            controller: server.url(),
+            name: format!("local-{}", local_node_name()),
+            max_streams: u32::MAX,
+        };
+        let worker = tokio::spawn(loadgen::worker::run_worker(worker_cfg, cancel.clone()));
+        if let Err(e) = server.workers.wait_for(1, Duration::from_secs(20)).await {
+            cancel.cancel();
+            server.shutdown().await;
+            return Err(e.context("the local load worker did not register"));
         }
-        Ok(LocalTelemetry {
+        Ok(LocalSystem {
             server,
+            worker,
             agent,
             cancel,
-            simulated: source == SourceKind::Simulated,
         })
+    }
+
+    /// Runs one test on the local worker, through the controller.
+    pub async fn run_job(&self, job: JobSpec) -> anyhow::Result<JobResult> {
+        self.server.workers.run_job(job).await
+    }
+
+    pub async fn cancel_job(&self) {
+        self.server.workers.cancel_all().await;
     }
 
     /// Telemetry over `[from_ns, to_ns]` of this process's monotonic clock.
@@ -93,10 +92,59 @@ impl LocalTelemetry {
         self.server.registry.window(from_ns, to_ns, None).await
     }
 
+    pub fn has_telemetry(&self) -> bool {
+        self.agent.is_some()
+    }
+
     pub async fn stop(self) {
         self.cancel.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.agent).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.worker).await;
+        if let Some(a) = self.agent {
+            let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
+        }
         self.server.shutdown().await;
+    }
+}
+
+/// Starts the in-process agent and waits for its first sample.
+async fn start_agent(
+    server: &Server,
+    t: TelemetrySpec,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Task> {
+    let (gpu_num, indices) = match &t.gpus {
+        GpuSelection::First(n) => (*n as usize, None),
+        GpuSelection::Indices(v) => (v.len(), Some(v.clone())),
+    };
+    let mut cfg = agent::AgentConfig::for_test(server.url(), t.source, gpu_num, t.interval, 0);
+    cfg.node_name = Some(local_node_name());
+    if let Some(v) = indices {
+        cfg.gpus = Some(v);
+        cfg.gpu_num = None;
+    }
+    let mut agent = tokio::spawn(agent::run(cfg, cancel.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let agents = server.registry.list().await;
+        if agents
+            .iter()
+            .any(|a| a.connected && !a.last_samples.is_empty())
+        {
+            return Ok(agent);
+        }
+        if agent.is_finished() {
+            return match (&mut agent).await {
+                Ok(Err(e)) => Err(e.context("GPU telemetry (--gpu-num/--gpus) cannot start")),
+                Ok(Ok(())) => Err(anyhow::anyhow!(
+                    "the telemetry agent stopped before registering"
+                )),
+                Err(e) => Err(anyhow::anyhow!("the telemetry agent failed: {e}")),
+            };
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the local telemetry agent did not register within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -11,6 +11,14 @@ pub fn mono_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// This boot of this machine (`/proc/sys/kernel/random/boot_id`), "" where unknown: two
+/// processes with the same boot id share `CLOCK_MONOTONIC`.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// A `tokio::time::Instant` for a monotonic timestamp `t_ns` (for `sleep_until` on an absolute schedule).
 pub fn instant_at(t_ns: u64) -> tokio::time::Instant {
     let now_ns = mono_ns();

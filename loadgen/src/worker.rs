@@ -161,6 +161,7 @@ async fn session(
         worker_name: cfg.name.clone(),
         worker_version: env!("CARGO_PKG_VERSION").into(),
         max_streams: cfg.max_streams,
+        boot_id: crate::clock::boot_id(),
     })))
     .await
     .map_err(|_| anyhow!("the outgoing stream closed before WorkerRegister"))?;

@@ -171,7 +171,8 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                                 ""
                             }
                         );
-                        let clock = agents.remove(&node).map(|a| a.clock).unwrap_or_default();
+                        agents.remove(&node);
+                        let clock = ClockEstimator::for_peer(&reg.boot_id);
                         agents.insert(
                             node,
                             AgentEntry {

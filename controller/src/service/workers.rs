@@ -651,10 +651,10 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                 sessions.insert(
                     next_session,
                     Entry {
+                        clock: ClockEstimator::for_peer(&reg.boot_id),
                         name: reg.worker_name,
                         max_streams: reg.max_streams,
                         to_worker,
-                        clock: ClockEstimator::default(),
                         job: None,
                     },
                 );
