@@ -263,6 +263,29 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_has_a_benchctl_environment_variable() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version", "verbose"].contains(&id) || arg.is_positional() {
+                    continue;
+                }
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                let ok = env
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("BENCHCTL_") || e == "OPENAI_API_KEY");
+                assert!(
+                    ok,
+                    "benchctl {} --{id} has no BENCHCTL_ variable ({env:?})",
+                    sub.get_name()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_api_key_is_never_shown() {
         let cli =
             Cli::try_parse_from(["benchctl", "bench", "--api-key", "sk-very-secret"]).unwrap();
