@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::mono_ns;
 use crate::error::{ErrorKind, RequestError, server_message};
-use crate::http1::{Http1, Limits, humanize};
+use crate::http1::{Http1, Limits, humanize, timed_out};
 use crate::openai::BodySpec;
 use crate::record::RequestRecord;
 use crate::stream::StreamParser;
@@ -224,15 +224,6 @@ async fn read_error_body(resp: &mut reqwest::Response, deadline: Instant) -> Vec
     body
 }
 
-fn timed_out(limit: Duration, during: &str) -> RequestError {
-    RequestError::new(
-        ErrorKind::Timeout,
-        format!(
-            "no complete response within {} (--timeout), {during}",
-            humanize(limit)
-        ),
-    )
-}
 
 fn transport_error(e: &reqwest::Error) -> RequestError {
     let kind = if e.is_connect() {

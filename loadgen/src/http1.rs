@@ -540,7 +540,7 @@ impl Chunked {
     }
 }
 
-fn timed_out(limit: Duration, during: &str) -> RequestError {
+pub(crate) fn timed_out(limit: Duration, during: &str) -> RequestError {
     RequestError::new(
         ErrorKind::Timeout,
         format!(

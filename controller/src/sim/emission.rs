@@ -25,11 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 /// Events held before the writer must run: 4M, about 80 s at 50k chunks/s.
 const CAPACITY: usize = 1 << 22;
 
-/// CLOCK_MONOTONIC in nanoseconds.
-pub(crate) fn mono_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
+/// The clock the client stamps with too, so the two logs compare directly.
+pub(crate) use loadgen::clock::mono_ns;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
