@@ -29,6 +29,12 @@ pub struct AgentsArgs {
     /// Print JSON instead of a table.
     #[arg(long, env = "BENCHCTL_JSON")]
     pub json: bool,
+    /// Change the sampling interval of the connected agents (all, or --node), e.g. 100ms.
+    #[arg(long, env = "BENCHCTL_SET_INTERVAL", value_parser = humantime::parse_duration)]
+    pub set_interval: Option<std::time::Duration>,
+    /// With --set-interval: only this node's agent.
+    #[arg(long, env = "BENCHCTL_NODE", requires = "set_interval")]
+    pub node: Option<String>,
 }
 
 /// Serves until SIGINT or SIGTERM.
@@ -53,6 +59,28 @@ pub async fn list(args: AgentsArgs) -> anyhow::Result<()> {
     let mut client = proto::controller_client::ControllerClient::connect(args.controller.clone())
         .await
         .with_context(|| format!("--controller {}: cannot connect", args.controller))?;
+    if let Some(interval) = args.set_interval {
+        let interval_ms = u32::try_from(interval.as_millis()).unwrap_or(u32::MAX);
+        let n = client
+            .set_sampling(proto::SetSamplingRequest {
+                node_name: args.node.clone().unwrap_or_default(),
+                settings: Some(proto::SamplingSettings { interval_ms }),
+            })
+            .await
+            .map_err(|s| {
+                anyhow::anyhow!(
+                    "--set-interval {}: {}",
+                    humantime::format_duration(interval),
+                    s.message()
+                )
+            })?
+            .into_inner()
+            .agents;
+        eprintln!(
+            "sampling interval {} sent to {n} agent(s)",
+            humantime::format_duration(interval)
+        );
+    }
     let agents = client
         .list_agents(proto::ListAgentsRequest {})
         .await

@@ -224,7 +224,6 @@ async fn read_error_body(resp: &mut reqwest::Response, deadline: Instant) -> Vec
     body
 }
 
-
 fn transport_error(e: &reqwest::Error) -> RequestError {
     let kind = if e.is_connect() {
         ErrorKind::Connect

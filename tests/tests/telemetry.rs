@@ -68,6 +68,35 @@ async fn an_agent_registers_and_streams() {
         listing.contains("test-node [SIMULATED]") && listing.contains("GPU 1"),
         "{listing}"
     );
+
+    // the controller changes the agent's sampling interval: 20 ms → 200 ms
+    let mut client = proto::controller_client::ControllerClient::connect(server.url())
+        .await
+        .unwrap();
+    let settings = |interval_ms| proto::SetSamplingRequest {
+        node_name: String::new(),
+        settings: Some(proto::SamplingSettings { interval_ms }),
+    };
+    assert_eq!(
+        client
+            .set_sampling(settings(200))
+            .await
+            .unwrap()
+            .into_inner()
+            .agents,
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = server.registry.list().await[0].samples_received;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let per_s = server.registry.list().await[0].samples_received - before;
+    // 2 GPUs at 200 ms: 10 samples a second (at 20 ms it was 100)
+    assert!(
+        (6..=16).contains(&per_s),
+        "{per_s} samples in 1 s after the change"
+    );
+    let refused = client.set_sampling(settings(3)).await.unwrap_err();
+    assert!(refused.message().contains("10 ms"), "{}", refused.message());
     cancel.cancel();
     agent.await.unwrap().unwrap();
     server.shutdown().await;

@@ -125,7 +125,8 @@ impl proto::controller_server::Controller for ControllerService {
         }
         let node = reg.node_name.clone();
         let instance = reg.instance_id;
-        let resume = self.registry.register(reg).await;
+        let (settings_tx, mut settings_rx) = mpsc::channel::<proto::SamplingSettings>(8);
+        let resume = self.registry.register(reg, settings_tx).await;
         let (tx, rx) = mpsc::channel::<Result<proto::ControllerToAgent, Status>>(64);
         let registered = proto::AgentRegistered {
             controller_id: self.controller_id.clone(),
@@ -147,6 +148,11 @@ impl proto::controller_server::Controller for ControllerService {
                     _ = cancel.cancelled() => {
                         let _ = tx.send(Err(Status::unavailable("the controller is shutting down"))).await;
                         break;
+                    }
+                    Some(settings) = settings_rx.recv() => {
+                        if tx.send(Ok(msg_to_agent(proto::controller_to_agent::Msg::Settings(settings)))).await.is_err() {
+                            break;
+                        }
                     }
                     m = incoming.message() => match m {
                         Ok(Some(m)) => match m.msg {
@@ -197,6 +203,24 @@ impl proto::controller_server::Controller for ControllerService {
         Ok(Response::new(proto::ListAgentsResponse {
             agents: self.registry.list().await,
         }))
+    }
+
+    async fn set_sampling(
+        &self,
+        r: Request<proto::SetSamplingRequest>,
+    ) -> Result<Response<proto::SetSamplingResponse>, Status> {
+        let r = r.into_inner();
+        let settings = r
+            .settings
+            .ok_or_else(|| Status::invalid_argument("SetSamplingRequest.settings is missing"))?;
+        if settings.interval_ms != 0 && settings.interval_ms < 10 {
+            return Err(Status::invalid_argument(format!(
+                "interval_ms {} is below the agents' minimum of 10 ms",
+                settings.interval_ms
+            )));
+        }
+        let agents = self.registry.set_sampling(&r.node_name, settings).await;
+        Ok(Response::new(proto::SetSamplingResponse { agents }))
     }
 }
 

@@ -23,12 +23,20 @@ struct AgentEntry {
     gaps: u64,
     last_seen: Instant,
     last_by_gpu: HashMap<u32, proto::GpuSample>,
+    /// The session's channel for sampling settings (while connected).
+    settings: Option<mpsc::Sender<proto::SamplingSettings>>,
 }
 
 enum Command {
     Register {
         reg: proto::AgentRegister,
+        settings: mpsc::Sender<proto::SamplingSettings>,
         reply: oneshot::Sender<u64>,
+    },
+    SetSampling {
+        node: String,
+        settings: proto::SamplingSettings,
+        reply: oneshot::Sender<u32>,
     },
     Telemetry {
         node: String,
@@ -79,11 +87,32 @@ impl Registry {
     }
 
     /// Registers (or re-registers) an agent; returns the seq it should resume from.
-    pub async fn register(&self, reg: proto::AgentRegister) -> u64 {
+    /// `settings` reaches the agent's session, for [`Registry::set_sampling`].
+    pub async fn register(
+        &self,
+        reg: proto::AgentRegister,
+        settings: mpsc::Sender<proto::SamplingSettings>,
+    ) -> u64 {
         let fallback = reg.oldest_buffered_seq;
-        self.ask(|reply| Command::Register { reg, reply })
-            .await
-            .unwrap_or(fallback)
+        self.ask(|reply| Command::Register {
+            reg,
+            settings,
+            reply,
+        })
+        .await
+        .unwrap_or(fallback)
+    }
+
+    /// Sends sampling settings to the connected agent on `node` ("" for all); returns how many.
+    pub async fn set_sampling(&self, node: &str, settings: proto::SamplingSettings) -> u32 {
+        let node = node.to_string();
+        self.ask(|reply| Command::SetSampling {
+            node,
+            settings,
+            reply,
+        })
+        .await
+        .unwrap_or(0)
     }
 
     pub async fn telemetry(&self, node: String, instance_id: u64, batch: proto::TelemetryBatch) {
@@ -145,7 +174,27 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
     let mut agents: HashMap<String, AgentEntry> = HashMap::new();
     while let Some(cmd) = rx.recv().await {
         match cmd {
-            Command::Register { reg, reply } => {
+            Command::SetSampling {
+                node,
+                settings,
+                reply,
+            } => {
+                let mut sent = 0;
+                for a in agents
+                    .values()
+                    .filter(|a| a.connected && (node.is_empty() || a.register.node_name == node))
+                {
+                    if let Some(tx) = &a.settings {
+                        sent += u32::from(tx.try_send(settings.clone()).is_ok());
+                    }
+                }
+                let _ = reply.send(sent);
+            }
+            Command::Register {
+                reg,
+                settings,
+                reply,
+            } => {
                 let node = reg.node_name.clone();
                 let resume = match agents.get_mut(&node) {
                     // the same agent process again: resume after what we have
@@ -156,6 +205,7 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                         }
                         a.register = reg;
                         a.connected = true;
+                        a.settings = Some(settings);
                         a.last_seen = Instant::now();
                         want
                     }
@@ -186,6 +236,7 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                                 gaps: 0,
                                 last_seen: Instant::now(),
                                 last_by_gpu: HashMap::new(),
+                                settings: Some(settings),
                             },
                         );
                         from
@@ -231,6 +282,7 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                     .filter(|a| a.register.instance_id == instance_id)
                 {
                     a.connected = false;
+                    a.settings = None;
                     tracing::warn!("agent {node} disconnected");
                 }
             }
