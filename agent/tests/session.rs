@@ -194,6 +194,13 @@ impl Controller for TestController {
     ) -> Result<Response<ListAgentsResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+
+    async fn set_sampling(
+        &self,
+        _: Request<proto::SetSamplingRequest>,
+    ) -> Result<Response<proto::SetSamplingResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 fn assert_contiguous(samples: &[GpuSample], from: u64, gpus: u64) {

@@ -185,7 +185,7 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                     .filter(|a| a.connected && (node.is_empty() || a.register.node_name == node))
                 {
                     if let Some(tx) = &a.settings {
-                        sent += u32::from(tx.try_send(settings.clone()).is_ok());
+                        sent += u32::from(tx.try_send(settings).is_ok());
                     }
                 }
                 let _ = reply.send(sent);
