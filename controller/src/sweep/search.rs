@@ -1,0 +1,193 @@
+//! The search for the largest concurrency that meets the thresholds, per input/output
+//! combination. A state machine: ask [`Search::next`] what to test, tell it with
+//! [`Search::record`] whether the test passed, until `next` says `None`.
+//!
+//! - [`Mode::Ascending`] (the seed's): the grid in ascending order; once a test fails after a
+//!   pass, the rest of the combination is skipped.
+//! - [`Mode::Bisect`]: the same walk up the grid, then a binary search over the integers between
+//!   the last pass and the first failure, so the boundary is exact.
+//!
+//! Latency grows with concurrency, so pass/fail is taken to be monotone: everything below a
+//! pass passes, everything above a failure fails.
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The seed's: ascending, stop after a pass then a fail.
+    Ascending,
+    /// Ascending, then bisect between the last pass and the first fail.
+    Bisect,
+}
+
+/// What the search found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// The largest concurrency tested that passed.
+    pub max_passing: Option<u32>,
+    /// The smallest concurrency tested that failed.
+    pub first_failing: Option<u32>,
+    /// Concurrencies tested, in order.
+    pub tested: Vec<u32>,
+}
+
+/// The search over one combination.
+#[derive(Clone, Debug)]
+pub struct Search {
+    mode: Mode,
+    grid: Vec<u32>,
+    /// Next grid position to test while walking up.
+    pos: usize,
+    outcome: Outcome,
+    /// Asked and not yet recorded.
+    pending: Option<u32>,
+    done: bool,
+}
+
+impl Search {
+    /// `grid`: the concurrencies to walk (sorted and deduplicated here).
+    pub fn new(mode: Mode, mut grid: Vec<u32>) -> Search {
+        grid.retain(|&c| c > 0);
+        grid.sort_unstable();
+        grid.dedup();
+        let done = grid.is_empty();
+        Search {
+            mode,
+            grid,
+            pos: 0,
+            outcome: Outcome::default(),
+            pending: None,
+            done,
+        }
+    }
+
+    /// The next concurrency to test, or `None` when the search is over.
+    pub fn next(&mut self) -> Option<u32> {
+        if let Some(p) = self.pending {
+            return Some(p);
+        }
+        if self.done {
+            return None;
+        }
+        let c = match (self.outcome.max_passing, self.outcome.first_failing) {
+            // the boundary is bracketed: bisect (or stop, in the seed's mode)
+            (Some(lo), Some(hi)) => {
+                if self.mode == Mode::Ascending || hi - lo <= 1 {
+                    self.done = true;
+                    return None;
+                }
+                lo + (hi - lo) / 2
+            }
+            _ => match self.grid.get(self.pos) {
+                Some(&c) => {
+                    self.pos += 1;
+                    c
+                }
+                None => {
+                    self.done = true;
+                    return None;
+                }
+            },
+        };
+        self.pending = Some(c);
+        Some(c)
+    }
+
+    /// The result of the test `next` asked for.
+    pub fn record(&mut self, concurrency: u32, pass: bool) {
+        debug_assert_eq!(
+            self.pending,
+            Some(concurrency),
+            "record the concurrency next() gave"
+        );
+        self.pending = None;
+        self.outcome.tested.push(concurrency);
+        if pass {
+            self.outcome.max_passing = Some(
+                self.outcome
+                    .max_passing
+                    .map_or(concurrency, |m| m.max(concurrency)),
+            );
+        } else {
+            self.outcome.first_failing = Some(
+                self.outcome
+                    .first_failing
+                    .map_or(concurrency, |m| m.min(concurrency)),
+            );
+        }
+    }
+
+    pub fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
+    /// Grid points never tested (skipped once the boundary was found).
+    pub fn skipped(&self) -> &[u32] {
+        if self.outcome.first_failing.is_some() && self.outcome.max_passing.is_some() {
+            &self.grid[self.pos.min(self.grid.len())..]
+        } else {
+            &[]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(mode: Mode, grid: &[u32], k: u32) -> Outcome {
+        let mut s = Search::new(mode, grid.to_vec());
+        while let Some(c) = s.next() {
+            s.record(c, c <= k);
+        }
+        s.outcome().clone()
+    }
+
+    #[test]
+    fn ascending_is_the_seeds_walk() {
+        let grid = [1, 2, 4, 8, 16, 32, 64];
+        let o = run(Mode::Ascending, &grid, 20);
+        assert_eq!(o.max_passing, Some(16));
+        assert_eq!(o.first_failing, Some(32));
+        assert_eq!(o.tested, vec![1, 2, 4, 8, 16, 32], "64 is skipped");
+        // nothing passes: the seed tests every point
+        let o = run(Mode::Ascending, &grid, 0);
+        assert_eq!((o.max_passing, o.tested.len()), (None, 7));
+        // everything passes
+        let o = run(Mode::Ascending, &grid, 1000);
+        assert_eq!((o.max_passing, o.first_failing), (Some(64), None));
+    }
+
+    #[test]
+    fn bisect_finds_the_exact_boundary_in_fewer_tests() {
+        let grid: Vec<u32> = (0..9).map(|i| 1 << i).collect(); // 1..256
+        for k in 1..256 {
+            let o = run(Mode::Bisect, &grid, k);
+            assert_eq!(o.max_passing, Some(k), "k = {k}");
+            assert_eq!(o.first_failing, Some(k + 1), "k = {k}");
+            // testing every concurrency up to the boundary would take k + 1 tests
+            let walk = grid.iter().filter(|&&c| c <= k).count() + 1;
+            let bisect = o.tested.len() - walk;
+            assert!(
+                bisect as f64 <= (k as f64).log2().ceil() + 1.0,
+                "k = {k}: {:?}",
+                o.tested
+            );
+            assert!(o.tested.len() < 20, "k = {k}: {} tests", o.tested.len());
+        }
+    }
+
+    #[test]
+    fn grids_are_cleaned_and_skips_reported() {
+        let mut s = Search::new(Mode::Ascending, vec![8, 0, 2, 2, 4, 16]);
+        let mut seen = vec![];
+        while let Some(c) = s.next() {
+            seen.push(c);
+            s.record(c, c < 4);
+        }
+        assert_eq!(seen, vec![2, 4]);
+        assert_eq!(s.skipped(), &[8, 16]);
+        assert!(Search::new(Mode::Bisect, vec![]).next().is_none());
+    }
+}
