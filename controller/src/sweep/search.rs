@@ -1,6 +1,6 @@
 //! The search for the largest concurrency that meets the thresholds, per input/output
-//! combination. A state machine: ask [`Search::next`] what to test, tell it with
-//! [`Search::record`] whether the test passed, until `next` says `None`.
+//! combination. A state machine: ask [`Search::next_test`] what to test, tell it with
+//! [`Search::record`] whether the test passed, until `next_test` says `None`.
 //!
 //! - [`Mode::Ascending`] (the seed's): the grid in ascending order; once a test fails after a
 //!   pass, the rest of the combination is skipped.
@@ -63,7 +63,7 @@ impl Search {
     }
 
     /// The next concurrency to test, or `None` when the search is over.
-    pub fn next(&mut self) -> Option<u32> {
+    pub fn next_test(&mut self) -> Option<u32> {
         if let Some(p) = self.pending {
             return Some(p);
         }
@@ -94,12 +94,12 @@ impl Search {
         Some(c)
     }
 
-    /// The result of the test `next` asked for.
+    /// The result of the test `next_test` asked for.
     pub fn record(&mut self, concurrency: u32, pass: bool) {
         debug_assert_eq!(
             self.pending,
             Some(concurrency),
-            "record the concurrency next() gave"
+            "record the concurrency next_test() gave"
         );
         self.pending = None;
         self.outcome.tested.push(concurrency);
@@ -138,7 +138,7 @@ mod tests {
 
     fn run(mode: Mode, grid: &[u32], k: u32) -> Outcome {
         let mut s = Search::new(mode, grid.to_vec());
-        while let Some(c) = s.next() {
+        while let Some(c) = s.next_test() {
             s.record(c, c <= k);
         }
         s.outcome().clone()
@@ -182,12 +182,12 @@ mod tests {
     fn grids_are_cleaned_and_skips_reported() {
         let mut s = Search::new(Mode::Ascending, vec![8, 0, 2, 2, 4, 16]);
         let mut seen = vec![];
-        while let Some(c) = s.next() {
+        while let Some(c) = s.next_test() {
             seen.push(c);
             s.record(c, c < 4);
         }
         assert_eq!(seen, vec![2, 4]);
         assert_eq!(s.skipped(), &[8, 16]);
-        assert!(Search::new(Mode::Bisect, vec![]).next().is_none());
+        assert!(Search::new(Mode::Bisect, vec![]).next_test().is_none());
     }
 }
