@@ -219,10 +219,14 @@ fn parse_extra_body(s: &str) -> Result<serde_json::Map<String, serde_json::Value
     }
 }
 
-pub fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
+/// Logs to stderr. `benchctl bench` runs the controller, a worker and an agent in-process: their
+/// routine INFO lines (registrations, job start/end) are shown only with `-v`.
+pub fn init_tracing(cli: &Cli) {
+    let local = matches!(cli.command, Command::Bench(_));
+    let default = match (cli.verbose, local) {
+        (0, true) => "info,controller::service=warn,loadgen::worker=warn,agent=warn",
+        (0, false) => "info",
+        (1, _) => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

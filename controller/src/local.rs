@@ -62,7 +62,8 @@ impl LocalSystem {
         let worker_cfg = loadgen::worker::WorkerConfig {
             controller: server.url(),
             name: format!("local-{}", local_node_name()),
-            max_streams: u32::MAX,
+            // one worker carries the whole test in local mode
+            max_streams: 1_000_000,
         };
         let worker = tokio::spawn(loadgen::worker::run_worker(worker_cfg, cancel.clone()));
         if let Err(e) = server.workers.wait_for(1, Duration::from_secs(20)).await {

@@ -4,7 +4,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = controller::cli::Cli::parse();
-    controller::cli::init_tracing(cli.verbose);
+    controller::cli::init_tracing(&cli);
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     match runtime.block_on(controller::cli::run(cli)) {
         Ok(code) => code,
