@@ -92,9 +92,8 @@ async fn measure(
     arrivals: Arrivals,
     system: &LocalSystem,
 ) -> anyhow::Result<ExitCode> {
-    let args = args.clone();
-    let prep = prepare(&args).await?;
-    let dataset = dataset_spec(&args);
+    let prep = prepare(args).await?;
+    let dataset = dataset_spec(args);
     eprintln!(
         "building {} prompts ({:?}) with tokenizer {}",
         args.num_prompts,
@@ -210,16 +209,15 @@ async fn measure(
         let mut json = result_json(&info, &summary, &out.records, args.save_detailed);
         if let Some((nodes, from)) = &gpu {
             add_gpu_stats(&mut json, nodes, summary.total_output_tokens);
-            let dir = path
-                .parent()
-                .unwrap_or(std::path::Path::new("."))
-                .join(format!(
-                    "gpu_utilization_c{}_in{}_out{}",
-                    args.max_concurrency
-                        .map_or("inf".to_string(), |c| c.to_string()),
-                    args.input_len,
-                    args.output_len.unwrap_or(1024)
-                ));
+            let dir = path.parent().unwrap_or(std::path::Path::new(".")).join(
+                crate::sweep::grid::gpu_dir_name(
+                    args.max_concurrency,
+                    crate::sweep::grid::Io {
+                        input_len: args.input_len,
+                        output_len: args.output_len.unwrap_or(1024),
+                    },
+                ),
+            );
             for w in nodes {
                 let suffix = if nodes.len() > 1 {
                     format!("_{}", w.node)

@@ -94,10 +94,12 @@ pub fn run_dir_name(
     format!("{safe}_tp{tp}_dtype{dtype}_{}", at.format("%Y%m%d_%H%M%S"))
 }
 
-/// The seed's per-test GPU directory: `gpu_utilization_c<C>_in<I>_out<O>`.
-pub fn gpu_dir_name(concurrency: u32, io: Io) -> String {
+/// The seed's per-test GPU directory: `gpu_utilization_c<C>_in<I>_out<O>` (`cinf` without a
+/// concurrency limit).
+pub fn gpu_dir_name(concurrency: Option<usize>, io: Io) -> String {
+    let c = concurrency.map_or("inf".to_string(), |c| c.to_string());
     format!(
-        "gpu_utilization_c{concurrency}_in{}_out{}",
+        "gpu_utilization_c{c}_in{}_out{}",
         io.input_len, io.output_len
     )
 }
@@ -145,7 +147,7 @@ mod tests {
         );
         assert_eq!(
             gpu_dir_name(
-                32,
+                Some(32),
                 Io {
                     input_len: 1024,
                     output_len: 512
