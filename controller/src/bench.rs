@@ -13,7 +13,7 @@ use loadgen::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{BenchArgs, DatasetKind};
+use crate::cli::{BenchArgs, CommonArgs, DatasetKind};
 use crate::local::{GpuSelection, LocalSystem, TelemetrySpec};
 use crate::service::JobSpec;
 use crate::telemetry::NodeWindow;
@@ -28,13 +28,13 @@ pub struct Prepared {
 
 /// Runs `benchctl bench`.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let sim = if args.sim {
+    let sim = if args.common.sim {
         let sim = crate::sim::SimServer::start(crate::sim::SimConfig::default()).await?;
         eprintln!(
             "started benchctl sim (a SIMULATOR, not a model) at {}",
             sim.base_url()
         );
-        args.base_url = sim.base_url();
+        args.common.base_url = sim.base_url();
         Some(sim)
     } else {
         None
@@ -48,7 +48,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_against(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let percentiles =
-        loadgen::stats::parse_percentiles(&args.percentiles).map_err(anyhow::Error::msg)?;
+        loadgen::stats::parse_percentiles(&args.common.percentiles).map_err(anyhow::Error::msg)?;
     let goodput = if args.goodput.is_empty() {
         Vec::new()
     } else {
@@ -57,7 +57,7 @@ async fn run_against(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let arrivals = Arrivals {
         rate: args.request_rate,
         burstiness: args.burstiness,
-        seed: args.seed,
+        seed: args.common.seed,
     };
     arrivals.validate()?;
     if args.max_concurrency == Some(0) {
@@ -68,15 +68,15 @@ async fn run_against(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
 
     // GPU telemetry first: no NVIDIA driver is an error before any load is sent.
-    let gpus = match (&args.gpu_num, &args.gpus) {
+    let gpus = match (&args.common.gpu_num, &args.common.gpus) {
         (Some(n), _) => Some(GpuSelection::First(*n)),
         (None, Some(v)) => Some(GpuSelection::Indices(v.clone())),
         (None, None) => None,
     };
     let telemetry = gpus.map(|gpus| TelemetrySpec {
         gpus,
-        source: args.telemetry_source,
-        interval: args.telemetry_interval,
+        source: args.common.telemetry_source,
+        interval: args.common.telemetry_interval,
     });
     // The controller, a load worker and the agent in this process, over loopback gRPC.
     let system = LocalSystem::start(telemetry).await?;
@@ -92,7 +92,12 @@ async fn measure(
     arrivals: Arrivals,
     system: &LocalSystem,
 ) -> anyhow::Result<ExitCode> {
-    let prep = prepare(args).await?;
+    let prep = prepare(
+        &args.common,
+        args.max_concurrency
+            .unwrap_or(args.num_prompts.min(10_000)),
+    )
+    .await?;
     let dataset = dataset_spec(args);
     eprintln!(
         "building {} prompts ({:?}) with tokenizer {}",
@@ -100,10 +105,19 @@ async fn measure(
         args.dataset,
         prep.tokenizer.id()
     );
-    let prompts =
-        loadgen::dataset::build(&dataset, args.num_prompts, &prep.tokenizer, args.seed).await?;
+    // the warm-up gets prompts of its own (cycled past 1000), so that a server with prefix
+    // caching does not serve measured prompts from its cache
+    let warmup_distinct = args.warmup_requests.min(1000);
+    let mut prompts = loadgen::dataset::build(
+        &dataset,
+        args.num_prompts + warmup_distinct,
+        &prep.tokenizer,
+        args.common.seed,
+    )
+    .await?;
+    let warmup_prompts = prompts.split_off(args.num_prompts.min(prompts.len()));
 
-    if !args.no_preflight {
+    if !args.common.no_preflight {
         preflight(&prep.client, &prompts[0]).await?;
     }
 
@@ -116,17 +130,19 @@ async fn measure(
         }
     });
 
-    let bar = progress_bar(args.num_prompts as u64, args.quiet);
+    let bar = progress_bar(args.num_prompts as u64, args.common.quiet);
     let date = chrono::Local::now();
     let job = JobSpec {
-        target_urls: vec![args.base_url.clone()],
-        spec: loadgen::wire::request_spec(&args.endpoint, prep.client.target()),
+        target_urls: vec![args.common.base_url.clone()],
+        spec: loadgen::wire::request_spec(&args.common.endpoint, prep.client.target()),
         prompts,
         max_concurrency: args.max_concurrency,
         request_rate: arrivals.rate,
         burstiness: arrivals.burstiness,
         seed: arrivals.seed,
         warmup_requests: args.warmup_requests,
+        warmup_prompts,
+        progress: None,
         workers: None,
         start_delay: Duration::ZERO,
     };
@@ -164,8 +180,8 @@ async fn measure(
     };
 
     let info = RunInfo {
-        backend: args.backend.as_str().into(),
-        endpoint: args.endpoint.clone(),
+        backend: args.common.backend.as_str().into(),
+        endpoint: args.common.endpoint.clone(),
         model_id: prep.model.clone(),
         tokenizer_id: prep.tokenizer.id(),
         num_prompts: args.num_prompts,
@@ -218,21 +234,7 @@ async fn measure(
                     },
                 ),
             );
-            for w in nodes {
-                let suffix = if nodes.len() > 1 {
-                    format!("_{}", w.node)
-                } else {
-                    String::new()
-                };
-                crate::output::write_atomic(
-                    &dir.join(format!("raw{suffix}.log")),
-                    crate::telemetry::raw_log(w, *from).as_bytes(),
-                )?;
-                crate::output::write_atomic(
-                    &dir.join(format!("result{suffix}.log")),
-                    crate::telemetry::result_log(w).as_bytes(),
-                )?;
-            }
+            write_gpu_logs(&dir, nodes, *from)?;
             eprintln!("saved GPU logs in {}", dir.display());
         }
         crate::output::write_atomic(path, &serde_json::to_vec_pretty(&json)?)?;
@@ -285,7 +287,8 @@ async fn measure(
 }
 
 /// Resolves the target, model name and tokenizer; checks that the server answers.
-pub async fn prepare(args: &BenchArgs) -> anyhow::Result<Prepared> {
+/// `conns`: the connection pool's size (the largest concurrency that will be run).
+pub async fn prepare(args: &CommonArgs, conns: usize) -> anyhow::Result<Prepared> {
     let base = reqwest::Url::parse(&args.base_url).with_context(|| {
         format!(
             "--base-url {:?} is not a URL (expected e.g. http://127.0.0.1:8000)",
@@ -385,7 +388,6 @@ pub async fn prepare(args: &BenchArgs) -> anyhow::Result<Prepared> {
         timeout: args.timeout,
         stall_timeout: args.stall_timeout,
     };
-    let conns = args.max_concurrency.unwrap_or(args.num_prompts.min(10_000));
     let client = HttpClient::new(target, conns)?;
     Ok(Prepared {
         client,
@@ -401,8 +403,8 @@ fn dataset_spec(args: &BenchArgs) -> DatasetSpec {
         DatasetKind::Random => DatasetSpec::Random {
             input_len: args.input_len,
             output_len: args.output_len.unwrap_or(1024),
-            range_ratio: args.random_range_ratio,
-            prefix_len: args.prefix_len,
+            range_ratio: args.common.random_range_ratio,
+            prefix_len: args.common.prefix_len,
         },
         DatasetKind::Sharegpt => DatasetSpec::Sharegpt {
             path,
@@ -468,7 +470,7 @@ fn progress_bar(n: u64, quiet: bool) -> indicatif::ProgressBar {
 
 /// Adds the GPU statistics of the run's window to the result JSON: per node and GPU under
 /// `gpu_telemetry`, and flat keys over all monitored GPUs for scripts.
-fn add_gpu_stats(json: &mut serde_json::Value, nodes: &[NodeWindow], output_tokens: u64) {
+pub(crate) fn add_gpu_stats(json: &mut serde_json::Value, nodes: &[NodeWindow], output_tokens: u64) {
     let gpus: Vec<_> = nodes.iter().flat_map(|n| n.gpus.iter()).collect();
     let mean_of = |f: fn(&crate::telemetry::GpuWindow) -> Option<f64>| {
         let v: Vec<f64> = gpus.iter().filter_map(|g| f(g)).collect();
@@ -539,7 +541,7 @@ fn add_gpu_stats(json: &mut serde_json::Value, nodes: &[NodeWindow], output_toke
 }
 
 /// The GPU part of the printed summary.
-fn gpu_text(nodes: &[NodeWindow]) -> String {
+pub(crate) fn gpu_text(nodes: &[NodeWindow]) -> String {
     use std::fmt::Write;
     let mut t = String::new();
     for n in nodes {
@@ -574,4 +576,29 @@ fn gpu_text(nodes: &[NodeWindow]) -> String {
         }
     }
     t
+}
+
+/// Writes the seed's `raw.log` and `result.log` of a test's window into `dir` (one pair per node;
+/// with several nodes, suffixed `_<node>`).
+pub(crate) fn write_gpu_logs(
+    dir: &std::path::Path,
+    nodes: &[NodeWindow],
+    from: u64,
+) -> anyhow::Result<()> {
+    for w in nodes {
+        let suffix = if nodes.len() > 1 {
+            format!("_{}", w.node)
+        } else {
+            String::new()
+        };
+        crate::output::write_atomic(
+            &dir.join(format!("raw{suffix}.log")),
+            crate::telemetry::raw_log(w, from).as_bytes(),
+        )?;
+        crate::output::write_atomic(
+            &dir.join(format!("result{suffix}.log")),
+            crate::telemetry::result_log(w).as_bytes(),
+        )?;
+    }
+    Ok(())
 }

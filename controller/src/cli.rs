@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Benchmark one configuration (concurrency, input/output length) against a running server.
     Bench(Box<BenchArgs>),
+    /// Sweep a grid of input/output lengths × concurrencies, find the largest concurrency that
+    /// meets --threshold per combination, record the GPUs (the seed's vllm_bench_with_gpu.sh).
+    Sweep(Box<crate::sweep::SweepArgs>),
     /// Run a SIMULATED OpenAI-compatible server (continuous-batching latency model, no GPU,
     /// no model): a test instrument and demo target, never a stand-in for real numbers.
     Sim(Box<crate::sim::SimConfig>),
@@ -43,10 +46,11 @@ pub enum DatasetKind {
     Jsonl,
 }
 
-/// `benchctl bench`: flags follow `vllm bench serve` and the seed's `vllm_bench.sh`.
-/// (`Debug` is written by hand below: it must not show the API key.)
+/// The server, the requests' form, the tokenizer, GPU telemetry and output: the flags `benchctl
+/// bench` and `benchctl sweep` share. (`Debug` is written by hand below: it must not show the API
+/// key.)
 #[derive(Clone, Args)]
-pub struct BenchArgs {
+pub struct CommonArgs {
     /// Server base URL (loopback or your own servers only).
     #[arg(
         long,
@@ -76,39 +80,12 @@ pub struct BenchArgs {
     /// either, the server's /tokenize endpoint is used.
     #[arg(long, env = "BENCHCTL_TOKENIZER")]
     pub tokenizer: Option<PathBuf>,
-    /// Where prompts come from.
-    #[arg(long, env = "BENCHCTL_DATASET", value_enum, default_value = "random")]
-    pub dataset: DatasetKind,
-    /// The ShareGPT or JSONL file.
-    #[arg(long, env = "BENCHCTL_DATASET_PATH", required_if_eq_any = [("dataset", "sharegpt"), ("dataset", "jsonl")])]
-    pub dataset_path: Option<PathBuf>,
-    /// Prompt tokens of random prompts (exact, by the model's tokenizer).
-    #[arg(long, env = "BENCHCTL_INPUT_LEN", default_value_t = 1024)]
-    pub input_len: u32,
-    /// Output tokens asked for (`max_tokens`); for ShareGPT, overrides the reply's length.
-    #[arg(long, env = "BENCHCTL_OUTPUT_LEN")]
-    pub output_len: Option<u32>,
     /// Random lengths uniform in [len·(1−r), len·(1+r)].
     #[arg(long, env = "BENCHCTL_RANDOM_RANGE_RATIO", default_value_t = 0.0)]
     pub random_range_ratio: f64,
     /// Tokens of a prefix shared by all random prompts (added to --input-len).
     #[arg(long, env = "BENCHCTL_PREFIX_LEN", default_value_t = 0)]
     pub prefix_len: u32,
-    /// Requests in the measured run.
-    #[arg(long, env = "BENCHCTL_NUM_PROMPTS", default_value_t = 1000)]
-    pub num_prompts: usize,
-    /// At most this many requests in flight (closed loop). Combinable with --request-rate.
-    #[arg(long, env = "BENCHCTL_MAX_CONCURRENCY")]
-    pub max_concurrency: Option<usize>,
-    /// Open-loop arrivals per second ("inf": all at once, only --max-concurrency paces).
-    #[arg(long, env = "BENCHCTL_REQUEST_RATE", default_value = "inf", value_parser = parse_rate)]
-    pub request_rate: f64,
-    /// Gamma shape of open-loop gaps: 1 = Poisson, < 1 burstier, > 1 more regular.
-    #[arg(long, env = "BENCHCTL_BURSTINESS", default_value_t = 1.0)]
-    pub burstiness: f64,
-    /// Requests sent (closed loop) before the measured run, not counted.
-    #[arg(long, env = "BENCHCTL_WARMUP_REQUESTS", default_value_t = 0)]
-    pub warmup_requests: usize,
     /// Limit for one request, send to end of stream (e.g. 10m, 90s).
     #[arg(long, env = "BENCHCTL_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -131,17 +108,6 @@ pub struct BenchArgs {
     /// Percentiles reported for every latency metric.
     #[arg(long, env = "BENCHCTL_PERCENTILES", default_value = "50,90,95,99")]
     pub percentiles: String,
-    /// Goodput bounds in ms, e.g. "ttft:400 tpot:50" (keys ttft, tpot, e2el).
-    #[arg(long, env = "BENCHCTL_GOODPUT", num_args = 1.., value_delimiter = ' ')]
-    pub goodput: Vec<String>,
-    /// Write the vLLM-compatible result JSON here, and the per-request records beside it
-    /// (`NAME.requests.jsonl`).
-    #[arg(long, env = "BENCHCTL_SAVE_RESULT")]
-    pub save_result: Option<PathBuf>,
-    /// Also put per-request lists (input_lens, ttfts, itls, generated_texts…) in the JSON, and
-    /// the generated text in the JSONL, as vLLM's --save-detailed.
-    #[arg(long, env = "BENCHCTL_SAVE_DETAILED")]
-    pub save_detailed: bool,
     /// Seed for prompts and arrival times.
     #[arg(long, env = "BENCHCTL_SEED", default_value_t = 0)]
     pub seed: u64,
@@ -178,21 +144,63 @@ pub struct BenchArgs {
     pub quiet: bool,
 }
 
-impl std::fmt::Debug for BenchArgs {
+/// `benchctl bench`: flags follow `vllm bench serve` and the seed's `vllm_bench.sh`.
+#[derive(Clone, Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Where prompts come from.
+    #[arg(long, env = "BENCHCTL_DATASET", value_enum, default_value = "random")]
+    pub dataset: DatasetKind,
+    /// The ShareGPT or JSONL file.
+    #[arg(long, env = "BENCHCTL_DATASET_PATH", required_if_eq_any = [("dataset", "sharegpt"), ("dataset", "jsonl")])]
+    pub dataset_path: Option<PathBuf>,
+    /// Prompt tokens of random prompts (exact, by the model's tokenizer).
+    #[arg(long, env = "BENCHCTL_INPUT_LEN", default_value_t = 1024)]
+    pub input_len: u32,
+    /// Output tokens asked for (`max_tokens`); for ShareGPT, overrides the reply's length.
+    #[arg(long, env = "BENCHCTL_OUTPUT_LEN")]
+    pub output_len: Option<u32>,
+    /// Requests in the measured run.
+    #[arg(long, env = "BENCHCTL_NUM_PROMPTS", default_value_t = 1000)]
+    pub num_prompts: usize,
+    /// At most this many requests in flight (closed loop). Combinable with --request-rate.
+    #[arg(long, env = "BENCHCTL_MAX_CONCURRENCY")]
+    pub max_concurrency: Option<usize>,
+    /// Open-loop arrivals per second ("inf": all at once, only --max-concurrency paces).
+    #[arg(long, env = "BENCHCTL_REQUEST_RATE", default_value = "inf", value_parser = parse_rate)]
+    pub request_rate: f64,
+    /// Gamma shape of open-loop gaps: 1 = Poisson, < 1 burstier, > 1 more regular.
+    #[arg(long, env = "BENCHCTL_BURSTINESS", default_value_t = 1.0)]
+    pub burstiness: f64,
+    /// Requests sent (closed loop) before the measured run, not counted.
+    #[arg(long, env = "BENCHCTL_WARMUP_REQUESTS", default_value_t = 0)]
+    pub warmup_requests: usize,
+    /// Goodput bounds in ms, e.g. "ttft:400 tpot:50" (keys ttft, tpot, e2el).
+    #[arg(long, env = "BENCHCTL_GOODPUT", num_args = 1.., value_delimiter = ' ')]
+    pub goodput: Vec<String>,
+    /// Write the vLLM-compatible result JSON here, and the per-request records beside it
+    /// (`NAME.requests.jsonl`).
+    #[arg(long, env = "BENCHCTL_SAVE_RESULT")]
+    pub save_result: Option<PathBuf>,
+    /// Also put per-request lists (input_lens, ttfts, itls, generated_texts…) in the JSON, and
+    /// the generated text in the JSONL, as vLLM's --save-detailed.
+    #[arg(long, env = "BENCHCTL_SAVE_DETAILED")]
+    pub save_detailed: bool,
+}
+
+impl std::fmt::Debug for CommonArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BenchArgs")
+        f.debug_struct("CommonArgs")
             .field("base_url", &self.base_url)
             .field("endpoint", &self.endpoint)
             .field("backend", &self.backend)
             .field("model_path", &self.model_path)
             .field("model_name", &self.model_name)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("dataset", &self.dataset)
-            .field("max_concurrency", &self.max_concurrency)
-            .field("request_rate", &self.request_rate)
-            .field("num_prompts", &self.num_prompts)
-            .field("input_len", &self.input_len)
-            .field("output_len", &self.output_len)
+            .field("tokenizer", &self.tokenizer)
+            .field("gpu_num", &self.gpu_num)
+            .field("gpus", &self.gpus)
             .finish_non_exhaustive()
     }
 }
@@ -222,7 +230,7 @@ fn parse_extra_body(s: &str) -> Result<serde_json::Map<String, serde_json::Value
 /// Logs to stderr. `benchctl bench` runs the controller, a worker and an agent in-process: their
 /// routine INFO lines (registrations, job start/end) are shown only with `-v`.
 pub fn init_tracing(cli: &Cli) {
-    let local = matches!(cli.command, Command::Bench(_));
+    let local = matches!(cli.command, Command::Bench(_) | Command::Sweep(_));
     let default = match (cli.verbose, local) {
         (0, true) => "info,controller::service=warn,loadgen::worker=warn,agent=warn",
         (0, false) => "info",
@@ -241,6 +249,7 @@ pub fn init_tracing(cli: &Cli) {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Bench(args) => crate::bench::run(*args).await,
+        Command::Sweep(args) => crate::sweep::run::run(*args).await,
         Command::Sim(cfg) => {
             crate::sim::run(*cfg).await?;
             Ok(ExitCode::SUCCESS)

@@ -19,6 +19,8 @@ pub enum GpuSelection {
     First(u32),
     /// These NVML indices.
     Indices(Vec<u32>),
+    /// Every GPU the source finds.
+    All,
 }
 
 /// What to monitor in local mode.
@@ -116,11 +118,14 @@ async fn start_agent(
     let (gpu_num, indices) = match &t.gpus {
         GpuSelection::First(n) => (*n as usize, None),
         GpuSelection::Indices(v) => (v.len(), Some(v.clone())),
+        GpuSelection::All => (0, None),
     };
     let mut cfg = agent::AgentConfig::for_test(server.url(), t.source, gpu_num, t.interval, 0);
     cfg.node_name = Some(local_node_name());
     if let Some(v) = indices {
         cfg.gpus = Some(v);
+        cfg.gpu_num = None;
+    } else if t.gpus == GpuSelection::All {
         cfg.gpu_num = None;
     }
     let mut agent = tokio::spawn(agent::run(cfg, cancel.clone()));

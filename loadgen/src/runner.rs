@@ -28,6 +28,9 @@ pub struct RunConfig {
     pub max_concurrency: Option<usize>,
     /// Requests sent (closed loop) before the measured run, not recorded.
     pub warmup_requests: usize,
+    /// The warm-up's prompts, cycled (empty: it cycles `prompts`, which a server with prefix
+    /// caching then has in its cache when they are measured).
+    pub warmup_prompts: Vec<Prompt>,
     /// Prefix of every `X-Request-Id` (the index follows).
     pub request_id_prefix: String,
 }
@@ -65,7 +68,12 @@ pub async fn run(
 
     if cfg.warmup_requests > 0 && !cfg.prompts.is_empty() {
         let n = cfg.warmup_requests;
-        let prompts: Vec<Prompt> = cfg.prompts.iter().cycle().take(n).cloned().collect();
+        let source = if cfg.warmup_prompts.is_empty() {
+            &cfg.prompts
+        } else {
+            &cfg.warmup_prompts
+        };
+        let prompts: Vec<Prompt> = source.iter().cycle().take(n).cloned().collect();
         let warm_sem = Some(Arc::new(Semaphore::new(
             cfg.max_concurrency.unwrap_or(n).clamp(1, n),
         )));

@@ -340,6 +340,12 @@ fn plan(job: &proto::JobAssignment, cfg: &WorkerConfig) -> anyhow::Result<Vec<Su
         bail!("JobAssignment.target_urls is empty");
     }
     let prompts: Vec<Prompt> = job.prompts.iter().cloned().map(Prompt::from).collect();
+    let warmup: Vec<Prompt> = job
+        .warmup_prompts
+        .iter()
+        .cloned()
+        .map(Prompt::from)
+        .collect();
     let max_concurrency = (job.max_concurrency > 0).then_some(job.max_concurrency as usize);
     // 0 means "not set" on the wire; anything else must be valid
     let rate = if job.request_rate == 0.0 {
@@ -391,6 +397,7 @@ fn plan(job: &proto::JobAssignment, cfg: &WorkerConfig) -> anyhow::Result<Vec<Su
                 },
                 max_concurrency: concurrency,
                 warmup_requests: split_even(job.warmup_requests as usize, j, m),
+                warmup_prompts: warmup.iter().skip(j).step_by(m).cloned().collect(),
                 request_id_prefix: prefix,
             },
         });
@@ -561,6 +568,7 @@ mod tests {
             seed: 3,
             warmup_requests: 3,
             start_at_ns: 0,
+            warmup_prompts: vec![],
         }
     }
 

@@ -160,6 +160,7 @@ fn run_client(base_url: &str, streams: usize, output_len: u32, timeout: Duration
                 arrivals: Arrivals::closed_loop(),
                 max_concurrency: Some(streams),
                 warmup_requests: 0,
+                warmup_prompts: vec![],
                 request_id_prefix: "b-".into(),
             };
             let cpu0 = thread_cpu_s();

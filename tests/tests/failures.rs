@@ -239,6 +239,7 @@ async fn connection_refused_is_counted_and_stops_the_cli_with_a_sentence() {
         arrivals: loadgen::Arrivals::closed_loop(),
         max_concurrency: Some(2),
         warmup_requests: 0,
+        warmup_prompts: vec![],
         request_id_prefix: "t-".into(),
     };
     let out = loadgen::runner::run(&client, cfg, Default::default(), |_| {})

@@ -43,6 +43,7 @@ async fn run(
         arrivals: Arrivals::closed_loop(),
         max_concurrency: Some(4),
         warmup_requests: 2,
+        warmup_prompts: vec![],
         request_id_prefix: "t-".into(),
     };
     let out = tokio::time::timeout(

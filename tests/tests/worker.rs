@@ -80,6 +80,8 @@ fn job(sim: &SimServer, prompts: Vec<Prompt>, concurrency: usize) -> JobSpec {
         burstiness: 1.0,
         seed: 7,
         warmup_requests: 2,
+        warmup_prompts: vec![],
+        progress: None,
         workers: None,
         start_delay: Duration::from_millis(50),
     }
@@ -187,6 +189,7 @@ async fn two_workers_share_a_job_and_return_intact_records() {
             arrivals: Arrivals::closed_loop(),
             max_concurrency: Some(8),
             warmup_requests: 2,
+            warmup_prompts: vec![],
             request_id_prefix: "direct-".into(),
         },
         CancellationToken::new(),

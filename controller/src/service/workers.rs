@@ -59,6 +59,11 @@ pub struct JobSpec {
     pub seed: u64,
     /// Total warm-up requests, split like the concurrency.
     pub warmup_requests: usize,
+    /// Prompts of the warm-up, cycled, split like `prompts` (empty: the warm-up cycles the
+    /// measured prompts, which a server with prefix caching then serves from its cache).
+    pub warmup_prompts: Vec<loadgen::Prompt>,
+    /// Counts the records received so far (for progress displays).
+    pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// How many workers to use (`None`: every idle one).
     pub workers: Option<usize>,
     /// The workers start together this long after the assignments are sent.
@@ -350,6 +355,13 @@ impl Workers {
                 seed: job.seed.wrapping_add(k as u64),
                 warmup_requests: split_even(job.warmup_requests, k, n) as u32,
                 start_at_ns: w.offset.to_peer(start_at),
+                warmup_prompts: job
+                    .warmup_prompts
+                    .iter()
+                    .skip(k)
+                    .step_by(n)
+                    .map(proto::Prompt::from)
+                    .collect(),
             };
             w.to_worker
                 .send(Ok(proto::ControllerToWorker {
@@ -388,6 +400,9 @@ impl Workers {
                             format!("load worker {worker} sent a bad record for job {job_id}")
                         })?;
                         records[k].push(r);
+                        if let Some(p) = &job.progress {
+                            p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
                 }
                 JobEvent::Done { worker, done: d } => {

@@ -1,6 +1,12 @@
-//! `benchctl sweep` building blocks: the thresholds a test must meet and the search for the
-//! largest concurrency that meets them. (The sweep command itself comes with its issue.)
+//! `benchctl sweep`: the grid of input/output combinations × concurrencies, the thresholds a
+//! test must meet, the search for the largest concurrency that meets them, and the seed's result
+//! directory.
 
 pub mod grid;
+pub mod plan;
+pub mod results;
+pub mod run;
 pub mod search;
 pub mod threshold;
+
+pub use plan::SweepArgs;

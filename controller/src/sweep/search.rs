@@ -10,9 +10,9 @@
 //! Latency grows with concurrency, so pass/fail is taken to be monotone: everything below a
 //! pass passes, everything above a failure fails.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// The seed's: ascending, stop after a pass then a fail.

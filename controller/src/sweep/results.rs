@@ -1,0 +1,469 @@
+//! A sweep's result directory (brief §4): the seed's layout, written so that a crash loses at
+//! most the test in flight.
+//!
+//! ```text
+//! <model>_tp<N>_dtype<dtype>_<YYYYmmdd_HHMMSS>/
+//!   benchctl_sweep.json            the plan (for --resume)
+//!   <model>_vllm_result.json       a JSON array, one object per finished test (the commit point)
+//!   gpu_utilization_c<C>_in<I>_out<O>[_r<k>]/raw.log, result.log
+//!   client_log/<test>.log          each test's printed summary and verdict
+//!   requests/<test>.jsonl          each test's per-request records (pooling, --resume)
+//!   summary.json, summary.csv, summary.md
+//! ```
+//!
+//! A test's files are written first and its entry in the array last, each file atomically
+//! (temporary file + rename), so the array only names tests whose files are complete.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use loadgen::RequestRecord;
+use serde::{Deserialize, Serialize};
+
+use super::grid::{Io, gpu_dir_name};
+use crate::output::write_atomic;
+
+/// One test: a concurrency of a combination, and which run of it (1-based; >1 with --repeats).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TestKey {
+    pub io: Io,
+    pub concurrency: u32,
+    pub run: u32,
+}
+
+impl TestKey {
+    /// `c32_in1024_out1024` (run 1), `c32_in1024_out1024_r2`.
+    pub fn id(&self) -> String {
+        let base = format!(
+            "c{}_in{}_out{}",
+            self.concurrency, self.io.input_len, self.io.output_len
+        );
+        if self.run > 1 {
+            format!("{base}_r{}", self.run)
+        } else {
+            base
+        }
+    }
+
+    /// The seed's GPU directory (run 1), suffixed `_r<k>` for later runs.
+    pub fn gpu_dir(&self) -> String {
+        let base = gpu_dir_name(Some(self.concurrency as usize), self.io);
+        if self.run > 1 {
+            format!("{base}_r{}", self.run)
+        } else {
+            base
+        }
+    }
+
+    /// Reads the key back from a result object.
+    pub fn of(entry: &serde_json::Value) -> Option<TestKey> {
+        let n = |k: &str| entry.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
+        Some(TestKey {
+            io: Io {
+                input_len: n("input_len")?,
+                output_len: n("output_len")?,
+            },
+            concurrency: n("concurrency")?,
+            run: n("run").unwrap_or(1),
+        })
+    }
+}
+
+/// The result directory of one sweep.
+pub struct ResultDir {
+    pub dir: PathBuf,
+    pub model_label: String,
+    /// The finished tests, in the order they ran.
+    entries: Vec<serde_json::Value>,
+}
+
+impl ResultDir {
+    /// The result array's file name.
+    pub fn result_file_name(model_label: &str) -> String {
+        format!("{model_label}_vllm_result.json")
+    }
+
+    pub fn result_path(&self) -> PathBuf {
+        self.dir.join(Self::result_file_name(&self.model_label))
+    }
+
+    /// A new, empty directory.
+    pub fn create(dir: PathBuf, model_label: String) -> anyhow::Result<ResultDir> {
+        if dir.exists() {
+            anyhow::bail!(
+                "{} already exists; use --resume {} to continue it",
+                dir.display(),
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the result directory {}", dir.display()))?;
+        let d = ResultDir {
+            dir,
+            model_label,
+            entries: Vec::new(),
+        };
+        d.write_array()?;
+        Ok(d)
+    }
+
+    /// An existing directory (`--resume`): the finished tests are read back; temporary files of an
+    /// interrupted write are removed.
+    pub fn open(dir: PathBuf, model_label: String) -> anyhow::Result<ResultDir> {
+        let mut d = ResultDir {
+            dir,
+            model_label,
+            entries: Vec::new(),
+        };
+        let path = d.result_path();
+        d.entries = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).with_context(|| {
+                format!("--resume: {} is not a JSON array of results", path.display())
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        for e in &d.entries {
+            TestKey::of(e).with_context(|| {
+                format!(
+                    "--resume: an entry of {} has no concurrency/input_len/output_len",
+                    path.display()
+                )
+            })?;
+        }
+        remove_temporaries(&d.dir);
+        Ok(d)
+    }
+
+    pub fn entries(&self) -> &[serde_json::Value] {
+        &self.entries
+    }
+
+    pub fn find(&self, key: &TestKey) -> Option<&serde_json::Value> {
+        self.entries.iter().find(|e| TestKey::of(e).as_ref() == Some(key))
+    }
+
+    /// Runs of `(io, c)` already finished.
+    pub fn runs_of(&self, io: Io, c: u32) -> Vec<TestKey> {
+        let mut v: Vec<TestKey> = self
+            .entries
+            .iter()
+            .filter_map(TestKey::of)
+            .filter(|k| k.io == io && k.concurrency == c)
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn requests_path(&self, key: &TestKey) -> PathBuf {
+        self.dir.join("requests").join(format!("{}.jsonl", key.id()))
+    }
+
+    pub fn client_log_path(&self, key: &TestKey) -> PathBuf {
+        self.dir.join("client_log").join(format!("{}.log", key.id()))
+    }
+
+    /// Reads a finished test's records back.
+    pub fn load_records(&self, key: &TestKey) -> anyhow::Result<Vec<RequestRecord>> {
+        let p = self.requests_path(key);
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("cannot read the records of test {}", key.id()))?;
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}: not a request record", p.display(), i + 1))
+            })
+            .collect()
+    }
+
+    /// Commits a finished test: its records and log first, then the array.
+    pub fn commit(
+        &mut self,
+        key: &TestKey,
+        entry: serde_json::Value,
+        records: &[RequestRecord],
+        client_log: &str,
+    ) -> anyhow::Result<()> {
+        let mut buf = Vec::new();
+        for r in records {
+            let r = RequestRecord {
+                text: String::new(),
+                ..r.clone()
+            };
+            serde_json::to_writer(&mut buf, &r)?;
+            buf.push(b'\n');
+        }
+        write_atomic(&self.requests_path(key), &buf)?;
+        write_atomic(&self.client_log_path(key), client_log.as_bytes())?;
+        self.entries.retain(|e| TestKey::of(e).as_ref() != Some(key));
+        self.entries.push(entry);
+        self.write_array()
+    }
+
+    fn write_array(&self) -> anyhow::Result<()> {
+        write_atomic(&self.result_path(), &serde_json::to_vec_pretty(&self.entries)?)
+    }
+}
+
+/// Removes `.tmp*` files left by a write that a kill interrupted.
+fn remove_temporaries(dir: &Path) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if e.file_name().to_string_lossy().starts_with(".tmp") {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+}
+
+/// The pooled result of one concurrency of a combination (all its runs).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PointSummary {
+    pub concurrency: u32,
+    pub runs: u32,
+    /// `None` without thresholds.
+    pub pass: Option<bool>,
+    pub violations: Vec<String>,
+    pub completed: usize,
+    pub failed: usize,
+    /// Mean over the runs.
+    pub output_throughput: f64,
+    pub request_throughput: f64,
+    /// Pooled over the runs' requests.
+    pub mean_ttft_ms: Option<f64>,
+    pub p99_ttft_ms: Option<f64>,
+    pub mean_tpot_ms: Option<f64>,
+    pub p99_tpot_ms: Option<f64>,
+    pub mean_itl_ms: Option<f64>,
+    pub mean_e2el_ms: Option<f64>,
+    pub p99_e2el_ms: Option<f64>,
+    pub gpu_utilization_mean_pct: Option<f64>,
+}
+
+/// What the search concluded for one combination.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ComboSummary {
+    pub input_len: u32,
+    pub output_len: u32,
+    /// `pending`, `running`, `done`, `interrupted`, `failed`.
+    pub status: String,
+    pub max_passing: Option<u32>,
+    pub first_failing: Option<u32>,
+    /// The thresholds the first failing concurrency broke (pooled over its runs).
+    pub bound_by: Vec<String>,
+    /// Concurrencies tested, in order.
+    pub tested: Vec<u32>,
+    /// Grid points the search did not need.
+    pub skipped: Vec<u32>,
+    pub tests_run: usize,
+    pub points: Vec<PointSummary>,
+}
+
+/// The summary files.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SweepSummary {
+    pub model: String,
+    pub tp: u32,
+    pub dtype: String,
+    pub threshold: Option<String>,
+    pub max_error_rate: f64,
+    pub search: String,
+    pub repeats: u32,
+    pub metadata: BTreeMap<String, String>,
+    pub target_is_simulator: bool,
+    /// `nvml: N GPUs`, `SIMULATED`, or why there are none.
+    pub gpu_telemetry: String,
+    /// `running`, `done`, `interrupted`, `failed`.
+    pub status: String,
+    pub combinations: Vec<ComboSummary>,
+}
+
+impl SweepSummary {
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(self)?)?;
+        write_atomic(&dir.join("summary.csv"), self.csv().as_bytes())?;
+        write_atomic(&dir.join("summary.md"), self.markdown().as_bytes())?;
+        Ok(())
+    }
+
+    fn at_max<'a>(&self, c: &'a ComboSummary) -> Option<&'a PointSummary> {
+        c.max_passing
+            .and_then(|m| c.points.iter().find(|p| p.concurrency == m))
+    }
+
+    /// One row per combination: the max passing concurrency and its pooled numbers.
+    pub fn csv(&self) -> String {
+        let mut s = String::from(
+            "input_len,output_len,status,max_passing_concurrency,first_failing_concurrency,bound_by,tests_run,output_throughput_tok_s,request_throughput_req_s,mean_ttft_ms,p99_ttft_ms,mean_tpot_ms,p99_tpot_ms,mean_e2el_ms\n",
+        );
+        let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+        for c in &self.combinations {
+            let p = self.at_max(c);
+            let _ = writeln!(
+                s,
+                "{},{},{},{},{},\"{}\",{},{},{},{},{},{},{},{}",
+                c.input_len,
+                c.output_len,
+                c.status,
+                c.max_passing.map(|v| v.to_string()).unwrap_or_default(),
+                c.first_failing.map(|v| v.to_string()).unwrap_or_default(),
+                c.bound_by.join("; ").replace('"', "'"),
+                c.tests_run,
+                o(p.map(|p| p.output_throughput)),
+                o(p.map(|p| p.request_throughput)),
+                o(p.and_then(|p| p.mean_ttft_ms)),
+                o(p.and_then(|p| p.p99_ttft_ms)),
+                o(p.and_then(|p| p.mean_tpot_ms)),
+                o(p.and_then(|p| p.p99_tpot_ms)),
+                o(p.and_then(|p| p.mean_e2el_ms)),
+            );
+        }
+        s
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# Sweep: {} (tp {}, dtype {})\n",
+            self.model, self.tp, self.dtype
+        );
+        if self.target_is_simulator {
+            let _ = writeln!(
+                s,
+                "> The target is `benchctl sim`, a SIMULATOR: these numbers describe no real model.\n"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "- threshold: {} (max error rate {})\n- search: {}, repeats {}\n- GPU telemetry: {}\n- status: {}",
+            self.threshold.as_deref().unwrap_or("none (every grid point)"),
+            self.max_error_rate,
+            self.search,
+            self.repeats,
+            self.gpu_telemetry,
+            self.status
+        );
+        for (k, v) in &self.metadata {
+            let _ = writeln!(s, "- {k}: {v}");
+        }
+        let f = |v: Option<f64>, d: usize| v.map(|v| format!("{v:.d$}")).unwrap_or("–".into());
+        if self.threshold.is_some() {
+            let _ = writeln!(
+                s,
+                "\n## Largest concurrency within the thresholds\n\n| input | output | max passing | first failing | bound by | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | tests |\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+            );
+            for c in &self.combinations {
+                let p = self.at_max(c);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    c.input_len,
+                    c.output_len,
+                    c.max_passing.map_or("none".into(), |v| v.to_string()),
+                    c.first_failing.map_or("–".into(), |v| v.to_string()),
+                    if c.bound_by.is_empty() {
+                        "–".into()
+                    } else {
+                        c.bound_by.join("; ")
+                    },
+                    f(p.map(|p| p.output_throughput), 1),
+                    f(p.and_then(|p| p.mean_ttft_ms), 1),
+                    f(p.and_then(|p| p.p99_ttft_ms), 1),
+                    f(p.and_then(|p| p.mean_tpot_ms), 2),
+                    c.tests_run,
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n## Every concurrency tested\n\n| input | output | concurrency | runs | verdict | ok/failed | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | p99 TPOT ms | mean E2EL ms | GPU util % |\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for c in &self.combinations {
+            for p in &c.points {
+                let verdict = match p.pass {
+                    None => "–".to_string(),
+                    Some(true) => "pass".into(),
+                    Some(false) => format!("FAIL: {}", p.violations.join("; ")),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} |",
+                    c.input_len,
+                    c.output_len,
+                    p.concurrency,
+                    p.runs,
+                    verdict,
+                    p.completed,
+                    p.failed,
+                    f(Some(p.output_throughput), 1),
+                    f(p.mean_ttft_ms, 1),
+                    f(p.p99_ttft_ms, 1),
+                    f(p.mean_tpot_ms, 2),
+                    f(p.p99_tpot_ms, 2),
+                    f(p.mean_e2el_ms, 1),
+                    f(p.gpu_utilization_mean_pct, 1),
+                );
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(c: u32, run: u32) -> TestKey {
+        TestKey {
+            io: Io {
+                input_len: 1024,
+                output_len: 512,
+            },
+            concurrency: c,
+            run,
+        }
+    }
+
+    #[test]
+    fn names_follow_the_seed() {
+        assert_eq!(key(32, 1).id(), "c32_in1024_out512");
+        assert_eq!(key(32, 1).gpu_dir(), "gpu_utilization_c32_in1024_out512");
+        assert_eq!(key(8, 3).gpu_dir(), "gpu_utilization_c8_in1024_out512_r3");
+        assert_eq!(ResultDir::result_file_name("Qwen3-32B"), "Qwen3-32B_vllm_result.json");
+    }
+
+    #[test]
+    fn commit_then_reopen() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("m_tp1_dtypeauto_x");
+        let mut d = ResultDir::create(dir.clone(), "m".into()).unwrap();
+        assert!(ResultDir::create(dir.clone(), "m".into()).is_err(), "never overwritten");
+        let k = key(4, 1);
+        let entry = serde_json::json!({"concurrency": 4, "input_len": 1024, "output_len": 512, "run": 1});
+        let rec = RequestRecord {
+            request_id: "r0".into(),
+            text: "not kept".into(),
+            ..Default::default()
+        };
+        d.commit(&k, entry.clone(), std::slice::from_ref(&rec), "log").unwrap();
+        std::fs::write(dir.join(".tmpXYZ"), b"half").unwrap();
+        let d = ResultDir::open(dir.clone(), "m".into()).unwrap();
+        assert_eq!(d.entries(), &[entry]);
+        assert_eq!(d.runs_of(k.io, 4), vec![k]);
+        let back = d.load_records(&k).unwrap();
+        assert_eq!(back[0].request_id, "r0");
+        assert!(back[0].text.is_empty());
+        assert!(!dir.join(".tmpXYZ").exists());
+    }
+}
