@@ -94,8 +94,7 @@ async fn measure(
 ) -> anyhow::Result<ExitCode> {
     let prep = prepare(
         &args.common,
-        args.max_concurrency
-            .unwrap_or(args.num_prompts.min(10_000)),
+        args.max_concurrency.unwrap_or(args.num_prompts.min(10_000)),
     )
     .await?;
     let dataset = dataset_spec(args);
@@ -470,7 +469,11 @@ fn progress_bar(n: u64, quiet: bool) -> indicatif::ProgressBar {
 
 /// Adds the GPU statistics of the run's window to the result JSON: per node and GPU under
 /// `gpu_telemetry`, and flat keys over all monitored GPUs for scripts.
-pub(crate) fn add_gpu_stats(json: &mut serde_json::Value, nodes: &[NodeWindow], output_tokens: u64) {
+pub(crate) fn add_gpu_stats(
+    json: &mut serde_json::Value,
+    nodes: &[NodeWindow],
+    output_tokens: u64,
+) {
     let gpus: Vec<_> = nodes.iter().flat_map(|n| n.gpus.iter()).collect();
     let mean_of = |f: fn(&crate::telemetry::GpuWindow) -> Option<f64>| {
         let v: Vec<f64> = gpus.iter().filter_map(|g| f(g)).collect();

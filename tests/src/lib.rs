@@ -87,3 +87,83 @@ pub async fn bench(base_url: &str, dir: &Path, args: &[&str]) -> BenchRun {
         records,
     }
 }
+
+/// What one `benchctl sweep` run left behind.
+pub struct SweepRun {
+    pub result: anyhow::Result<ExitCode>,
+    /// The result directory it made (or resumed), if any.
+    pub dir: Option<PathBuf>,
+}
+
+impl SweepRun {
+    pub fn dir(&self) -> &Path {
+        self.dir.as_deref().expect("a result directory was made")
+    }
+
+    /// The result array (`<model>_vllm_result.json`).
+    pub fn results(&self) -> Vec<serde_json::Value> {
+        let f = std::fs::read_dir(self.dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("_vllm_result.json"))
+            .expect("a result array");
+        serde_json::from_slice(&std::fs::read(f).unwrap()).expect("the result array parses")
+    }
+
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.dir().join("summary.json")).unwrap()).unwrap()
+    }
+
+    /// The summary of combination `INxOUT`.
+    pub fn combination(&self, input_len: u64, output_len: u64) -> serde_json::Value {
+        self.summary()["combinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["input_len"] == input_len && c["output_len"] == output_len)
+            .cloned()
+            .expect("the combination is in the summary")
+    }
+}
+
+/// Runs `benchctl sweep --base-url URL --result-dir ROOT --quiet ARGS…` in-process; the result
+/// directory is the one directory under `root` (made by this run or resumed).
+pub async fn sweep(base_url: &str, root: &Path, args: &[&str]) -> SweepRun {
+    let mut argv: Vec<String> = vec![
+        "benchctl".into(),
+        "sweep".into(),
+        "--base-url".into(),
+        base_url.into(),
+        "--result-dir".into(),
+        root.display().to_string(),
+        "--quiet".into(),
+    ];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let cli =
+        Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("bad test arguments {argv:?}: {e}"));
+    let Command::Sweep(a) = cli.command else {
+        unreachable!()
+    };
+    let result = controller::sweep::run::run(*a).await;
+    let dir = std::fs::read_dir(root)
+        .ok()
+        .and_then(|rd| rd.flatten().map(|e| e.path()).find(|p| p.is_dir()));
+    SweepRun { result, dir }
+}
+
+/// The simulator's count of requests received (its `/metrics`).
+pub async fn sim_requests(sim: &SimServer) -> u64 {
+    let metrics = reqwest::get(format!("{}/metrics", sim.base_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find(|l| l.starts_with("benchctl_sim_requests_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("benchctl_sim_requests_total in /metrics")
+}

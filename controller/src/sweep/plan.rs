@@ -210,7 +210,10 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
         (None, Some(v)) => {
             let s: Vec<String> = v.iter().map(u32::to_string).collect();
             parse_concurrency(&s.join(",")).map_err(|e| {
-                anyhow::anyhow!("--config concurrency: {}", e.trim_start_matches("--concurrency: "))
+                anyhow::anyhow!(
+                    "--config concurrency: {}",
+                    e.trim_start_matches("--concurrency: ")
+                )
             })?
         }
         (None, None) => parse_concurrency(DEFAULT_CONCURRENCY).expect("the default grid parses"),
@@ -251,9 +254,8 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
     }
     let search = match (args.search, &file.search) {
         (Some(m), _) => m,
-        (None, Some(s)) => <Mode as clap::ValueEnum>::from_str(s, true).map_err(|_| {
-            anyhow::anyhow!("--config search: {s:?} is not ascending or bisect")
-        })?,
+        (None, Some(s)) => <Mode as clap::ValueEnum>::from_str(s, true)
+            .map_err(|_| anyhow::anyhow!("--config search: {s:?} is not ascending or bisect"))?,
         (None, None) => Mode::Ascending,
     };
     let repeats = match args.repeats.or(file.repeats) {

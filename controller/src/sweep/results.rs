@@ -120,7 +120,10 @@ impl ResultDir {
         let path = d.result_path();
         d.entries = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).with_context(|| {
-                format!("--resume: {} is not a JSON array of results", path.display())
+                format!(
+                    "--resume: {} is not a JSON array of results",
+                    path.display()
+                )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -142,7 +145,9 @@ impl ResultDir {
     }
 
     pub fn find(&self, key: &TestKey) -> Option<&serde_json::Value> {
-        self.entries.iter().find(|e| TestKey::of(e).as_ref() == Some(key))
+        self.entries
+            .iter()
+            .find(|e| TestKey::of(e).as_ref() == Some(key))
     }
 
     /// Runs of `(io, c)` already finished.
@@ -158,11 +163,15 @@ impl ResultDir {
     }
 
     pub fn requests_path(&self, key: &TestKey) -> PathBuf {
-        self.dir.join("requests").join(format!("{}.jsonl", key.id()))
+        self.dir
+            .join("requests")
+            .join(format!("{}.jsonl", key.id()))
     }
 
     pub fn client_log_path(&self, key: &TestKey) -> PathBuf {
-        self.dir.join("client_log").join(format!("{}.log", key.id()))
+        self.dir
+            .join("client_log")
+            .join(format!("{}.log", key.id()))
     }
 
     /// Reads a finished test's records back.
@@ -173,8 +182,9 @@ impl ResultDir {
         text.lines()
             .enumerate()
             .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .with_context(|| format!("{} line {}: not a request record", p.display(), i + 1))
+                serde_json::from_str(l).with_context(|| {
+                    format!("{} line {}: not a request record", p.display(), i + 1)
+                })
             })
             .collect()
     }
@@ -198,13 +208,17 @@ impl ResultDir {
         }
         write_atomic(&self.requests_path(key), &buf)?;
         write_atomic(&self.client_log_path(key), client_log.as_bytes())?;
-        self.entries.retain(|e| TestKey::of(e).as_ref() != Some(key));
+        self.entries
+            .retain(|e| TestKey::of(e).as_ref() != Some(key));
         self.entries.push(entry);
         self.write_array()
     }
 
     fn write_array(&self) -> anyhow::Result<()> {
-        write_atomic(&self.result_path(), &serde_json::to_vec_pretty(&self.entries)?)
+        write_atomic(
+            &self.result_path(),
+            &serde_json::to_vec_pretty(&self.entries)?,
+        )
     }
 }
 
@@ -347,7 +361,9 @@ impl SweepSummary {
         let _ = writeln!(
             s,
             "- threshold: {} (max error rate {})\n- search: {}, repeats {}\n- GPU telemetry: {}\n- status: {}",
-            self.threshold.as_deref().unwrap_or("none (every grid point)"),
+            self.threshold
+                .as_deref()
+                .unwrap_or("none (every grid point)"),
             self.max_error_rate,
             self.search,
             self.repeats,
@@ -440,7 +456,10 @@ mod tests {
         assert_eq!(key(32, 1).id(), "c32_in1024_out512");
         assert_eq!(key(32, 1).gpu_dir(), "gpu_utilization_c32_in1024_out512");
         assert_eq!(key(8, 3).gpu_dir(), "gpu_utilization_c8_in1024_out512_r3");
-        assert_eq!(ResultDir::result_file_name("Qwen3-32B"), "Qwen3-32B_vllm_result.json");
+        assert_eq!(
+            ResultDir::result_file_name("Qwen3-32B"),
+            "Qwen3-32B_vllm_result.json"
+        );
     }
 
     #[test]
@@ -448,15 +467,20 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("m_tp1_dtypeauto_x");
         let mut d = ResultDir::create(dir.clone(), "m".into()).unwrap();
-        assert!(ResultDir::create(dir.clone(), "m".into()).is_err(), "never overwritten");
+        assert!(
+            ResultDir::create(dir.clone(), "m".into()).is_err(),
+            "never overwritten"
+        );
         let k = key(4, 1);
-        let entry = serde_json::json!({"concurrency": 4, "input_len": 1024, "output_len": 512, "run": 1});
+        let entry =
+            serde_json::json!({"concurrency": 4, "input_len": 1024, "output_len": 512, "run": 1});
         let rec = RequestRecord {
             request_id: "r0".into(),
             text: "not kept".into(),
             ..Default::default()
         };
-        d.commit(&k, entry.clone(), std::slice::from_ref(&rec), "log").unwrap();
+        d.commit(&k, entry.clone(), std::slice::from_ref(&rec), "log")
+            .unwrap();
         std::fs::write(dir.join(".tmpXYZ"), b"half").unwrap();
         let d = ResultDir::open(dir.clone(), "m".into()).unwrap();
         assert_eq!(d.entries(), &[entry]);

@@ -22,7 +22,7 @@ use super::plan::{PLAN_FILE, Plan, SweepArgs};
 use super::results::{ComboSummary, PointSummary, ResultDir, SweepSummary, TestKey};
 use super::search::{Mode, Search};
 use super::threshold::{Thresholds, Verdict};
-use crate::bench::{Prepared, add_gpu_stats, gpu_text, prepare, preflight, write_gpu_logs};
+use crate::bench::{Prepared, add_gpu_stats, gpu_text, preflight, prepare, write_gpu_logs};
 use crate::local::{GpuSelection, LocalSystem, SourceKind, TelemetrySpec};
 use crate::service::{JobSpec, Server};
 
@@ -319,7 +319,6 @@ async fn sweep(
 #[derive(Debug)]
 struct StopError(Stop);
 
-
 impl std::fmt::Display for StopError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
@@ -330,7 +329,6 @@ impl std::fmt::Display for StopError {
 }
 
 impl std::error::Error for StopError {}
-
 
 /// The model name in the directory: `--model-name`, else `--model-path`'s last component (as the
 /// seed), else the served model.
@@ -647,7 +645,11 @@ impl Sweep<'_> {
             o.insert("metadata".into(), serde_json::json!(self.plan.metadata));
         }
         if self.telemetry {
-            let from = records.iter().map(|r| r.send_ns).min().unwrap_or(job.start_ns);
+            let from = records
+                .iter()
+                .map(|r| r.send_ns)
+                .min()
+                .unwrap_or(job.start_ns);
             let to = records.iter().map(|r| r.end_ns).max().unwrap_or(job.end_ns);
             let nodes = self.server.registry.window(from, to, None).await;
             add_gpu_stats(&mut entry, &nodes, summary.total_output_tokens);
@@ -728,7 +730,8 @@ impl Progress {
     }
 
     fn start(&self, key: &TestKey, n: usize) {
-        self.bar.set_message(format!("test {} ({n} requests)", key.id()));
+        self.bar
+            .set_message(format!("test {} ({n} requests)", key.id()));
         // a test the upper bound did not count (bisect, repeats) lengthens the bar
         let done = self.done.load(Ordering::Relaxed);
         let len = self.bar.length().unwrap_or(0);

@@ -1,0 +1,457 @@
+//! `benchctl sweep` against `benchctl sim` set so that the boundary is known in advance: a KV
+//! cache of 960 tokens holds K = floor(960 / (P + M)) requests at once — 10 of 64x32, 5 of
+//! 128x64 — and beyond K requests queue for a whole request (32 or 64 decode steps of 3 ms), so
+//! the p99 TTFT jumps from a few ms to ≥ 90 ms. A `p99_ttft:45` threshold then passes exactly up
+//! to K.
+
+use std::path::Path;
+
+use benchctl_tests::{SimConfig, SimServer, sim_requests, start, sweep};
+use loadgen::RequestRecord;
+use serde_json::Value;
+
+fn capacity_sim() -> SimConfig {
+    SimConfig {
+        kv_cache_tokens: 960,
+        decode_step_base_ms: 3.0,
+        decode_step_per_seq_us: 0.0,
+        prefill_us_per_token: 1.0,
+        ..SimConfig::default()
+    }
+}
+
+const GRID: &[&str] = &[
+    "--io",
+    "64x32,128x64",
+    "--concurrency",
+    "1,2,4,8,16,32",
+    "--prompts-per-concurrency",
+    "3",
+    "--min-prompts",
+    "6",
+    "--threshold",
+    "p99_ttft:45",
+];
+
+fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = GRID.to_vec();
+    v.extend_from_slice(extra);
+    v
+}
+
+fn u(v: &Value) -> Option<u64> {
+    v.as_u64()
+}
+
+fn tested(c: &Value) -> Vec<u64> {
+    c["tested"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bisect_finds_the_simulators_capacity_per_combination() {
+    let sim = start(capacity_sim()).await;
+    let root = tempfile::tempdir().unwrap();
+    let run = sweep(&sim.base_url(), root.path(), &args(&["--search", "bisect"])).await;
+    sim.shutdown().await;
+    run.result.as_ref().expect("the sweep succeeds");
+    let a = run.combination(64, 32);
+    let b = run.combination(128, 64);
+    assert_eq!(
+        (u(&a["max_passing"]), u(&a["first_failing"])),
+        (Some(10), Some(11)),
+        "{a}"
+    );
+    assert_eq!(
+        (u(&b["max_passing"]), u(&b["first_failing"])),
+        (Some(5), Some(6)),
+        "{b}"
+    );
+    assert!(
+        a["bound_by"][0].as_str().unwrap().starts_with("p99_ttft"),
+        "the threshold that bound is named: {a}"
+    );
+    // Without bisection, finding the exact boundary means walking every integer concurrency up
+    // to the first failure (K + 1 tests per combination); the grid at that resolution has 32.
+    let tests = run.results().len();
+    assert_eq!(tests, tested(&a).len() + tested(&b).len());
+    assert!(
+        tests < 11 + 6,
+        "{tests} tests: {:?} {:?}",
+        tested(&a),
+        tested(&b)
+    );
+    assert_eq!(tested(&a), vec![1, 2, 4, 8, 16, 12, 10, 11]);
+    // every test is in the array exactly once, with its verdict
+    for e in run.results() {
+        let c = e["concurrency"].as_u64().unwrap();
+        let k = if e["input_len"] == 64 { 10 } else { 5 };
+        assert_eq!(e["threshold_pass"], Value::Bool(c <= k), "{e}");
+        assert_eq!(e["completed"].as_u64(), e["num_prompts"].as_u64());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ascending_is_the_seeds_walk_and_skips_the_rest() {
+    let sim = start(capacity_sim()).await;
+    let root = tempfile::tempdir().unwrap();
+    let run = sweep(
+        &sim.base_url(),
+        root.path(),
+        &args(&["--search", "ascending"]),
+    )
+    .await;
+    sim.shutdown().await;
+    run.result.as_ref().expect("the sweep succeeds");
+    let a = run.combination(64, 32);
+    let b = run.combination(128, 64);
+    assert_eq!(
+        (u(&a["max_passing"]), u(&a["first_failing"])),
+        (Some(8), Some(16))
+    );
+    assert_eq!(
+        (u(&b["max_passing"]), u(&b["first_failing"])),
+        (Some(4), Some(8))
+    );
+    assert_eq!(tested(&a), vec![1, 2, 4, 8, 16]);
+    assert_eq!(a["skipped"], serde_json::json!([32]));
+    assert_eq!(b["skipped"], serde_json::json!([16, 32]));
+    assert_eq!(run.results().len(), 5 + 4);
+    let csv = std::fs::read_to_string(run.dir().join("summary.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with(
+        "input_len,output_len,status,max_passing_concurrency,first_failing_concurrency,bound_by"
+    ));
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("64,32,done,8,16,\"p99_ttft")
+    );
+    assert!(lines.next().unwrap().starts_with("128,64,done,4,8,"));
+    let md = std::fs::read_to_string(run.dir().join("summary.md")).unwrap();
+    assert!(
+        md.contains("SIMULATOR") && md.contains("| 64 | 32 | 8 | 16 |"),
+        "{md}"
+    );
+}
+
+fn records(dir: &Path, test: &str) -> Vec<RequestRecord> {
+    std::fs::read_to_string(dir.join("requests").join(format!("{test}.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeats_confirm_the_boundary_on_pooled_requests() {
+    let sim = start(capacity_sim()).await;
+    let root = tempfile::tempdir().unwrap();
+    let run = sweep(
+        &sim.base_url(),
+        root.path(),
+        &[
+            "--io",
+            "128x64",
+            "--concurrency",
+            "2,4,8",
+            "--prompts-per-concurrency",
+            "3",
+            "--min-prompts",
+            "6",
+            "--threshold",
+            "p99_ttft:45",
+            "--search",
+            "bisect",
+            "--repeats",
+            "3",
+        ],
+    )
+    .await;
+    sim.shutdown().await;
+    run.result.as_ref().expect("the sweep succeeds");
+    let c = run.combination(128, 64);
+    assert_eq!(
+        (u(&c["max_passing"]), u(&c["first_failing"])),
+        (Some(5), Some(6))
+    );
+    let runs = |conc: u64| {
+        run.results()
+            .iter()
+            .filter(|e| e["concurrency"] == conc)
+            .map(|e| e["run"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(runs(5), vec![1, 2, 3], "the boundary runs three times");
+    assert_eq!(runs(6), vec![1, 2, 3]);
+    assert_eq!(runs(2), vec![1], "the rest once");
+    // the verdict and the summary's percentiles are of the three runs' requests pooled
+    let pooled: Vec<RequestRecord> = ["c5_in128_out64", "c5_in128_out64_r2", "c5_in128_out64_r3"]
+        .iter()
+        .flat_map(|t| records(run.dir(), t))
+        .collect();
+    assert_eq!(pooled.len(), 3 * 15);
+    let s = loadgen::report::summarize(&pooled, &[99.0], &[]);
+    let p99 = s.metrics[&loadgen::report::Metric::Ttft].get(99.0).unwrap();
+    let point = c["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["concurrency"] == 5)
+        .unwrap()
+        .clone();
+    assert_eq!(point["runs"], 3);
+    assert_eq!(point["completed"], 45);
+    assert!(
+        (point["p99_ttft_ms"].as_f64().unwrap() - p99).abs() < 1e-9,
+        "{point}"
+    );
+    // the seed's GPU directory for run 1, suffixed for later runs; a log per run
+    for t in ["c5_in128_out64", "c5_in128_out64_r2", "c5_in128_out64_r3"] {
+        assert!(
+            run.dir()
+                .join("client_log")
+                .join(format!("{t}.log"))
+                .is_file()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_directory_files_and_log_columns() {
+    let sim = start(capacity_sim()).await;
+    let root = tempfile::tempdir().unwrap();
+    let run = sweep(
+        &sim.base_url(),
+        root.path(),
+        &[
+            "--io",
+            "64x32",
+            "--concurrency",
+            "1,2",
+            "--num-prompts",
+            "6",
+            "--dtype",
+            "fp16",
+            "--gpu-num",
+            "2",
+            "--telemetry-source",
+            "simulated",
+            "--telemetry-interval",
+            "50ms",
+            "--metadata",
+            "gpu=none,server=sim",
+        ],
+    )
+    .await;
+    sim.shutdown().await;
+    run.result.as_ref().expect("the sweep succeeds");
+    let name = run
+        .dir()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let (head, ts) = name.split_at("benchctl-sim_tp2_dtypefp16_".len());
+    assert_eq!(head, "benchctl-sim_tp2_dtypefp16_", "{name}");
+    assert!(
+        ts.len() == 15
+            && ts.as_bytes()[8] == b'_'
+            && ts.replace('_', "").bytes().all(|b| b.is_ascii_digit()),
+        "<YYYYmmdd_HHMMSS>: {ts}"
+    );
+    let array = run.dir().join("benchctl-sim_vllm_result.json");
+    let results: Vec<Value> = serde_json::from_slice(&std::fs::read(&array).unwrap()).unwrap();
+    assert_eq!(results.len(), 2, "one object per test");
+    for (e, c) in results.iter().zip([1, 2]) {
+        assert_eq!(e["concurrency"], c);
+        assert_eq!(
+            (e["input_len"].as_u64(), e["output_len"].as_u64()),
+            (Some(64), Some(32))
+        );
+        for k in [
+            "date",
+            "backend",
+            "model_id",
+            "num_prompts",
+            "max_concurrency",
+            "duration",
+            "completed",
+            "request_throughput",
+            "output_throughput",
+            "mean_ttft_ms",
+            "p99_tpot_ms",
+            "median_e2el_ms",
+            "gpu_utilization_mean_pct",
+            "gpu_memory_used_mean_mib",
+            "gpu_temperature_mean_c",
+            "gpu_seed_filter_utilization_pct",
+        ] {
+            assert!(e.get(k).is_some(), "{k} missing from {e}");
+        }
+        assert_eq!(e["gpu_telemetry_simulated"], true);
+        assert_eq!(e["metadata"]["server"], "sim");
+        let gpu = run.dir().join(format!("gpu_utilization_c{c}_in64_out32"));
+        let raw = std::fs::read_to_string(gpu.join("raw.log")).unwrap();
+        let header = raw.lines().find(|l| l.starts_with("# time_s")).unwrap();
+        assert_eq!(
+            header,
+            "# time_s\tmemory_used_mib\tgpu_utilization_pct\ttemperature_c\tmemory_used_pct\tpower_w"
+        );
+        let rows: Vec<&str> = raw.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(!rows.is_empty(), "samples in {raw}");
+        assert!(rows.iter().all(|r| r.split('\t').count() == 6));
+        let result = std::fs::read_to_string(gpu.join("result.log")).unwrap();
+        assert!(result.contains("SIMULATED"), "{result}");
+        let log = std::fs::read_to_string(
+            run.dir()
+                .join("client_log")
+                .join(format!("c{c}_in64_out32.log")),
+        )
+        .unwrap();
+        assert!(
+            log.contains("Serving Benchmark Result") || log.contains("Successful requests"),
+            "{log}"
+        );
+    }
+    for f in [
+        "summary.csv",
+        "summary.md",
+        "summary.json",
+        "benchctl_sweep.json",
+    ] {
+        assert!(run.dir().join(f).is_file(), "{f}");
+    }
+    assert!(
+        run.summary()["gpu_telemetry"]
+            .as_str()
+            .unwrap()
+            .starts_with("SIMULATED"),
+        "{}",
+        run.summary()
+    );
+    // the result array follows the published schema
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/result.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    for e in &results {
+        if let Err(err) = v.validate(e) {
+            panic!("a sweep result breaks docs/result.schema.json: {err}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_statistics_absent_or_required() {
+    // This machine has no NVIDIA driver (as CI): without --gpu-num the sweep runs and says so.
+    let sim = start(capacity_sim()).await;
+    let root = tempfile::tempdir().unwrap();
+    let run = sweep(
+        &sim.base_url(),
+        root.path(),
+        &["--io", "64x32", "--concurrency", "1", "--num-prompts", "3"],
+    )
+    .await;
+    run.result
+        .as_ref()
+        .expect("the sweep runs without GPU statistics");
+    let note = run.summary()["gpu_telemetry"].as_str().unwrap().to_string();
+    assert!(
+        note.starts_with("absent") && note.contains("NVML"),
+        "{note}"
+    );
+    assert!(run.results()[0].get("gpu_utilization_mean_pct").is_none());
+    assert!(!run.dir().join("gpu_utilization_c1_in64_out32").exists());
+
+    // --gpu-num N with no driver: a clear error before any load, no directory
+    let before = sim_requests(&sim).await;
+    let root = tempfile::tempdir().unwrap();
+    let run = sweep(
+        &sim.base_url(),
+        root.path(),
+        &["--io", "64x32", "--gpu-num", "2"],
+    )
+    .await;
+    let e = format!("{:#}", run.result.unwrap_err());
+    assert!(e.contains("NVML") && e.contains("--gpu-num"), "{e}");
+    assert!(run.dir.is_none());
+    assert_eq!(sim_requests(&sim).await, before, "no request was sent");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_stop_before_any_load() {
+    let sim = start(capacity_sim()).await;
+    for (bad, says) in [
+        (vec!["--threshold", "ttft:fast"], "ttft:fast"),
+        (vec!["--threshold", "latency:400"], "\"latency\""),
+        (vec!["--io", "64by32"], "--io"),
+        (
+            vec!["--max-error-rate", "1.5", "--threshold", "ttft:1"],
+            "--max-error-rate",
+        ),
+        (vec!["--percentiles", "101"], "101"),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        let run = sweep(&sim.base_url(), root.path(), &bad).await;
+        let e = format!("{:#}", run.result.unwrap_err());
+        assert!(e.contains(says), "{bad:?}: {e}");
+        assert!(run.dir.is_none(), "{bad:?} made a directory");
+    }
+    assert_eq!(sim_requests(&sim).await, 0, "no request was sent");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_fails_everything_stops_the_sweep_with_the_failures_counted() {
+    let sim = SimServer::start(SimConfig {
+        fault_error_rate: 1.0,
+        ..capacity_sim()
+    })
+    .await
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let run = sweep(
+        &sim.base_url(),
+        root.path(),
+        &[
+            "--io",
+            "64x32",
+            "--concurrency",
+            "1,2,4",
+            "--num-prompts",
+            "4",
+            "--threshold",
+            "ttft:100",
+            "--no-preflight",
+        ],
+    )
+    .await;
+    sim.shutdown().await;
+    let e = format!("{:#}", run.result.as_ref().unwrap_err());
+    assert!(
+        e.contains("every request of test c1_in64_out32 failed") && e.contains("--resume"),
+        "{e}"
+    );
+    let results = run.results();
+    assert_eq!(
+        results.len(),
+        1,
+        "the failed test is kept, the rest not run"
+    );
+    assert_eq!(results[0]["failed"], 4);
+    assert_eq!(results[0]["failed_by_kind"]["http_5xx"], 4);
+    assert_eq!(results[0]["threshold_pass"], false);
+    assert_eq!(run.summary()["status"], "failed");
+}
