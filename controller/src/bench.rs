@@ -130,6 +130,16 @@ async fn measure(
     });
 
     let bar = progress_bar(args.num_prompts as u64, args.common.quiet);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker = {
+        let (bar, done) = (bar.clone(), done.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(done.load(std::sync::atomic::Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
     let date = chrono::Local::now();
     let job = JobSpec {
         target_urls: vec![args.common.base_url.clone()],
@@ -141,7 +151,7 @@ async fn measure(
         seed: arrivals.seed,
         warmup_requests: args.warmup_requests,
         warmup_prompts,
-        progress: None,
+        progress: Some(done.clone()),
         workers: None,
         start_delay: Duration::ZERO,
     };
@@ -154,6 +164,7 @@ async fn measure(
             run.await
         }
     };
+    ticker.abort();
     bar.finish_and_clear();
     let job = result?;
     let mut out = loadgen::RunOutput {
@@ -453,16 +464,15 @@ fn progress_bar(n: u64, quiet: bool) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
     }
-    // Records reach the controller in batches at the end of each request; the spinner shows the
-    // run is alive without claiming a count it does not have yet.
-    let bar = indicatif::ProgressBar::new_spinner();
+    // Records reach the controller within 100 ms of each request's end (the worker batches them).
+    let bar = indicatif::ProgressBar::new(n);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-            .expect("a valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} requests, ETA {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
-    bar.set_message(format!(
-        "{n} requests through the local controller and load worker"
-    ));
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }

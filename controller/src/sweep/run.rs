@@ -217,9 +217,13 @@ async fn sweep(
     let signal = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!(
-                "\ninterrupted: the test in flight is discarded; finished tests are kept. Continue with: benchctl sweep --resume {resume_hint}"
+                "\ninterrupted: the test in flight is discarded; finished tests are kept. Continue with: benchctl sweep --resume {resume_hint}\n(Ctrl-C again to exit at once)"
             );
             on_signal.cancel();
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted again: exiting now; finished tests are kept");
+            std::process::exit(130);
         }
     });
 
