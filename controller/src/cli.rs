@@ -27,6 +27,11 @@ pub enum Command {
     /// Sweep a grid of input/output lengths × concurrencies, find the largest concurrency that
     /// meets --threshold per combination, record the GPUs (the seed's vllm_bench_with_gpu.sh).
     Sweep(Box<crate::sweep::SweepArgs>),
+    /// Serve the live dashboard of a result file (the seed's realtime page) or of every sweep in
+    /// a directory.
+    Dashboard(crate::dashboard::cmd::DashboardArgs),
+    /// Write a sweep's report: one self-contained HTML file (opens offline) and SVG charts.
+    Report(crate::dashboard::cmd::ReportArgs),
     /// Run a SIMULATED OpenAI-compatible server (continuous-batching latency model, no GPU,
     /// no model): a test instrument and demo target, never a stand-in for real numbers.
     Sim(Box<crate::sim::SimConfig>),
@@ -250,6 +255,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Bench(args) => crate::bench::run(*args).await,
         Command::Sweep(args) => crate::sweep::run::run(*args).await,
+        Command::Dashboard(a) => {
+            crate::dashboard::cmd::dashboard(a).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(a) => {
+            crate::dashboard::cmd::report(a)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sim(cfg) => {
             crate::sim::run(*cfg).await?;
             Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@ pub mod agents_cmd;
 pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod dashboard;
 pub mod local;
 pub mod output;
 pub mod service;

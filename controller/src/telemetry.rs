@@ -89,6 +89,19 @@ pub struct GpuWindow {
     pub energy_j: Option<f64>,
     /// OR of the throttle reasons seen.
     pub throttle_reasons: u64,
+    /// Every sample of the window, on the controller's clock (for charts over time).
+    #[serde(skip)]
+    pub series: Vec<GpuPoint>,
+}
+
+/// One sample of one GPU, on the controller's clock.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GpuPoint {
+    pub t_ns: u64,
+    pub utilization_pct: f32,
+    pub memory_used_mib: f64,
+    pub temperature_c: f32,
+    pub power_w: f32,
 }
 
 /// The seed's `result.log` statistic: polls whose mean utilisation over the monitored GPUs is
@@ -198,6 +211,16 @@ impl NodeSeries {
                     sm_clock_mhz: f(|s| s.sm_clock_mhz as f64),
                     energy_j: energy,
                     throttle_reasons: v.iter().fold(0, |acc, s| acc | s.throttle_reasons),
+                    series: v
+                        .iter()
+                        .map(|s| GpuPoint {
+                            t_ns: offset.to_controller(s.t_ns),
+                            utilization_pct: s.utilization_pct,
+                            memory_used_mib: s.memory_used_bytes as f64 / (1 << 20) as f64,
+                            temperature_c: s.temperature_c,
+                            power_w: s.power_w,
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -298,6 +321,30 @@ pub fn result_log(w: &NodeWindow) -> String {
         v(f.utilization_pct),
         v(f.temperature_c)
     ));
+    s
+}
+
+/// Every GPU sample of a window as CSV, times in Unix seconds: `unix_s,node,gpu,utilization_pct,
+/// memory_used_mib,temperature_c,power_w`. `unix_of` converts the controller's clock.
+pub fn samples_csv(nodes: &[NodeWindow], unix_of: impl Fn(u64) -> f64) -> String {
+    let mut s =
+        String::from("unix_s,node,gpu,utilization_pct,memory_used_mib,temperature_c,power_w\n");
+    for n in nodes {
+        for g in &n.gpus {
+            for p in &g.series {
+                s.push_str(&format!(
+                    "{:.3},{},{},{:.1},{:.1},{:.1},{:.1}\n",
+                    unix_of(p.t_ns),
+                    n.node.replace(',', "_"),
+                    g.index,
+                    p.utilization_pct,
+                    p.memory_used_mib,
+                    p.temperature_c,
+                    p.power_w
+                ));
+            }
+        }
+    }
     s
 }
 

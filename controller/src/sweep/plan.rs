@@ -79,6 +79,13 @@ pub struct SweepArgs {
     /// Where result directories are made.
     #[arg(long, env = "BENCHCTL_RESULT_DIR", default_value = "bench_logs")]
     pub result_dir: PathBuf,
+    /// Serve the live dashboard of --result-dir while the sweep runs ("off": none). Port 0
+    /// picks a free port; the URL is printed.
+    #[arg(long, env = "BENCHCTL_DASHBOARD_ADDR", default_value = "127.0.0.1:0")]
+    pub dashboard_addr: String,
+    /// Bearer token of the dashboard (required beyond loopback); never logged.
+    #[arg(long, env = "BENCHCTL_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub dashboard_token: Option<String>,
     /// Continue the sweep in this result directory: its saved plan is used, finished tests are
     /// kept, the rest run. Server flags (--base-url, --model-path, API key…) come from this
     /// command line.
@@ -86,7 +93,7 @@ pub struct SweepArgs {
     pub resume: Option<PathBuf>,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+pub fn parse_kv(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().into(), v.trim().into())),
         _ => Err(format!("{s:?} is not KEY=VALUE (e.g. tp=8)")),

@@ -56,10 +56,54 @@ pub async fn run(mut args: SweepArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_with_target(args: &SweepArgs, plan: &mut Plan) -> anyhow::Result<ExitCode> {
-    let (system, gpu_note) = start_system(args).await?;
-    let result = sweep(args, plan, &system, gpu_note).await;
+    let dashboard = start_dashboard(args).await?;
+    let (system, gpu_note) = match start_system(args).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(d) = dashboard {
+                d.stop().await;
+            }
+            return Err(e);
+        }
+    };
+    let result = sweep(args, plan, &system, gpu_note, dashboard.as_ref()).await;
     system.stop().await;
+    if let Some(d) = dashboard {
+        d.stop().await;
+    }
     result
+}
+
+/// The live dashboard over the result directories (`--dashboard-addr`, "off" for none).
+async fn start_dashboard(
+    args: &SweepArgs,
+) -> anyhow::Result<Option<crate::dashboard::server::Dashboard>> {
+    if args.dashboard_addr.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = args.dashboard_addr.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--dashboard-addr {:?} is not an address such as 127.0.0.1:8501 (or \"off\")",
+            args.dashboard_addr
+        )
+    })?;
+    let root = match &args.resume {
+        Some(d) => d
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| ".".into()),
+        None => args.result_dir.clone(),
+    };
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("cannot create --result-dir {}", root.display()))?;
+    let d = crate::dashboard::server::start(crate::dashboard::server::DashboardConfig {
+        addr,
+        token: args.dashboard_token.clone(),
+        sources: crate::dashboard::server::Sources::Root(root),
+        metadata: Default::default(),
+    })
+    .await?;
+    Ok(Some(d))
 }
 
 /// The local controller, worker and (where there are GPUs) agent. `--gpu-num`/`--gpus` make GPU
@@ -154,6 +198,7 @@ async fn sweep(
     plan: &mut Plan,
     system: &LocalSystem,
     gpu_note: String,
+    dashboard: Option<&crate::dashboard::server::Dashboard>,
 ) -> anyhow::Result<ExitCode> {
     let max_c = plan.concurrency.iter().copied().max().unwrap_or(1) as usize;
     let prep = prepare(&args.common, max_c).await?;
@@ -205,6 +250,21 @@ async fn sweep(
         }
     };
 
+    if let Some(d) = dashboard {
+        eprintln!(
+            "live dashboard: {}sweep/{}{}",
+            d.url(),
+            dir.dir
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            if args.dashboard_token.is_some() {
+                "?token=…"
+            } else {
+                ""
+            }
+        );
+    }
     if !args.common.no_preflight {
         let io = plan.io[0];
         let p = loadgen::dataset::build(&dataset(plan, io), 1, &prep.tokenizer, plan.seed).await?;
@@ -648,16 +708,25 @@ impl Sweep<'_> {
         if !self.plan.metadata.is_empty() {
             o.insert("metadata".into(), serde_json::json!(self.plan.metadata));
         }
+        let from = records
+            .iter()
+            .map(|r| r.send_ns)
+            .min()
+            .unwrap_or(job.start_ns);
+        let to = records.iter().map(|r| r.end_ns).max().unwrap_or(job.end_ns);
+        // the test's window in Unix time, for charts over time
+        let unix_of = unix_clock();
+        entry["started_at_unix_s"] = unix_of(from).into();
+        entry["ended_at_unix_s"] = unix_of(to).into();
         if self.telemetry {
-            let from = records
-                .iter()
-                .map(|r| r.send_ns)
-                .min()
-                .unwrap_or(job.start_ns);
-            let to = records.iter().map(|r| r.end_ns).max().unwrap_or(job.end_ns);
             let nodes = self.server.registry.window(from, to, None).await;
             add_gpu_stats(&mut entry, &nodes, summary.total_output_tokens);
-            write_gpu_logs(&self.dir.dir.join(key.gpu_dir()), &nodes, from)?;
+            let gpu_dir = self.dir.dir.join(key.gpu_dir());
+            write_gpu_logs(&gpu_dir, &nodes, from)?;
+            crate::output::write_atomic(
+                &gpu_dir.join("samples.csv"),
+                crate::telemetry::samples_csv(&nodes, &unix_of).as_bytes(),
+            )?;
             log.push_str(&gpu_text(&nodes));
         }
         self.dir.commit(&key, entry, &records, &log)?;
@@ -834,4 +903,14 @@ fn final_table(s: &SweepSummary) -> String {
         );
     }
     t
+}
+
+/// Converts this process's `CLOCK_MONOTONIC` (ns) to Unix seconds, anchored now.
+fn unix_clock() -> impl Fn(u64) -> f64 {
+    let mono_now = loadgen::clock::mono_ns();
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    move |t_ns| unix_now - (mono_now as f64 - t_ns as f64) / 1e9
 }

@@ -1,0 +1,403 @@
+//! What the dashboard and the report show, read from a sweep's result directory (or a bare
+//! `<model>_vllm_result.json`, as the seed's Streamlit page read it). Everything comes from files,
+//! so the same page follows a sweep run by this process, by another one, or finished long ago.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Where one sweep's data lives.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A `benchctl sweep` result directory.
+    Dir(PathBuf),
+    /// A result array file (`benchctl dashboard --json-file`).
+    File(PathBuf),
+}
+
+impl Source {
+    /// The result array file.
+    pub fn result_file(&self) -> Option<PathBuf> {
+        match self {
+            Source::File(f) => Some(f.clone()),
+            Source::Dir(d) => std::fs::read_dir(d)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with("_vllm_result.json")),
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        match self {
+            Source::Dir(d) => d.clone(),
+            Source::File(f) => f
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Source::Dir(d) => d.file_name(),
+            Source::File(f) => f.file_stem(),
+        }
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+    }
+
+    /// Changes whenever a file the page shows changes (size and modification time).
+    pub fn version(&self) -> String {
+        let dir = self.dir();
+        let mut parts = vec![];
+        let files = [self.result_file(), Some(dir.join("summary.json"))];
+        for f in files.into_iter().flatten() {
+            if let Ok(m) = std::fs::metadata(&f) {
+                let t = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                parts.push(format!("{}-{t}", m.len()));
+            }
+        }
+        parts.join(".")
+    }
+}
+
+/// An input/output combination.
+pub type Io = (u64, u64);
+
+/// A combination's largest passing and smallest failing concurrency.
+pub type Boundary = (Io, Option<u64>, Option<u64>);
+
+/// One bound of the threshold, for the lines on the latency charts.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Line {
+    /// `ttft`, `tpot`, `itl`, `e2el`.
+    pub metric: String,
+    /// `mean`, `median`, `p99`…
+    pub stat: String,
+    pub max_ms: f64,
+}
+
+/// One GPU's samples over the sweep.
+#[derive(Clone, Debug, Default)]
+pub struct GpuSeries {
+    pub node: String,
+    pub gpu: u32,
+    /// (unix_s, utilisation %, memory MiB, temperature °C, power W)
+    pub points: Vec<(f64, f64, f64, f64, f64)>,
+}
+
+/// A test's window, for the boundaries on the GPU charts.
+#[derive(Clone, Debug)]
+pub struct Window {
+    pub id: String,
+    pub start: f64,
+    pub end: f64,
+}
+
+/// Everything one page shows.
+#[derive(Clone, Debug, Default)]
+pub struct SweepView {
+    pub name: String,
+    pub metadata: BTreeMap<String, String>,
+    pub entries: Vec<Value>,
+    /// `summary.json`, where there is one.
+    pub summary: Option<Value>,
+    pub thresholds: Vec<Line>,
+    pub gpus: Vec<GpuSeries>,
+    pub windows: Vec<Window>,
+    pub simulated_target: bool,
+    pub simulated_gpus: bool,
+}
+
+impl SweepView {
+    /// Reads a sweep; `extra` metadata (`--metadata`) is shown beside the sweep's own.
+    pub fn load(source: &Source, extra: &BTreeMap<String, String>) -> anyhow::Result<SweepView> {
+        let dir = source.dir();
+        let entries: Vec<Value> = match source.result_file() {
+            Some(f) => match std::fs::read(&f) {
+                Ok(b) if b.is_empty() => vec![],
+                Ok(b) => match serde_json::from_slice::<Value>(&b)
+                    .with_context(|| format!("{} is not JSON", f.display()))?
+                {
+                    Value::Array(a) => a,
+                    // a single `bench --save-result` object
+                    v @ Value::Object(_) => vec![v],
+                    _ => anyhow::bail!("{} is not a JSON array of results", f.display()),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", f.display())),
+            },
+            None => vec![],
+        };
+        let summary: Option<Value> = std::fs::read(dir.join("summary.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let plan: Option<Value> = std::fs::read(dir.join(crate::sweep::plan::PLAN_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+
+        let mut metadata = BTreeMap::new();
+        if let Some(p) = &plan {
+            for k in ["served_model", "tp", "dtype", "search", "repeats"] {
+                if let Some(v) = p.get(k) {
+                    let v = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
+                    metadata.insert(k.replace("served_model", "model"), v);
+                }
+            }
+            if let Some(m) = p.get("metadata").and_then(Value::as_object) {
+                for (k, v) in m {
+                    metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+                }
+            }
+        } else if let Some(e) = entries.first() {
+            if let Some(m) = e.get("model_id").and_then(Value::as_str) {
+                metadata.insert("model".into(), m.into());
+            }
+            if let Some(m) = e.get("metadata").and_then(Value::as_object) {
+                for (k, v) in m {
+                    metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+        metadata.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+        let threshold = plan
+            .as_ref()
+            .and_then(|p| p.get("threshold"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| {
+                entries
+                    .iter()
+                    .find_map(|e| e.get("threshold").and_then(Value::as_str))
+                    .map(str::to_string)
+            });
+        let thresholds = threshold
+            .and_then(|t| crate::sweep::threshold::parse(&t, 1.0).ok())
+            .map(|t| {
+                t.bounds
+                    .iter()
+                    .map(|b| {
+                        let name = b.name();
+                        let (stat, metric) = name.rsplit_once('_').unwrap_or(("mean", &name));
+                        Line {
+                            metric: metric.to_string(),
+                            stat: stat.to_string(),
+                            max_ms: b.max_ms,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(t) = plan
+            .as_ref()
+            .and_then(|p| p.get("threshold"))
+            .and_then(Value::as_str)
+        {
+            metadata.insert("threshold".into(), t.into());
+        }
+
+        let windows: Vec<Window> = entries
+            .iter()
+            .filter_map(|e| {
+                Some(Window {
+                    id: e
+                        .get("test_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .unwrap_or_default(),
+                    start: e.get("started_at_unix_s")?.as_f64()?,
+                    end: e.get("ended_at_unix_s")?.as_f64()?,
+                })
+            })
+            .collect();
+        let gpus = read_gpu_series(&dir, &entries);
+        Ok(SweepView {
+            name: source.name(),
+            metadata,
+            simulated_target: entries
+                .iter()
+                .any(|e| e.get("target_is_simulator") == Some(&Value::Bool(true))),
+            simulated_gpus: entries
+                .iter()
+                .any(|e| e.get("gpu_telemetry_simulated") == Some(&Value::Bool(true))),
+            entries,
+            summary,
+            thresholds,
+            gpus,
+            windows,
+        })
+    }
+
+    /// The input/output combinations, in the order they first appear.
+    pub fn combinations(&self) -> Vec<(u64, u64)> {
+        let mut v = vec![];
+        for e in &self.entries {
+            if let Some(io) = io_of(e)
+                && !v.contains(&io)
+            {
+                v.push(io);
+            }
+        }
+        v
+    }
+
+    /// `(concurrency, value)` of `key` per combination, averaged over the runs of a concurrency.
+    pub fn series(&self, io: (u64, u64), key: &str) -> Vec<(f64, f64)> {
+        let mut by_c: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        for e in &self.entries {
+            if io_of(e) != Some(io) {
+                continue;
+            }
+            let (Some(c), Some(v)) = (concurrency_of(e), e.get(key).and_then(Value::as_f64)) else {
+                continue;
+            };
+            by_c.entry(c).or_default().push(v);
+        }
+        by_c.into_iter()
+            .map(|(c, v)| (c as f64, v.iter().sum::<f64>() / v.len() as f64))
+            .collect()
+    }
+
+    /// The largest passing concurrency per combination: from `summary.json` (pooled verdicts)
+    /// where there is one, else from the tests' own verdicts.
+    pub fn max_passing(&self) -> Vec<Boundary> {
+        self.combinations()
+            .into_iter()
+            .map(|io| {
+                let from_summary = self.summary.as_ref().and_then(|s| {
+                    s["combinations"].as_array()?.iter().find_map(|c| {
+                        (c["input_len"].as_u64() == Some(io.0)
+                            && c["output_len"].as_u64() == Some(io.1))
+                        .then(|| (c["max_passing"].as_u64(), c["first_failing"].as_u64()))
+                    })
+                });
+                let (max, first) = from_summary.unwrap_or_else(|| {
+                    let verdicts: Vec<(u64, bool)> = self
+                        .entries
+                        .iter()
+                        .filter(|e| io_of(e) == Some(io))
+                        .filter_map(|e| {
+                            Some((concurrency_of(e)?, e.get("threshold_pass")?.as_bool()?))
+                        })
+                        .collect();
+                    (
+                        verdicts.iter().filter(|v| v.1).map(|v| v.0).max(),
+                        verdicts.iter().filter(|v| !v.1).map(|v| v.0).min(),
+                    )
+                });
+                (io, max, first)
+            })
+            .collect()
+    }
+
+    /// The sweep's state as the summary says (`running`, `done`, …), or `-`.
+    pub fn status(&self) -> String {
+        self.summary
+            .as_ref()
+            .and_then(|s| s["status"].as_str())
+            .unwrap_or("-")
+            .to_string()
+    }
+}
+
+pub fn io_of(e: &Value) -> Option<(u64, u64)> {
+    // sweep entries name their combination; a bench result has only its random lengths
+    let i = e.get("input_len").and_then(Value::as_u64);
+    let o = e.get("output_len").and_then(Value::as_u64);
+    match (i, o) {
+        (Some(i), Some(o)) => Some((i, o)),
+        _ => {
+            let n = e.get("completed")?.as_u64()?.max(1);
+            Some((
+                e.get("total_input_tokens")?.as_u64()? / n,
+                e.get("total_output_tokens")?.as_u64()? / n,
+            ))
+        }
+    }
+}
+
+pub fn concurrency_of(e: &Value) -> Option<u64> {
+    e.get("concurrency")
+        .or_else(|| e.get("max_concurrency"))
+        .and_then(Value::as_u64)
+}
+
+/// Every `samples.csv` under the test directories, merged per node and GPU, in time order.
+fn read_gpu_series(dir: &Path, entries: &[Value]) -> Vec<GpuSeries> {
+    let mut by: BTreeMap<(String, u32), GpuSeries> = BTreeMap::new();
+    let mut files: Vec<PathBuf> = entries
+        .iter()
+        .filter_map(|e| {
+            let key = crate::sweep::results::TestKey::of(e)?;
+            Some(dir.join(key.gpu_dir()).join("samples.csv"))
+        })
+        .collect();
+    files.dedup();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let c: Vec<&str> = line.split(',').collect();
+            if c.len() != 7 {
+                continue;
+            }
+            let num = |i: usize| c[i].parse::<f64>().ok();
+            let (Some(t), Some(gpu), Some(u), Some(m), Some(temp), Some(p)) = (
+                num(0),
+                c[2].parse::<u32>().ok(),
+                num(3),
+                num(4),
+                num(5),
+                num(6),
+            ) else {
+                continue;
+            };
+            by.entry((c[1].to_string(), gpu))
+                .or_insert_with(|| GpuSeries {
+                    node: c[1].to_string(),
+                    gpu,
+                    points: vec![],
+                })
+                .points
+                .push((t, u, m, temp, p));
+        }
+    }
+    let mut v: Vec<GpuSeries> = by.into_values().collect();
+    for s in &mut v {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    v
+}
+
+/// The sweep directories under `root` (newest first): a directory holding a result array.
+pub fn list(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && Source::Dir(p.clone()).result_file().is_some())
+        .map(|p| {
+            let t = std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            (t, p)
+        })
+        .collect();
+    v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    v.into_iter().map(|(_, p)| p).collect()
+}

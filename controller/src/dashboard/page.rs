@@ -1,0 +1,229 @@
+//! The HTML of a sweep's page: the same sections in the live dashboard (refreshed in place by a
+//! few lines of script) and in the self-contained report.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::data::{SweepView, concurrency_of, io_of};
+
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+pub const STYLE: &str = r#"
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#222;background:#fafafa}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:24px 0 8px}
+.sim{background:#fff3cd;border:1px solid #e0c46c;padding:6px 10px;margin:8px 0;border-radius:4px}
+table{border-collapse:collapse;background:#fff;font-size:13px}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:right} th{background:#f0f0f0}
+td.l,th.l{text-align:left}
+.pass{color:#176b1d;font-weight:600} .fail{color:#b00020;font-weight:600}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(660px,1fr));gap:12px}
+.chart{background:#fff;border:1px solid #ddd;padding:6px}
+.chart h3{font-size:14px;margin:2px 4px 4px}
+.meta td{text-align:left}
+.muted{color:#777;font-size:12px}
+"#;
+
+/// The metadata table.
+pub fn meta(view: &SweepView) -> String {
+    let mut s = String::from("<table class=\"meta\">");
+    let _ = write!(
+        s,
+        "<tr><th class=\"l\">status</th><td id=\"status\">{}</td></tr><tr><th class=\"l\">tests finished</th><td id=\"tests-count\">{}</td></tr>",
+        esc(&view.status()),
+        view.entries.len()
+    );
+    for (k, v) in &view.metadata {
+        let _ = write!(
+            s,
+            "<tr><th class=\"l\">{}</th><td>{}</td></tr>",
+            esc(k),
+            esc(v)
+        );
+    }
+    s.push_str("</table>");
+    if view.simulated_target {
+        s.push_str("<div class=\"sim\">The target is <b>benchctl sim</b>, a SIMULATOR: these numbers describe no real model.</div>");
+    }
+    if view.simulated_gpus {
+        s.push_str("<div class=\"sim\">GPU statistics are SIMULATED (made-up values from --telemetry-source simulated).</div>");
+    }
+    s
+}
+
+/// Max passing concurrency per combination.
+pub fn boundary(view: &SweepView) -> String {
+    if view.thresholds.is_empty() {
+        return "<p class=\"muted\">No threshold: every grid point is tested, nothing judged.</p>"
+            .into();
+    }
+    let mut s = String::from(
+        "<table id=\"boundary\"><tr><th>input</th><th>output</th><th>max passing</th><th>first failing</th></tr>",
+    );
+    for (io, max, first) in view.max_passing() {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            io.0,
+            io.1,
+            max.map_or("none".into(), |v| v.to_string()),
+            first.map_or("-".into(), |v| v.to_string())
+        );
+    }
+    s.push_str("</table>");
+    s
+}
+
+/// Every test with its verdict.
+pub fn tests(view: &SweepView) -> String {
+    let mut s = String::from(
+        "<table id=\"tests\"><tr><th class=\"l\">test</th><th>input</th><th>output</th><th>concurrency</th><th>run</th><th>ok</th><th>failed</th><th>output tok/s</th><th>mean TTFT ms</th><th>p99 TTFT ms</th><th>mean TPOT ms</th><th>mean E2EL ms</th><th>GPU util %</th><th class=\"l\">verdict</th></tr>",
+    );
+    let f = |e: &Value, k: &str, d: usize| {
+        e.get(k)
+            .and_then(Value::as_f64)
+            .map_or("-".into(), |v| format!("{v:.d$}"))
+    };
+    for e in &view.entries {
+        let io = io_of(e).unwrap_or((0, 0));
+        let verdict = match e.get("threshold_pass").and_then(Value::as_bool) {
+            None => "<td class=\"l\">-</td>".to_string(),
+            Some(true) => "<td class=\"l pass\">pass</td>".into(),
+            Some(false) => format!(
+                "<td class=\"l fail\">FAIL {}</td>",
+                esc(&e["threshold_violations"]
+                    .as_array()
+                    .map(|v| {
+                        v.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                    .unwrap_or_default())
+            ),
+        };
+        let _ = write!(
+            s,
+            "<tr class=\"test\"><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{verdict}</tr>",
+            esc(e.get("test_id").and_then(Value::as_str).unwrap_or("-")),
+            io.0,
+            io.1,
+            concurrency_of(e).map_or("-".into(), |c| c.to_string()),
+            e.get("run").and_then(Value::as_u64).unwrap_or(1),
+            e.get("completed").and_then(Value::as_u64).unwrap_or(0),
+            e.get("failed").and_then(Value::as_u64).unwrap_or(0),
+            f(e, "output_throughput", 1),
+            f(e, "mean_ttft_ms", 1),
+            f(e, "p99_ttft_ms", 1),
+            f(e, "mean_tpot_ms", 2),
+            f(e, "mean_e2el_ms", 1),
+            f(e, "gpu_utilization_mean_pct", 1),
+        );
+    }
+    s.push_str("</table>");
+    s
+}
+
+/// The charts' grid, each chart's SVG inline.
+pub fn charts(charts: &[(String, String, String)]) -> String {
+    let mut s = String::from("<div class=\"charts\">");
+    for (id, title, svg) in charts {
+        let _ = write!(
+            s,
+            "<div class=\"chart\" id=\"chart-{}\"><h3>{}</h3>{svg}</div>",
+            esc(id),
+            esc(title)
+        );
+    }
+    s.push_str("</div>");
+    s
+}
+
+/// The page's sections, by element id.
+pub fn sections(view: &SweepView) -> Vec<(&'static str, String)> {
+    vec![
+        ("meta", meta(view)),
+        ("boundary-section", boundary(view)),
+        ("charts", charts(&super::charts::all(view))),
+        ("tests-section", tests(view)),
+    ]
+}
+
+/// A whole page. `live`: the script that follows the sweep — its API URL and the version of the
+/// files the page was rendered from.
+pub fn page(view: &SweepView, live: Option<(&str, &str)>) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>benchctl: {}</title><style>{STYLE}</style></head><body>",
+        esc(&view.name)
+    );
+    let _ = write!(
+        s,
+        "<h1>{}</h1><div class=\"muted\">benchctl sweep{}</div>",
+        esc(&view.name),
+        if live.is_some() {
+            " — live: this page follows the result files"
+        } else {
+            " report"
+        }
+    );
+    let secs = sections(view);
+    let get = |id: &str| {
+        secs.iter()
+            .find(|(k, _)| *k == id)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let _ = write!(
+        s,
+        "<div id=\"meta\">{}</div><h2>Largest concurrency within the thresholds</h2><div id=\"boundary-section\">{}</div><h2>Charts</h2><div id=\"charts\">{}</div><h2>Tests</h2><div id=\"tests-section\">{}</div>",
+        get("meta"),
+        get("boundary-section"),
+        get("charts"),
+        get("tests-section")
+    );
+    if let Some((api, version)) = live {
+        let _ = write!(
+            s,
+            r#"<script>
+window.benchctlLoadedAt = Date.now();
+(function () {{
+  const api = {api};
+  const token = new URLSearchParams(location.search).get("token");
+  const headers = token ? {{ Authorization: "Bearer " + token }} : {{}};
+  let version = {version};
+  async function poll() {{
+    try {{
+      const v = await fetch(api + "/version", {{ headers, cache: "no-store" }});
+      const now = await v.text();
+      if (v.ok && now !== version) {{
+        const r = await fetch(api + "/sections", {{ headers, cache: "no-store" }});
+        if (r.ok) {{
+          const sections = await r.json();
+          for (const [id, html] of Object.entries(sections)) {{
+            const el = document.getElementById(id);
+            if (el) el.innerHTML = html;
+          }}
+          version = now;
+          window.benchctlUpdates = (window.benchctlUpdates || 0) + 1;
+        }}
+      }}
+    }} catch (e) {{ /* the controller may be restarting: try again */ }}
+    setTimeout(poll, 1000);
+  }}
+  setTimeout(poll, 1000);
+}})();
+</script>"#,
+            api = serde_json::to_string(api).unwrap_or_default(),
+            version = serde_json::to_string(version).unwrap_or_default(),
+        );
+    }
+    s.push_str("</body></html>");
+    s
+}
