@@ -143,6 +143,8 @@ impl proto::controller_server::Controller for ControllerService {
         tokio::spawn(async move {
             let mut ping_id = 0u64;
             let mut next_ping = tokio::time::Instant::now();
+            // a session the agent closed (it is stopping) is not a loss
+            let mut clean = false;
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => {
@@ -163,7 +165,10 @@ impl proto::controller_server::Controller for ControllerService {
                             }
                             Some(proto::agent_message::Msg::Register(_)) | None => {}
                         },
-                        Ok(None) => break,
+                        Ok(None) => {
+                            clean = true;
+                            break;
+                        }
                         Err(e) => {
                             tracing::debug!("agent {node}: stream error: {e}");
                             break;
@@ -180,7 +185,7 @@ impl proto::controller_server::Controller for ControllerService {
                     }
                 }
             }
-            registry.disconnected(node, instance).await;
+            registry.disconnected(node, instance, clean).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -50,6 +50,8 @@ enum Command {
     Disconnected {
         node: String,
         instance_id: u64,
+        /// The agent ended its stream (it is stopping), rather than the connection breaking.
+        clean: bool,
     },
     List {
         reply: oneshot::Sender<Vec<proto::AgentStatus>>,
@@ -130,10 +132,14 @@ impl Registry {
         let _ = self.tx.send(Command::Pong { node, exchange }).await;
     }
 
-    pub async fn disconnected(&self, node: String, instance_id: u64) {
+    pub async fn disconnected(&self, node: String, instance_id: u64, clean: bool) {
         let _ = self
             .tx
-            .send(Command::Disconnected { node, instance_id })
+            .send(Command::Disconnected {
+                node,
+                instance_id,
+                clean,
+            })
             .await;
     }
 
@@ -276,14 +282,22 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                     a.last_seen = Instant::now();
                 }
             }
-            Command::Disconnected { node, instance_id } => {
+            Command::Disconnected {
+                node,
+                instance_id,
+                clean,
+            } => {
                 if let Some(a) = agents
                     .get_mut(&node)
                     .filter(|a| a.register.instance_id == instance_id)
                 {
                     a.connected = false;
                     a.settings = None;
-                    tracing::warn!("agent {node} disconnected");
+                    if clean {
+                        tracing::info!("agent {node} closed its session");
+                    } else {
+                        tracing::warn!("agent {node} disconnected");
+                    }
                 }
             }
             Command::List { reply } => {

@@ -1,0 +1,518 @@
+//! The dashboard and the report in a real browser: Debian's Chromium, headless, driven through
+//! chromedriver (WebDriver). Screenshots are kept in `target/tmp/artifacts/`.
+//!
+//! Without chromium and chromedriver these tests say so and pass, unless
+//! `BENCHCTL_REQUIRE_BROWSER=1` (set by `.ci/run`, which installs them) makes that a failure.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use benchctl_tests::{SimConfig, start, sweep};
+use controller::dashboard::data::Source;
+use controller::dashboard::server::{DashboardConfig, Sources};
+use serde_json::{Value, json};
+
+struct Browser {
+    client: fantoccini::Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn close(mut self) {
+        let _ = self.client.close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("{script}: {e}"))
+    }
+
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.expect("a screenshot");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, png).unwrap();
+        p
+    }
+}
+
+fn find(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(bin))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Headless Chromium through chromedriver, or `None` where they are not installed.
+async fn browser() -> Option<Browser> {
+    let required = std::env::var("BENCHCTL_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    let (Some(driver), Some(chromium)) = (find("chromedriver"), find("chromium")) else {
+        assert!(
+            !required,
+            "BENCHCTL_REQUIRE_BROWSER=1 but chromium/chromedriver are not on PATH (apt-get install chromium chromium-driver)"
+        );
+        eprintln!(
+            "SKIPPED: no chromium/chromedriver on PATH (apt-get install chromium chromium-driver)"
+        );
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let profile = tempfile::tempdir().unwrap();
+    let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
+        "goog:chromeOptions": {
+            "binary": chromium,
+            // no network beyond loopback: nothing in the background, nothing fetched
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                "--window-size=1400,2000",
+                format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }
+    }))
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        let mut b = fantoccini::ClientBuilder::rustls().expect("a TLS config");
+        match b.capabilities(caps.clone()).connect(&url).await {
+            Ok(c) => break c,
+            Err(e) => {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("no WebDriver session from chromedriver: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    Some(Browser {
+        client,
+        driver: child,
+        _profile: profile,
+    })
+}
+
+fn slow_capacity_sim() -> SimConfig {
+    SimConfig {
+        kv_cache_tokens: 960,
+        decode_step_base_ms: 5.0,
+        decode_step_per_seq_us: 0.0,
+        prefill_us_per_token: 1.0,
+        ..SimConfig::default()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn result_array(root: &Path) -> Vec<Value> {
+    let Some(dir) = std::fs::read_dir(root)
+        .ok()
+        .and_then(|rd| rd.flatten().map(|e| e.path()).find(|p| p.is_dir()))
+    else {
+        return vec![];
+    };
+    Source::Dir(dir)
+        .result_file()
+        .and_then(|f| std::fs::read(f).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+async fn wait_js(b: &Browser, script: &str, what: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = b.js(script).await;
+        if v != Value::Null && v != Value::Bool(false) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_live_dashboard_follows_a_sweep_without_a_reload() {
+    let Some(b) = browser().await else { return };
+    let sim = start(slow_capacity_sim()).await;
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (url, r) = (sim.base_url(), root.path().to_path_buf());
+    let addr = format!("127.0.0.1:{port}");
+    let run = tokio::spawn(async move {
+        sweep(
+            &url,
+            &r,
+            &[
+                "--io",
+                "64x32,128x64",
+                "--concurrency",
+                "1,2,4,8,16",
+                "--prompts-per-concurrency",
+                "3",
+                "--min-prompts",
+                "6",
+                "--threshold",
+                "p99_ttft:60 tpot:20",
+                "--search",
+                "bisect",
+                "--gpu-num",
+                "2",
+                "--telemetry-source",
+                "simulated",
+                "--telemetry-interval",
+                "100ms",
+                "--metadata",
+                "gpu=2x simulated,server=benchctl sim",
+                "--dashboard-addr",
+                &addr,
+            ],
+        )
+        .await
+    });
+    // the page is opened after the first test and before the last
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while result_array(root.path()).is_empty() {
+        assert!(Instant::now() < deadline, "no finished test in 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.client
+        .goto(&format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap();
+    let link = wait_js(
+        &b,
+        "const a = document.querySelector('#sweeps a'); return a && a.href;",
+        "the list of sweeps",
+        10,
+    )
+    .await;
+    b.client.goto(link.as_str().unwrap()).await.unwrap();
+    let loaded_at = b.js("return window.benchctlLoadedAt").await;
+    let first = b
+        .js("return document.querySelectorAll('tr.test').length")
+        .await;
+    let first = first.as_u64().unwrap();
+    assert!(first >= 1, "the finished tests are listed");
+    let text = b.js("return document.body.innerText").await;
+    let text = text.as_str().unwrap();
+    assert!(text.contains("SIMULATOR") && text.contains("server") && text.contains("benchctl sim"));
+    b.screenshot("dashboard-live-early.png").await;
+
+    // a test that finishes while the page is open appears without a reload
+    wait_js(
+        &b,
+        &format!("return document.querySelectorAll('tr.test').length > {first}"),
+        "a newly finished test on the open page",
+        60,
+    )
+    .await;
+    assert_eq!(
+        b.js("return window.benchctlLoadedAt").await,
+        loaded_at,
+        "the page was not reloaded"
+    );
+    let partial = b.screenshot("dashboard-live.png").await;
+    eprintln!("screenshot: {}", partial.display());
+    let result = run.await.unwrap();
+    result.result.as_ref().expect("the sweep succeeds");
+    let total = result.results().len() as u64;
+    // the sweep's own dashboard ended with it; `benchctl dashboard --result-dir` shows it after
+    let d = controller::dashboard::server::start(DashboardConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        token: None,
+        sources: Sources::Root(root.path().to_path_buf()),
+        metadata: BTreeMap::new(),
+    })
+    .await
+    .unwrap();
+    let name = result
+        .dir()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    b.client
+        .goto(&format!("{}sweep/{name}", d.url()))
+        .await
+        .unwrap();
+    wait_js(
+        &b,
+        &format!("return document.querySelectorAll('tr.test').length == {total} && document.getElementById('status').innerText == 'done'"),
+        "every test and the final status",
+        10,
+    )
+    .await;
+    // the charts carry the data: a point per concurrency tested, threshold lines, GPU lines
+    let points = b
+        .js("return document.querySelectorAll('#chart-throughput svg circle').length")
+        .await;
+    assert_eq!(
+        points.as_u64().unwrap(),
+        total,
+        "one point per (combination, concurrency)"
+    );
+    let boundary = b
+        .js("return Array.from(document.querySelectorAll('#boundary tr')).map(r => r.innerText.replace(/\\s+/g, ' ').trim())")
+        .await;
+    assert_eq!(
+        boundary,
+        json!([
+            "input output max passing first failing",
+            "64 32 10 11",
+            "128 64 5 6"
+        ])
+    );
+    let ttft = b
+        .js("return document.querySelector('#chart-ttft').innerHTML")
+        .await;
+    assert!(
+        ttft.as_str().unwrap().contains("threshold p99_ttft"),
+        "threshold line"
+    );
+    for id in [
+        "gpu_utilization",
+        "gpu_memory",
+        "gpu_temperature",
+        "gpu_power",
+    ] {
+        let lines = b
+            .js(&format!(
+                "return document.querySelectorAll('#chart-{id} svg polyline').length"
+            ))
+            .await;
+        assert!(lines.as_u64().unwrap() >= 2, "{id}: a line per GPU");
+    }
+    let shot = b.screenshot("dashboard-done.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    b.close().await;
+    d.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_report_opens_from_a_file_url_offline_with_every_chart() {
+    let Some(b) = browser().await else { return };
+    let sim = start(slow_capacity_sim()).await;
+    let root = tempfile::tempdir().unwrap();
+    let run = sweep(
+        &sim.base_url(),
+        root.path(),
+        &[
+            "--io",
+            "64x32",
+            "--concurrency",
+            "4,8,16",
+            "--num-prompts",
+            "24",
+            "--threshold",
+            "p99_ttft:60",
+            "--gpu-num",
+            "1",
+            "--telemetry-source",
+            "simulated",
+            "--telemetry-interval",
+            "100ms",
+            "--dashboard-addr",
+            "off",
+        ],
+    )
+    .await;
+    sim.shutdown().await;
+    run.result.as_ref().expect("the sweep succeeds");
+    let out = root.path().join("shared-report");
+    controller::dashboard::cmd::report(controller::dashboard::cmd::ReportArgs {
+        dir: run.dir().to_path_buf(),
+        out: Some(out.clone()),
+        metadata: vec![("reviewer".into(), "ci".into())],
+    })
+    .unwrap();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for bad in ["src=\"http", "href=\"http", "<script src", "<link "] {
+        assert!(
+            !html.contains(bad),
+            "the report refers to something outside: {bad}"
+        );
+    }
+    let svgs: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".svg"))
+        .collect();
+    assert_eq!(svgs.len(), 9, "{svgs:?}");
+
+    b.client
+        .goto(&format!("file://{}", out.join("report.html").display()))
+        .await
+        .unwrap();
+    // nothing was fetched: every byte is in the file
+    let fetched = b
+        .js("return performance.getEntriesByType('resource').length")
+        .await;
+    assert_eq!(fetched, json!(0));
+    let charts = b
+        .js("return Array.from(document.querySelectorAll('.chart')).map(c => [c.id, c.querySelectorAll('svg').length, c.querySelectorAll('svg polyline, svg rect, svg circle').length])")
+        .await;
+    let charts = charts.as_array().unwrap();
+    assert_eq!(charts.len(), 9, "{charts:?}");
+    for c in charts {
+        assert_eq!(c[1], 1, "{c:?}: one SVG");
+        assert!(c[2].as_u64().unwrap() > 3, "{c:?}: drawn data");
+    }
+    let text = b.js("return document.body.innerText").await;
+    assert!(text.as_str().unwrap().contains("reviewer"));
+    let shot = b.screenshot("report.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_page_follows_a_json_file_and_the_token_guards_other_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Qwen3-32B_vllm_result.json");
+    let entry = |c: u64, pass: bool| {
+        json!({"concurrency": c, "input_len": 1024, "output_len": 1024, "completed": 10, "failed": 0,
+               "output_throughput": 100.0 * c as f64, "mean_ttft_ms": 50.0 * c as f64,
+               "mean_tpot_ms": 10.0, "mean_e2el_ms": 1000.0, "threshold": "ttft:400",
+               "threshold_pass": pass, "threshold_violations": []})
+    };
+    std::fs::write(&file, serde_json::to_vec(&json!([entry(1, true)])).unwrap()).unwrap();
+    let d = controller::dashboard::server::start(DashboardConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        token: None,
+        sources: Sources::Single(Source::File(file.clone())),
+        metadata: BTreeMap::from([("tp".into(), "8".into()), ("dtype".into(), "fp16".into())]),
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let page = http.get(d.url()).send().await.unwrap();
+    assert!(page.url().path().ends_with("/sweep/Qwen3-32B_vllm_result"));
+    let body = page.text().await.unwrap();
+    assert!(body.contains(">tp</th><td>8<") && body.contains(">dtype</th><td>fp16<"));
+    let api = format!("{}api/sweep/Qwen3-32B_vllm_result", d.url());
+    let v1 = http
+        .get(format!("{api}/version"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // the file grows: the version changes and the sections carry the new test
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&json!([entry(1, true), entry(2, true), entry(4, false)])).unwrap(),
+    )
+    .unwrap();
+    let v2 = http
+        .get(format!("{api}/version"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(v1, v2);
+    let sections: Value = http
+        .get(format!("{api}/sections"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tests = sections["tests-section"].as_str().unwrap();
+    assert_eq!(tests.matches("class=\"test\"").count(), 3);
+    assert!(
+        sections["boundary-section"]
+            .as_str()
+            .unwrap()
+            .contains("<td>2</td><td>4</td>")
+    );
+    let svg = http
+        .get(format!("{api}/chart/throughput.svg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+    assert!(svg.text().await.unwrap().starts_with("<svg"));
+    d.stop().await;
+
+    // beyond loopback: a token is required, and then checked
+    let open = controller::dashboard::server::start(DashboardConfig {
+        addr: "0.0.0.0:0".parse().unwrap(),
+        token: None,
+        sources: Sources::Single(Source::File(file.clone())),
+        metadata: BTreeMap::new(),
+    })
+    .await;
+    let e = format!("{:#}", open.err().expect("refused without a token"));
+    assert!(e.contains("--dashboard-addr") && e.contains("token"), "{e}");
+    let d = controller::dashboard::server::start(DashboardConfig {
+        addr: "0.0.0.0:0".parse().unwrap(),
+        token: Some("s3cret-token".into()),
+        sources: Sources::Single(Source::File(file)),
+        metadata: BTreeMap::new(),
+    })
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", d.addr.port());
+    let page = format!("{base}/sweep/Qwen3-32B_vllm_result");
+    assert_eq!(http.get(&page).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.get(&page)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.get(&page)
+            .bearer_auth("s3cret-token")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{page}?token=s3cret-token"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    d.stop().await;
+}
