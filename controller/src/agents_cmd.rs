@@ -14,6 +14,19 @@ pub struct ControllerArgs {
     /// Address to serve gRPC on (agents and load workers dial it).
     #[arg(long, env = "BENCHCTL_LISTEN", default_value = "127.0.0.1:7400")]
     pub listen: SocketAddr,
+    /// Serve the web dashboard of the sweeps under --result-dir here ("off": none).
+    #[arg(
+        long,
+        env = "BENCHCTL_DASHBOARD_ADDR",
+        default_value = "127.0.0.1:8501"
+    )]
+    pub dashboard_addr: String,
+    /// Bearer token of the dashboard, required when it listens beyond loopback; never logged.
+    #[arg(long, env = "BENCHCTL_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub dashboard_token: Option<String>,
+    /// The sweeps' result directories are under this folder.
+    #[arg(long, env = "BENCHCTL_RESULT_DIR", default_value = "bench_logs")]
+    pub result_dir: std::path::PathBuf,
 }
 
 /// `benchctl agents`.
@@ -42,8 +55,37 @@ pub async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
+    // the dashboard first: a bad --dashboard-addr stops the command before anything serves
+    let dashboard = if args.dashboard_addr.eq_ignore_ascii_case("off") {
+        None
+    } else {
+        let addr: SocketAddr = args.dashboard_addr.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--dashboard-addr {:?} is not an address such as 127.0.0.1:8501 (or \"off\")",
+                args.dashboard_addr
+            )
+        })?;
+        std::fs::create_dir_all(&args.result_dir).with_context(|| {
+            format!(
+                "--result-dir {}: cannot create it",
+                args.result_dir.display()
+            )
+        })?;
+        Some(
+            crate::dashboard::server::start(crate::dashboard::server::DashboardConfig {
+                addr,
+                token: args.dashboard_token.clone(),
+                sources: crate::dashboard::server::Sources::Root(args.result_dir.clone()),
+                metadata: Default::default(),
+            })
+            .await?,
+        )
+    };
     let server = Server::start(listener, Registry::spawn())?;
     tracing::info!("benchctl controller listening on {}", server.url());
+    if let Some(d) = &dashboard {
+        tracing::info!("dashboard at {}", d.url());
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,
@@ -51,6 +93,9 @@ pub async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
     }
     tracing::info!("benchctl controller: shutting down");
     server.shutdown().await;
+    if let Some(d) = dashboard {
+        d.stop().await;
+    }
     Ok(())
 }
 

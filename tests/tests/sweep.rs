@@ -306,6 +306,29 @@ async fn the_seeds_directory_files_and_log_columns() {
         let rows: Vec<&str> = raw.lines().filter(|l| !l.starts_with('#')).collect();
         assert!(!rows.is_empty(), "samples in {raw}");
         assert!(rows.iter().all(|r| r.split('\t').count() == 6));
+        let samples = std::fs::read_to_string(gpu.join("samples.csv")).unwrap();
+        let mut lines = samples.lines();
+        assert_eq!(
+            lines.next(),
+            Some("unix_s,node,gpu,utilization_pct,memory_used_mib,temperature_c,power_w")
+        );
+        let (t0, t1) = (
+            e["started_at_unix_s"].as_f64().unwrap(),
+            e["ended_at_unix_s"].as_f64().unwrap(),
+        );
+        assert!(t1 > t0);
+        for l in lines {
+            let t: f64 = l.split(',').next().unwrap().parse().unwrap();
+            assert!(
+                t >= t0 - 0.01 && t <= t1 + 0.01,
+                "a sample at {t} outside [{t0}, {t1}]"
+            );
+        }
+        assert_eq!(
+            samples.lines().filter(|l| l.contains(",1,")).count(),
+            samples.lines().filter(|l| l.contains(",0,")).count(),
+            "both GPUs sampled"
+        );
         let result = std::fs::read_to_string(gpu.join("result.log")).unwrap();
         assert!(result.contains("SIMULATED"), "{result}");
         let log = std::fs::read_to_string(
