@@ -73,8 +73,8 @@ pub struct SweepArgs {
     /// without --threshold, runs of every test [default: 1].
     #[arg(long, env = "BENCHCTL_REPEATS", value_parser = clap::value_parser!(u32).range(1..))]
     pub repeats: Option<u32>,
-    /// Labels kept with the results (repeatable or comma-separated): --metadata tp=8,dtype=fp16.
-    #[arg(long, env = "BENCHCTL_METADATA", value_delimiter = ',', value_parser = parse_kv)]
+    /// Labels kept with the results: --metadata tp=8 dtype=fp16 (or comma-separated).
+    #[arg(long, env = "BENCHCTL_METADATA", num_args = 1.., value_delimiter = ',', value_parser = parse_kv)]
     pub metadata: Vec<(String, String)>,
     /// Where result directories are made.
     #[arg(long, env = "BENCHCTL_RESULT_DIR", default_value = "bench_logs")]
@@ -423,6 +423,26 @@ tp = 8
         assert!(msg.contains("binary"), "{msg}");
         let cli = crate::cli::Cli::try_parse_from(["benchctl", "sweep", "--metadata", "tp"]);
         assert!(cli.unwrap_err().to_string().contains("KEY=VALUE"));
+        // the seed's form: space-separated pairs after one flag
+        let p = resolve(&args(&["--metadata", "tp=8", "dtype=fp16", "--io", "8x8"])).unwrap();
+        assert_eq!(
+            (p.metadata["tp"].as_str(), p.metadata["dtype"].as_str()),
+            ("8", "fp16")
+        );
+        let cli = crate::cli::Cli::try_parse_from([
+            "benchctl",
+            "dashboard",
+            "--json-file",
+            "r.json",
+            "--metadata",
+            "tp=8",
+            "dtype=fp16",
+        ])
+        .unwrap();
+        let crate::cli::Command::Dashboard(d) = cli.command else {
+            unreachable!()
+        };
+        assert_eq!(d.metadata.len(), 2);
     }
 
     #[test]
