@@ -17,6 +17,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    // a temporary file is private (0600); results are shared like any file the user writes
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
     tmp.as_file().sync_all().ok();
     tmp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -43,6 +50,9 @@ mod tests {
         write_atomic(&p, b"{}").unwrap();
         write_atomic(&p, b"[1]").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"[1]");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "readable by others, as a file the user writes");
         assert_eq!(records_path(&p), d.path().join("sub/r.requests.jsonl"));
         assert_eq!(
             std::fs::read_dir(d.path().join("sub")).unwrap().count(),
