@@ -24,24 +24,34 @@ async fn slow_sim() -> SimServer {
     .unwrap()
 }
 
+/// `extra` empty: a new sweep; `["--resume", DIR]`: its continuation (the plan is DIR's).
 fn spawn_sweep(base_url: &str, root: &Path, log: &Path, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_benchctl"))
-        .args([
-            "sweep",
-            "--base-url",
-            base_url,
-            "--result-dir",
-            &root.display().to_string(),
+    let root = root.display().to_string();
+    let prompts = PROMPTS.to_string();
+    let mut args = vec![
+        "sweep",
+        "--base-url",
+        base_url,
+        "--result-dir",
+        &root,
+        "--quiet",
+        "--dashboard-addr",
+        "off",
+    ];
+    if extra.is_empty() {
+        args.extend([
             "--io",
             "64x64",
             "--concurrency",
             "1,2,3,4,5,6",
             "--num-prompts",
-            &PROMPTS.to_string(),
+            &prompts,
             "--warmup-requests",
             "0",
-            "--quiet",
-        ])
+        ]);
+    }
+    Command::new(env!("CARGO_BIN_EXE_benchctl"))
+        .args(args)
         .args(extra)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())

@@ -476,5 +476,25 @@ async fn a_server_that_fails_everything_stops_the_sweep_with_the_failures_counte
     assert_eq!(results[0]["failed"], 4);
     assert_eq!(results[0]["failed_by_kind"]["http_5xx"], 4);
     assert_eq!(results[0]["threshold_pass"], false);
+    assert_eq!(results[0]["aborted"], "every request failed");
     assert_eq!(run.summary()["status"], "failed");
+
+    // the server is back: --resume runs the aborted test again instead of taking it as a verdict
+    let healthy = start(capacity_sim()).await;
+    let dir = run.dir().display().to_string();
+    let again = sweep(&healthy.base_url(), root.path(), &["--resume", &dir]).await;
+    healthy.shutdown().await;
+    again.result.as_ref().expect("the resumed sweep succeeds");
+    let results = again.results();
+    let cs: Vec<u64> = results
+        .iter()
+        .map(|e| e["concurrency"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cs, vec![1, 2, 4], "c=1 once, rerun, then the rest");
+    assert!(
+        results
+            .iter()
+            .all(|e| e.get("aborted").is_none() && e["completed"] == 4)
+    );
+    assert_eq!(again.combination(64, 32)["max_passing"], 4);
 }

@@ -102,10 +102,11 @@ async fn auth(State(s): Shared, headers: HeaderMap, req: Request, next: Next) ->
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
+    // decoded as the page's script decodes it (URLSearchParams): `+` and %XX
     let query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("token="))
-            .map(str::to_string)
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
     });
     let ok = [bearer.map(str::to_string), query]
         .into_iter()
@@ -155,18 +156,30 @@ async fn load(s: Arc<AppState>, name: String) -> Result<(SweepView, String), Res
     .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response())
 }
 
-fn token_query(headers: &HeaderMap, uri_query: Option<&str>) -> String {
-    let _ = headers;
-    uri_query
-        .and_then(|q| q.split('&').find(|kv| kv.starts_with("token=")))
-        .map(|t| format!("?{t}"))
+/// `?token=…` for the page's links (the request passed the check, so it knows the token),
+/// percent-encoded; nothing without a token.
+fn token_query(s: &AppState) -> String {
+    s.cfg
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            format!(
+                "?token={}",
+                form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()
+            )
+        })
         .unwrap_or_default()
 }
 
-async fn index(State(s): Shared, headers: HeaderMap, uri: axum::http::Uri) -> Response {
-    let q = token_query(&headers, uri.query());
+async fn index(State(s): Shared) -> Response {
+    let q = token_query(&s);
     match &s.cfg.sources {
-        Sources::Single(src) => Redirect::to(&format!("/sweep/{}{q}", src.name())).into_response(),
+        Sources::Single(src) => Redirect::to(&format!(
+            "/sweep/{}{q}",
+            form_urlencoded::byte_serialize(src.name().as_bytes()).collect::<String>()
+        ))
+        .into_response(),
         Sources::Root(root) => {
             let root = root.clone();
             let rows = tokio::task::spawn_blocking(move || {
@@ -187,7 +200,9 @@ async fn index(State(s): Shared, headers: HeaderMap, uri: axum::http::Uri) -> Re
             );
             for (name, status, tests, meta) in &rows {
                 h.push_str(&format!(
-                    "<tr><td class=\"l\"><a href=\"/sweep/{n}{q}\">{n}</a></td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{tests}</td></tr>",
+                    "<tr><td class=\"l\"><a href=\"/sweep/{}{}\">{n}</a></td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{tests}</td></tr>",
+                    esc(&form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()),
+                    esc(&q),
                     esc(meta.get("model").map(String::as_str).unwrap_or("-")),
                     esc(status),
                     n = esc(name),

@@ -89,7 +89,11 @@ pub struct SweepArgs {
     /// Continue the sweep in this result directory: its saved plan is used, finished tests are
     /// kept, the rest run. Server flags (--base-url, --model-path, API key…) come from this
     /// command line.
-    #[arg(long, env = "BENCHCTL_RESUME")]
+    #[arg(long, env = "BENCHCTL_RESUME", conflicts_with_all = [
+        "config", "dtype", "tp", "io", "concurrency", "num_prompts", "prompts_per_concurrency",
+        "min_prompts", "warmup_requests", "threshold", "max_error_rate", "search", "repeats",
+        "metadata",
+    ])]
     pub resume: Option<PathBuf>,
 }
 
@@ -423,6 +427,18 @@ tp = 8
         assert!(msg.contains("binary"), "{msg}");
         let cli = crate::cli::Cli::try_parse_from(["benchctl", "sweep", "--metadata", "tp"]);
         assert!(cli.unwrap_err().to_string().contains("KEY=VALUE"));
+        // --resume runs the saved plan: grid flags beside it are refused, not ignored
+        let e = crate::cli::Cli::try_parse_from([
+            "benchctl",
+            "sweep",
+            "--resume",
+            "d",
+            "--threshold",
+            "ttft:1",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--resume") && e.contains("--threshold"), "{e}");
         // the seed's form: space-separated pairs after one flag
         let p = resolve(&args(&["--metadata", "tp=8", "dtype=fp16", "--io", "8x8"])).unwrap();
         assert_eq!(

@@ -71,10 +71,12 @@ impl TestKey {
     }
 }
 
-/// The result directory of one sweep.
+/// The result directory of one sweep. Held by one process at a time (an exclusive `flock` on
+/// `DIR/.lock`), so that two processes never rewrite the same array.
 pub struct ResultDir {
     pub dir: PathBuf,
     pub model_label: String,
+    _lock: std::fs::File,
     /// The finished tests, in the order they ran.
     entries: Vec<serde_json::Value>,
 }
@@ -101,6 +103,7 @@ impl ResultDir {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create the result directory {}", dir.display()))?;
         let d = ResultDir {
+            _lock: lock(&dir)?,
             dir,
             model_label,
             entries: Vec::new(),
@@ -113,6 +116,7 @@ impl ResultDir {
     /// interrupted write are removed.
     pub fn open(dir: PathBuf, model_label: String) -> anyhow::Result<ResultDir> {
         let mut d = ResultDir {
+            _lock: lock(&dir)?,
             dir,
             model_label,
             entries: Vec::new(),
@@ -151,10 +155,13 @@ impl ResultDir {
     }
 
     /// Runs of `(io, c)` already finished.
+    /// Runs of `(io, c)` already finished (a test aborted because every request failed is not
+    /// one: it runs again on `--resume`).
     pub fn runs_of(&self, io: Io, c: u32) -> Vec<TestKey> {
         let mut v: Vec<TestKey> = self
             .entries
             .iter()
+            .filter(|e| e.get("aborted").is_none())
             .filter_map(TestKey::of)
             .filter(|k| k.io == io && k.concurrency == c)
             .collect();
@@ -222,6 +229,25 @@ impl ResultDir {
     }
 }
 
+/// Takes the directory's lock, or says who holds it.
+fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        anyhow::anyhow!(
+            "another benchctl sweep is writing {} (it holds {}); wait for it or stop it",
+            dir.display(),
+            path.display()
+        )
+    })?;
+    Ok(f)
+}
+
 /// Removes `.tmp*` files left by a write that a kill interrupted.
 fn remove_temporaries(dir: &Path) {
     let mut stack = vec![dir.to_path_buf()];
@@ -277,6 +303,8 @@ pub struct ComboSummary {
     pub bound_by: Vec<String>,
     /// Concurrencies tested, in order.
     pub tested: Vec<u32>,
+    /// Failures that a pass at a higher concurrency overruled (latency was not monotone there).
+    pub failed_below_a_pass: Vec<u32>,
     /// Grid points the search did not need.
     pub skipped: Vec<u32>,
     pub tests_run: usize,
@@ -482,6 +510,7 @@ mod tests {
         d.commit(&k, entry.clone(), std::slice::from_ref(&rec), "log")
             .unwrap();
         std::fs::write(dir.join(".tmpXYZ"), b"half").unwrap();
+        drop(d);
         let d = ResultDir::open(dir.clone(), "m".into()).unwrap();
         assert_eq!(d.entries(), &[entry]);
         assert_eq!(d.runs_of(k.io, 4), vec![k]);
@@ -489,5 +518,10 @@ mod tests {
         assert_eq!(back[0].request_id, "r0");
         assert!(back[0].text.is_empty());
         assert!(!dir.join(".tmpXYZ").exists());
+        // one writer at a time
+        let e = ResultDir::open(dir.clone(), "m".into()).err().unwrap();
+        assert!(e.to_string().contains("another benchctl sweep"), "{e}");
+        drop(d);
+        ResultDir::open(dir, "m".into()).unwrap();
     }
 }

@@ -29,6 +29,15 @@ use crate::service::{JobSpec, Server};
 /// Runs `benchctl sweep`.
 pub async fn run(mut args: SweepArgs) -> anyhow::Result<ExitCode> {
     // Everything the user typed is checked before any process starts or any load is sent.
+    if let Some(dir) = &args.resume {
+        let abs = dir.canonicalize().map_err(|e| {
+            anyhow::anyhow!(
+                "--resume {}: {e} (expected a sweep's result directory)",
+                dir.display()
+            )
+        })?;
+        args.resume = Some(abs);
+    }
     let mut plan = match &args.resume {
         Some(dir) => {
             let plan = Plan::load(dir)?;
@@ -159,10 +168,23 @@ async fn telemetry_note(system: &LocalSystem) -> String {
     let agents = system.server.registry.list().await;
     let gpus: usize = agents.iter().map(|a| a.gpus.len()).sum();
     let simulated = agents.iter().any(|a| a.simulated);
+    // the product names NVML reports, so that a result never depends on a hand-typed label
+    let mut names: Vec<String> = agents
+        .iter()
+        .flat_map(|a| a.gpus.iter())
+        .map(|g| {
+            if g.driver_version.is_empty() {
+                g.name.clone()
+            } else {
+                format!("{}, driver {}", g.name, g.driver_version)
+            }
+        })
+        .collect();
+    names.dedup();
     let note = if simulated {
         format!("SIMULATED ({gpus} made-up GPUs, not measured)")
     } else {
-        format!("nvml: {gpus} GPUs")
+        format!("nvml: {gpus} GPUs ({})", names.join("; "))
     };
     eprintln!("GPU statistics: {note}");
     note
@@ -315,6 +337,14 @@ async fn sweep(
             .collect(),
     };
     let progress = Progress::new(plan, thresholds.is_some(), args.common.quiet);
+    // a resumed sweep starts with its finished tests done
+    let finished: u64 = dir
+        .entries()
+        .iter()
+        .filter(|e| e.get("aborted").is_none())
+        .map(|e| e["completed"].as_u64().unwrap_or(0) + e["failed"].as_u64().unwrap_or(0))
+        .sum();
+    progress.already_done(finished);
     let mut s = Sweep {
         plan,
         thresholds,
@@ -336,6 +366,7 @@ async fn sweep(
             Ok(()) => s.summary.combinations[i].status = "done".into(),
             Err(e) => match e.downcast::<StopError>() {
                 Ok(StopError(why)) => {
+                    s.refresh(i, io, None).await?;
                     s.summary.combinations[i].status = match why {
                         Stop::Interrupted => "interrupted".into(),
                         Stop::ServerDown(_) => "failed".into(),
@@ -442,6 +473,8 @@ fn test_seed(base: u64, key: &TestKey) -> u64 {
 impl Sweep<'_> {
     /// One combination: replays the search over the finished tests and runs what is missing.
     async fn combination(&mut self, i: usize, io: Io) -> anyhow::Result<()> {
+        // records are pooled within a combination only: keep one combination's in memory
+        self.records.clear();
         let grid = self.plan.concurrency.clone();
         if self.thresholds.is_none() {
             // no thresholds: every grid point, `repeats` runs each
@@ -535,6 +568,7 @@ impl Sweep<'_> {
             .dir
             .entries()
             .iter()
+            .filter(|e| e.get("aborted").is_none())
             .filter_map(TestKey::of)
             .filter(|k| k.io == io)
             .map(|k| k.concurrency)
@@ -589,6 +623,7 @@ impl Sweep<'_> {
             combo.max_passing = o.max_passing;
             combo.first_failing = o.first_failing;
             combo.tested = o.tested.clone();
+            combo.failed_below_a_pass = o.failed_below_a_pass.clone();
             combo.skipped = search.skipped().to_vec();
             combo.bound_by = o
                 .first_failing
@@ -729,10 +764,22 @@ impl Sweep<'_> {
             )?;
             log.push_str(&gpu_text(&nodes));
         }
+        let all_failed = summary.completed == 0;
+        if all_failed {
+            // kept, with its failures counted, but not a verdict: `--resume` runs it again
+            entry["aborted"] = "every request failed".into();
+        }
         self.dir.commit(&key, entry, &records, &log)?;
+        let records: Vec<RequestRecord> = records
+            .into_iter()
+            .map(|r| RequestRecord {
+                text: String::new(),
+                ..r
+            })
+            .collect();
         self.records.insert(key, Arc::new(records));
         self.progress.finished(&key, &summary, verdict.as_ref());
-        if summary.completed == 0 {
+        if all_failed {
             let why = summary
                 .failed_by_kind
                 .iter()
@@ -790,6 +837,15 @@ impl Progress {
             quiet,
             done: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    fn already_done(&self, n: u64) {
+        self.done.store(n, Ordering::Relaxed);
+        let len = self.bar.length().unwrap_or(0);
+        self.bar.set_length(len.max(n));
+        self.bar.set_position(n);
+        // the ETA is of what remains, not of what an earlier process did
+        self.bar.reset_eta();
     }
 
     fn line(&self, s: String) {

@@ -30,6 +30,8 @@ pub struct Outcome {
     pub first_failing: Option<u32>,
     /// Concurrencies tested, in order.
     pub tested: Vec<u32>,
+    /// Failures that a higher concurrency's pass overruled (latency was not monotone).
+    pub failed_below_a_pass: Vec<u32>,
 }
 
 /// The search over one combination.
@@ -73,7 +75,7 @@ impl Search {
         let c = match (self.outcome.max_passing, self.outcome.first_failing) {
             // the boundary is bracketed: bisect (or stop, in the seed's mode)
             (Some(lo), Some(hi)) => {
-                if self.mode == Mode::Ascending || hi - lo <= 1 {
+                if self.mode == Mode::Ascending || hi <= lo.saturating_add(1) {
                     self.done = true;
                     return None;
                 }
@@ -109,6 +111,12 @@ impl Search {
                     .max_passing
                     .map_or(concurrency, |m| m.max(concurrency)),
             );
+            // a failure below a pass (a cold start, a noisy server) is not the boundary: it is
+            // reported, and the walk goes on up
+            if let Some(f) = self.outcome.first_failing.filter(|&f| f <= concurrency) {
+                self.outcome.first_failing = None;
+                self.outcome.failed_below_a_pass.push(f);
+            }
         } else {
             self.outcome.first_failing = Some(
                 self.outcome
@@ -189,5 +197,26 @@ mod tests {
         assert_eq!(seen, vec![2, 4]);
         assert_eq!(s.skipped(), &[8, 16]);
         assert!(Search::new(Mode::Bisect, vec![]).next_test().is_none());
+    }
+
+    #[test]
+    fn a_failure_below_a_pass_is_not_the_boundary() {
+        // a cold start fails c=1, then 2..=8 pass and 16 fails
+        for mode in [Mode::Ascending, Mode::Bisect] {
+            let mut s = Search::new(mode, vec![1, 2, 4, 8, 16, 32]);
+            while let Some(c) = s.next_test() {
+                s.record(c, c != 1 && c <= 10);
+            }
+            let o = s.outcome();
+            assert_eq!(o.failed_below_a_pass, vec![1], "{mode:?}");
+            match mode {
+                Mode::Ascending => {
+                    assert_eq!((o.max_passing, o.first_failing), (Some(8), Some(16)))
+                }
+                Mode::Bisect => {
+                    assert_eq!((o.max_passing, o.first_failing), (Some(10), Some(11)))
+                }
+            }
+        }
     }
 }
