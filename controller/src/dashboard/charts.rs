@@ -21,29 +21,35 @@ pub fn all(view: &SweepView) -> Vec<(String, String, String)> {
         ("tpot", "TPOT vs concurrency"),
         ("e2el", "E2E latency vs concurrency"),
     ] {
-        let lines: Vec<(String, f64)> = view
+        // a chart per statistic the threshold bounds (mean when none), with that bound's line
+        let mut stats: Vec<&str> = view
             .thresholds
             .iter()
             .filter(|l| l.metric == m)
-            .map(|l| {
-                (
-                    format!("threshold {}_{m} ≤ {} ms", l.stat, l.max_ms),
-                    l.max_ms,
-                )
-            })
+            .map(|l| l.stat.as_str())
             .collect();
-        // the statistic the threshold bounds is the one drawn (mean by default)
-        let stat = view
-            .thresholds
-            .iter()
-            .find(|l| l.metric == m)
-            .map_or("mean", |l| l.stat.as_str());
-        let key = format!("{stat}_{m}_ms");
-        out.push((
-            m.to_string(),
-            format!("{title} ({stat})"),
-            by_concurrency(view, &key, "ms", &lines),
-        ));
+        stats.dedup();
+        if stats.is_empty() {
+            stats.push("mean");
+        }
+        for (k, stat) in stats.into_iter().enumerate() {
+            let lines: Vec<(String, f64)> = view
+                .thresholds
+                .iter()
+                .filter(|l| l.metric == m && l.stat == stat)
+                .map(|l| (format!("threshold {stat}_{m} ≤ {} ms", l.max_ms), l.max_ms))
+                .collect();
+            let key = format!("{stat}_{m}_ms");
+            out.push((
+                if k == 0 {
+                    m.to_string()
+                } else {
+                    format!("{m}_{stat}")
+                },
+                format!("{title} ({stat})"),
+                by_concurrency(view, &key, "ms", &lines),
+            ));
+        }
     }
     out.push((
         "max_passing".into(),
@@ -330,10 +336,13 @@ fn gpu_over_time(view: &SweepView, field: usize, unit: &str) -> String {
         for (i, g) in view.gpus.iter().enumerate() {
             let c = color(i);
             // a gap between tests breaks the line
+            let mut gaps: Vec<f64> = g.points.windows(2).map(|w| w[1].0 - w[0].0).collect();
+            gaps.sort_by(f64::total_cmp);
+            let gap = gaps.get(gaps.len() / 2).map_or(5.0, |m| (3.0 * m).max(5.0));
             let mut segments: Vec<Vec<(f64, f64)>> = vec![];
             let mut last = f64::NEG_INFINITY;
             for p in &g.points {
-                if p.0 - last > 5.0 || segments.is_empty() {
+                if p.0 - last > gap || segments.is_empty() {
                     segments.push(vec![]);
                 }
                 last = p.0;

@@ -254,8 +254,36 @@ impl SweepView {
         v
     }
 
-    /// `(concurrency, value)` of `key` per combination, averaged over the runs of a concurrency.
+    /// `(concurrency, value)` of `key` per combination: the statistic of all runs' requests
+    /// pooled, as the verdict judged it (from `summary.json`); without a summary, the runs' own
+    /// values, averaged where a concurrency ran several times.
     pub fn series(&self, io: (u64, u64), key: &str) -> Vec<(f64, f64)> {
+        let pooled: Vec<(f64, f64)> = self
+            .summary
+            .as_ref()
+            .and_then(|s| s["combinations"].as_array())
+            .and_then(|cs| {
+                cs.iter().find(|c| {
+                    c["input_len"].as_u64() == Some(io.0) && c["output_len"].as_u64() == Some(io.1)
+                })
+            })
+            .and_then(|c| c["points"].as_array())
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| {
+                        let c = p["concurrency"].as_f64()?;
+                        let v = p["pooled"]
+                            .get(key)
+                            .or_else(|| p.get(key))
+                            .and_then(Value::as_f64)?;
+                        Some((c, v))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !pooled.is_empty() {
+            return pooled;
+        }
         let mut by_c: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
         for e in &self.entries {
             if io_of(e) != Some(io) {
@@ -400,4 +428,28 @@ pub fn list(root: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     v.into_iter().map(|(_, p)| p).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn charts_plot_the_pooled_statistic_the_verdict_judged() {
+        // two runs at c=8: their own p99s average to 150, the pooled p99 is 290
+        let entries = vec![
+            json!({"concurrency": 8, "input_len": 64, "output_len": 32, "run": 1, "p99_ttft_ms": 100.0}),
+            json!({"concurrency": 8, "input_len": 64, "output_len": 32, "run": 2, "p99_ttft_ms": 200.0}),
+        ];
+        let mut v = SweepView {
+            entries,
+            ..Default::default()
+        };
+        assert_eq!(v.series((64, 32), "p99_ttft_ms"), vec![(8.0, 150.0)]);
+        v.summary = Some(json!({"combinations": [{"input_len": 64, "output_len": 32,
+            "points": [{"concurrency": 8, "output_throughput": 10.0, "pooled": {"p99_ttft_ms": 290.0}}]}]}));
+        assert_eq!(v.series((64, 32), "p99_ttft_ms"), vec![(8.0, 290.0)]);
+        assert_eq!(v.series((64, 32), "output_throughput"), vec![(8.0, 10.0)]);
+    }
 }

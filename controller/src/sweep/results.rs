@@ -288,6 +288,9 @@ pub struct PointSummary {
     pub mean_e2el_ms: Option<f64>,
     pub p99_e2el_ms: Option<f64>,
     pub gpu_utilization_mean_pct: Option<f64>,
+    /// Every statistic of the pooled requests, by result-JSON key (`mean_ttft_ms`,
+    /// `p99_tpot_ms`, `median_e2el_ms`…): what the verdict judged, for charts.
+    pub pooled: BTreeMap<String, f64>,
 }
 
 /// What the search concluded for one combination.

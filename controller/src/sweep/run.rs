@@ -591,6 +591,20 @@ impl Sweep<'_> {
             };
             let m = |metric: loadgen::report::Metric| s.metrics.get(&metric);
             use loadgen::report::Metric::*;
+            let mut pooled = std::collections::BTreeMap::new();
+            for metric in [Ttft, Tpot, Itl, E2el] {
+                if let Some(d) = m(metric) {
+                    let k = metric.key();
+                    pooled.insert(format!("mean_{k}_ms"), d.mean);
+                    pooled.insert(format!("median_{k}_ms"), d.median);
+                    for &(p, v) in &d.percentiles {
+                        pooled.insert(
+                            format!("p{}_{k}_ms", loadgen::stats::percentile_label(p)),
+                            v,
+                        );
+                    }
+                }
+            }
             points.push(PointSummary {
                 concurrency: c,
                 runs,
@@ -608,6 +622,7 @@ impl Sweep<'_> {
                 mean_e2el_ms: m(E2el).map(|d| d.mean),
                 p99_e2el_ms: m(E2el).and_then(|d| d.get(99.0)),
                 gpu_utilization_mean_pct: mean_of("gpu_utilization_mean_pct"),
+                pooled,
             });
         }
         let combo = &mut self.summary.combinations[i];
