@@ -148,12 +148,27 @@ fn by_concurrency(view: &SweepView, key: &str, unit: &str, lines: &[(String, f64
         } else {
             (x0 / 2.0, x1 * 2.0)
         };
-        // ticks at the concurrencies tested (thinned to ~12), on a log scale
-        let mut ticks: Vec<f64> = all().map(|p| p.0).collect();
-        ticks.sort_by(f64::total_cmp);
-        ticks.dedup();
-        let step = ticks.len().div_ceil(12).max(1);
-        let ticks: Vec<f64> = ticks.into_iter().step_by(step).collect();
+        // ticks at the concurrencies tested, on a log scale, thinned so that labels do not touch
+        // (each at least 15 % above the previous; the largest always kept)
+        let mut tested: Vec<f64> = all().map(|p| p.0).collect();
+        tested.sort_by(f64::total_cmp);
+        tested.dedup();
+        let mut ticks: Vec<f64> = vec![];
+        for &t in &tested {
+            match ticks.last() {
+                Some(&l) if t < l * 1.15 => {}
+                _ => ticks.push(t),
+            }
+        }
+        if let (Some(&max), Some(last)) = (tested.last(), ticks.last_mut())
+            && *last != max
+        {
+            if max >= *last * 1.15 {
+                ticks.push(max);
+            } else {
+                *last = max;
+            }
+        }
         let mut chart = ChartBuilder::on(root)
             .margin(12)
             .x_label_area_size(36)
@@ -269,7 +284,18 @@ fn max_passing(view: &SweepView) -> String {
 fn gpu_over_time(view: &SweepView, field: usize, unit: &str) -> String {
     svg(|root| {
         if view.gpus.is_empty() {
-            return empty(root, "no GPU statistics (no --gpu-num, or no driver)");
+            let summarised = view.entries.iter().any(|e| {
+                e.get("gpu_utilization_mean_pct")
+                    .is_some_and(|v| !v.is_null())
+            });
+            return empty(
+                root,
+                if summarised {
+                    "GPU statistics per test only (no samples.csv)"
+                } else {
+                    "no GPU statistics (no --gpu-num, or no driver)"
+                },
+            );
         }
         let pick = |p: &(f64, f64, f64, f64, f64)| match field {
             1 => p.1,
