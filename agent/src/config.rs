@@ -19,9 +19,15 @@ pub struct AgentConfig {
         long,
         env = "BENCHCTL_AGENT_CONTROLLER",
         value_name = "URL",
-        required_unless_present = "measure_cost"
+        required_unless_present_any = ["measure_cost", "endpoints"],
+        conflicts_with = "endpoints"
     )]
     pub controller: Option<String>,
+
+    /// Find the controller through etcd (the elected leader) instead of --controller, and
+    /// register this node there under a lease.
+    #[command(flatten)]
+    pub etcd: cluster::EtcdArgs,
 
     /// Node name reported to the controller [default: $NODE_NAME (Kubernetes downward API), else
     /// the host name].
@@ -123,6 +129,7 @@ impl AgentConfig {
             buffer_samples: 100_000,
             clock_skew_ns,
             measure_cost: None,
+            etcd: cluster::EtcdArgs::default(),
         }
     }
 

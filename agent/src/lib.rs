@@ -44,9 +44,24 @@ use crate::session::SessionContext;
 /// the GPU selection is wrong), starts the poller and keeps a session with the controller.
 pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<()> {
     cfg.validate()?;
-    let controller = cfg.controller.clone().context("--controller is required")?;
-    let endpoint = session::endpoint(&controller)?;
     let node_name = cfg.resolved_node_name();
+    // the controller: fixed, or whichever etcd says is the leader
+    let (_fixed, target, shown) = if cfg.etcd.enabled() {
+        let rx = cluster::follow_leader(cfg.etcd.clone(), cancel.clone());
+        (
+            None,
+            rx,
+            format!("the leader in etcd {}", cfg.etcd.endpoints.join(",")),
+        )
+    } else {
+        let controller = cfg
+            .controller
+            .clone()
+            .context("--controller or --etcd is required")?;
+        session::endpoint(&controller)?; // a bad URL stops here, not in the retry loop
+        let (tx, rx) = tokio::sync::watch::channel(Some(controller.clone()));
+        (Some(tx), rx, controller)
+    };
 
     // NVML loading blocks (dlopen, driver handshake): keep it off the async workers.
     let (kind, selection) = (cfg.source, cfg.gpu_selection());
@@ -61,7 +76,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         gpus = gpus.len(),
         source = ?cfg.source,
         interval = ?cfg.interval,
-        controller = %endpoint.uri(),
+        controller = %shown,
         instance_id = format_args!("{instance_id:016x}"),
         "benchctl-agent starting"
     );
@@ -75,8 +90,21 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         Poller::spawn(source, cfg.schedule(), buffer.clone(), clock)
             .context("starting the poller thread")?,
     );
+    let registration = cfg.etcd.enabled().then(|| {
+        cluster::register(
+            cfg.etcd.clone(),
+            cluster::agent_key(&node_name),
+            format!(
+                "{{\"version\":\"{}\",\"instance_id\":\"{instance_id:016x}\",\"gpus\":{}}}",
+                env!("CARGO_PKG_VERSION"),
+                gpus.len()
+            ),
+            10,
+            cancel.clone(),
+        )
+    });
     let ctx = SessionContext {
-        endpoint,
+        target,
         register: proto::AgentRegister {
             node_name,
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -96,6 +124,9 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         clock,
     };
     session::run(&ctx, &cancel).await;
+    if let Some(r) = registration {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), r).await;
+    }
 
     let stats = tokio::task::spawn_blocking(move || poller.stop())
         .await

@@ -38,7 +38,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Everything a session needs; shared by every reconnection.
 #[derive(Debug)]
 pub struct SessionContext {
-    pub endpoint: Endpoint,
+    /// The controller's URL: fixed (`--controller`) or the elected leader's (`--etcd`); `None`
+    /// until one is known.
+    pub target: tokio::sync::watch::Receiver<Option<String>>,
     /// Node name, version, instance id, GPUs, simulated (the rest is filled per registration).
     pub register: AgentRegister,
     pub buffer: Arc<RingBuffer>,
@@ -72,10 +74,32 @@ pub async fn run(ctx: &SessionContext, cancel: &CancellationToken) {
         .without_max_times();
     let mut backoff = builder.build();
     let mut attempt: u64 = 0;
+    let mut target = ctx.target.clone();
     loop {
         attempt += 1;
         let mut registered = false;
-        let result = session(ctx, cancel, &mut registered).await;
+        // the controller to dial: wait until one is known
+        let url = loop {
+            if let Some(u) = target.borrow_and_update().clone() {
+                break u;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                r = target.changed() => if r.is_err() { return },
+            }
+        };
+        let endpoint = match endpoint(&url) {
+            Ok(e) => e,
+            Err(e) => {
+                warn!("{e:#}; waiting for another controller URL");
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    r = target.changed() => if r.is_err() { return },
+                }
+                continue;
+            }
+        };
+        let result = session(ctx, &url, &endpoint, &mut target, cancel, &mut registered).await;
         if cancel.is_cancelled() {
             return;
         }
@@ -84,13 +108,21 @@ pub async fn run(ctx: &SessionContext, cancel: &CancellationToken) {
             backoff = builder.build();
             attempt = 1;
         }
+        if let Err(e) = &result
+            && e.is::<LeaderMoved>()
+        {
+            info!("{e}");
+            backoff = builder.build();
+            attempt = 0;
+            continue;
+        }
         let delay = backoff.next().unwrap_or(BACKOFF_MAX);
         let reason = match result {
             Ok(()) => "the session ended".to_owned(),
             Err(e) => format!("{e:#}"),
         };
         warn!(
-            controller = %ctx.endpoint.uri(),
+            controller = %endpoint.uri(),
             attempt,
             retry_in = ?delay,
             "controller session failed: {reason}"
@@ -107,14 +139,29 @@ fn message(msg: agent_message::Msg) -> AgentMessage {
 }
 
 /// One connection: Ok when shut down, Err when anything failed (the caller reconnects).
+/// The session ended because the elected controller changed (not a failure: reconnect at once).
+#[derive(Debug)]
+pub struct LeaderMoved(pub String);
+
+impl std::fmt::Display for LeaderMoved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the controller is now {}: reconnecting", self.0)
+    }
+}
+
+impl std::error::Error for LeaderMoved {}
+
 async fn session(
     ctx: &SessionContext,
+    url: &str,
+    endpoint: &Endpoint,
+    target: &mut tokio::sync::watch::Receiver<Option<String>>,
     cancel: &CancellationToken,
     registered: &mut bool,
 ) -> anyhow::Result<()> {
     let channel = tokio::select! {
         () = cancel.cancelled() => return Ok(()),
-        r = ctx.endpoint.connect() => r.context("cannot connect")?,
+        r = endpoint.connect() => r.context("cannot connect")?,
     };
     let mut client = ControllerClient::new(channel);
     let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_QUEUE);
@@ -146,18 +193,26 @@ async fn session(
     *registered = true;
     let mut cursor = ctx.buffer.resume_from(registered_msg.resume_from_seq);
     info!(
-        controller = %ctx.endpoint.uri(),
+        controller = %endpoint.uri(),
         controller_id = %registered_msg.controller_id,
         resume_from_seq = cursor,
         replay = next.saturating_sub(cursor),
         "registered with the controller"
     );
 
+    let mut watching = true;
     loop {
         let has_data = ctx.buffer.has_from(cursor);
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
+            r = target.changed(), if watching => {
+                if r.is_err() {
+                    watching = false; // a fixed --controller: nothing will change
+                } else if let Some(now) = target.borrow_and_update().clone().filter(|n| n != url) {
+                    return Err(LeaderMoved(now).into());
+                }
+            }
             msg = inbound.message() => {
                 let t2_ns = ctx.clock.now_ns();
                 let Some(msg) = msg.context("controller stream failed")? else {

@@ -54,6 +54,9 @@ pub struct WorkerConfig {
     pub name: String,
     /// The most concurrent streams this worker should be given.
     pub max_streams: u32,
+    /// Find the controller through etcd (the elected leader; `controller` is then unused) and
+    /// register the worker there.
+    pub etcd: Option<cluster::EtcdArgs>,
 }
 
 /// Share `k` of `n` when `total` is split as evenly as possible, the remainder going to the
@@ -71,7 +74,56 @@ pub async fn run_worker(cfg: WorkerConfig, cancel: CancellationToken) -> anyhow:
     if cfg.name.is_empty() {
         bail!("--name is empty: every worker needs a name, unique among the controller's workers");
     }
-    let endpoint = endpoint(&cfg.controller)?;
+    // the controller: fixed, or whichever etcd says is the leader
+    let (_fixed, mut target, registration) = match &cfg.etcd {
+        Some(e) if e.enabled() => {
+            let reg = cluster::register(
+                e.clone(),
+                cluster::worker_key(&cfg.name),
+                format!(
+                    "{{\"version\":\"{}\",\"max_streams\":{}}}",
+                    env!("CARGO_PKG_VERSION"),
+                    cfg.max_streams
+                ),
+                10,
+                cancel.clone(),
+            );
+            (
+                None,
+                cluster::follow_leader(e.clone(), cancel.clone()),
+                Some(reg),
+            )
+        }
+        _ => {
+            endpoint(&cfg.controller)?; // a bad URL stops here, not in the retry loop
+            let (tx, rx) = tokio::sync::watch::channel(Some(cfg.controller.clone()));
+            (Some(tx), rx, None)
+        }
+    };
+    let result = sessions(&cfg, &mut target, &cancel).await;
+    if let Some(r) = registration {
+        let _ = tokio::time::timeout(Duration::from_secs(3), r).await;
+    }
+    result
+}
+
+/// The session ended because the elected controller changed: reconnect at once.
+#[derive(Debug)]
+struct LeaderMoved(String);
+
+impl std::fmt::Display for LeaderMoved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the controller is now {}: reconnecting", self.0)
+    }
+}
+
+impl std::error::Error for LeaderMoved {}
+
+async fn sessions(
+    cfg: &WorkerConfig,
+    target: &mut tokio::sync::watch::Receiver<Option<String>>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
     let builder = ExponentialBuilder::default()
         .with_min_delay(BACKOFF_MIN)
         .with_max_delay(BACKOFF_MAX)
@@ -80,17 +132,38 @@ pub async fn run_worker(cfg: WorkerConfig, cancel: CancellationToken) -> anyhow:
     let mut backoff = builder.build();
     loop {
         let mut registered = false;
-        let result = session(&endpoint, &cfg, &cancel, &mut registered).await;
+        let url = loop {
+            if let Some(u) = target.borrow_and_update().clone() {
+                break u;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                r = target.changed() => if r.is_err() { return Ok(()) },
+            }
+        };
+        let endpoint = match endpoint(&url) {
+            Ok(e) => e,
+            Err(e) => {
+                warn!("{e:#}; waiting for another controller URL");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    r = target.changed() => if r.is_err() { return Ok(()) },
+                }
+                continue;
+            }
+        };
+        let result = session(&endpoint, &url, target, cfg, cancel, &mut registered).await;
         if cancel.is_cancelled() {
             return Ok(());
         }
         match result {
+            Err(e) if e.is::<LeaderMoved>() => {
+                info!("{e}");
+                backoff = builder.build();
+                continue;
+            }
             Ok(()) => info!("the controller ended the session"),
-            Err(e) => warn!(
-                "session with the controller at {}: {}",
-                cfg.controller,
-                chain(&e)
-            ),
+            Err(e) => warn!("session with the controller at {url}: {}", chain(&e)),
         }
         if registered {
             backoff = builder.build();
@@ -147,10 +220,13 @@ struct Running {
 /// One session: register, then serve the controller until the session ends or `cancel` fires.
 async fn session(
     endpoint: &Endpoint,
+    url: &str,
+    target: &mut tokio::sync::watch::Receiver<Option<String>>,
     cfg: &WorkerConfig,
     cancel: &CancellationToken,
     registered: &mut bool,
 ) -> anyhow::Result<()> {
+    let mut watching = true;
     let channel = tokio::select! {
         _ = cancel.cancelled() => return Ok(()),
         c = endpoint.connect() => c.context("connecting")?,
@@ -197,6 +273,13 @@ async fn session(
     let result = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
+            r = target.changed(), if watching => {
+                if r.is_err() {
+                    watching = false; // a fixed --controller: nothing will change
+                } else if let Some(now) = target.borrow_and_update().clone().filter(|n| n != url) {
+                    break Err(LeaderMoved(now).into());
+                }
+            }
             r = async { (&mut job.as_mut().expect("guarded").task).await }, if job.is_some() => {
                 let done = job.take().expect("guarded");
                 if let Err(e) = r {
@@ -577,6 +660,7 @@ mod tests {
             controller: "http://c".into(),
             name: "w".into(),
             max_streams: 100,
+            etcd: None,
         }
     }
 

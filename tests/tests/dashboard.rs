@@ -214,7 +214,14 @@ async fn the_live_dashboard_follows_a_sweep_without_a_reload() {
     )
     .await;
     b.client.goto(link.as_str().unwrap()).await.unwrap();
-    let loaded_at = b.js("return window.benchctlLoadedAt").await;
+    // the page's script has run (WebDriver may hand control back while a large page is parsed)
+    let loaded_at = wait_js(
+        &b,
+        "return document.readyState == 'complete' && window.benchctlLoadedAt",
+        "the live page's script",
+        10,
+    )
+    .await;
     let first = b
         .js("return document.querySelectorAll('tr.test').length")
         .await;

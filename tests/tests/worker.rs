@@ -38,6 +38,7 @@ fn worker_with(
         controller: server.url(),
         name: name.into(),
         max_streams,
+        etcd: None,
     };
     tokio::spawn(run_worker(cfg, cancel))
 }

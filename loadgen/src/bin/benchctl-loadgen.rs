@@ -14,8 +14,19 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "benchctl-loadgen", version)]
 struct Args {
     /// Controller gRPC URL, e.g. http://benchctl-controller:50051.
-    #[arg(long, env = "BENCHCTL_LOADGEN_CONTROLLER", value_name = "URL")]
-    controller: String,
+    #[arg(
+        long,
+        env = "BENCHCTL_LOADGEN_CONTROLLER",
+        value_name = "URL",
+        required_unless_present = "endpoints",
+        conflicts_with = "endpoints"
+    )]
+    controller: Option<String>,
+
+    /// Find the controller through etcd (the elected leader) instead of --controller, and
+    /// register this worker there under a lease.
+    #[command(flatten)]
+    etcd: cluster::EtcdArgs,
 
     /// Worker name, unique among the controller's workers [default: the host name].
     #[arg(long, env = "BENCHCTL_LOADGEN_NAME", value_name = "NAME")]
@@ -55,9 +66,10 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             .into_owned()
     });
     let cfg = WorkerConfig {
-        controller: args.controller,
+        controller: args.controller.unwrap_or_default(),
         name,
         max_streams: args.max_streams,
+        etcd: args.etcd.enabled().then_some(args.etcd),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
