@@ -201,6 +201,13 @@ impl Controller for TestController {
     ) -> Result<Response<proto::SetSamplingResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+
+    async fn list_workers(
+        &self,
+        _: Request<proto::ListWorkersRequest>,
+    ) -> Result<Response<proto::ListWorkersResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 fn assert_contiguous(samples: &[GpuSample], from: u64, gpus: u64) {

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use clap::Args;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::service::{Registry, Server};
 
 /// `benchctl controller`.
@@ -27,6 +29,16 @@ pub struct ControllerArgs {
     /// The sweeps' result directories are under this folder.
     #[arg(long, env = "BENCHCTL_RESULT_DIR", default_value = "bench_logs")]
     pub result_dir: std::path::PathBuf,
+    /// Distributed mode: campaign for leadership in etcd and serve only while elected; agents
+    /// and workers started with the same --etcd follow the leader.
+    #[command(flatten)]
+    pub etcd: cluster::EtcdArgs,
+    /// The gRPC URL peers dial, published in etcd when elected [default: http://<--listen>].
+    #[arg(long, env = "BENCHCTL_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Seconds a crashed leader keeps its leadership in etcd (a standby's takeover time).
+    #[arg(long, env = "BENCHCTL_LEASE_TTL", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=600))]
+    pub lease_ttl: i64,
 }
 
 /// `benchctl agents`.
@@ -52,6 +64,63 @@ pub struct AgentsArgs {
 
 /// Serves until SIGINT or SIGTERM.
 pub async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        stop.cancel();
+    });
+    serve_until(args, cancel).await
+}
+
+/// Serves until `cancel` fires. With `--etcd`: campaigns, serves while elected, and campaigns
+/// again when the leadership is lost (a deposed leader stops serving at once).
+pub async fn serve_until(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    if !args.etcd.enabled() {
+        return serve_once(&args, &cancel).await;
+    }
+    if args.listen.ip().is_unspecified() && args.advertise.is_none() {
+        anyhow::bail!(
+            "--listen {}: with --etcd, give --advertise URL (the address peers dial)",
+            args.listen
+        );
+    }
+    let advertise = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen));
+    loop {
+        let Some(leadership) =
+            cluster::campaign(&args.etcd, &advertise, args.lease_ttl, &cancel).await?
+        else {
+            return Ok(());
+        };
+        let lost = leadership.lost.clone();
+        let term = CancellationToken::new();
+        let (c1, t1) = (cancel.clone(), term.clone());
+        let watcher = tokio::spawn(async move {
+            tokio::select! {
+                _ = c1.cancelled() => {}
+                _ = lost.cancelled() => tracing::warn!("lost the leadership: no longer serving"),
+            }
+            t1.cancel();
+        });
+        let r = serve_once(&args, &term).await;
+        watcher.abort();
+        if cancel.is_cancelled() {
+            leadership.resign().await;
+            return r;
+        }
+        r?;
+        leadership.abandon();
+    }
+}
+
+async fn serve_once(args: &ControllerArgs, cancel: &CancellationToken) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
@@ -86,11 +155,7 @@ pub async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
     if let Some(d) = &dashboard {
         tracing::info!("dashboard at {}", d.url());
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
+    cancel.cancelled().await;
     tracing::info!("benchctl controller: shutting down");
     server.shutdown().await;
     if let Some(d) = dashboard {
@@ -139,6 +204,21 @@ pub async fn list(args: AgentsArgs) -> anyhow::Result<()> {
         );
     } else {
         print!("{}", table(&agents));
+        let workers = client
+            .list_workers(proto::ListWorkersRequest {})
+            .await
+            .with_context(|| format!("--controller {}: ListWorkers failed", args.controller))?
+            .into_inner()
+            .workers;
+        println!("load workers: {}", workers.len());
+        for w in &workers {
+            println!(
+                "  {}  max {} streams  clock offset {:.3} ms",
+                w.name,
+                w.max_streams,
+                w.clock_offset_ns as f64 / 1e6
+            );
+        }
     }
     Ok(())
 }

@@ -210,6 +210,25 @@ impl proto::controller_server::Controller for ControllerService {
         }))
     }
 
+    async fn list_workers(
+        &self,
+        _r: Request<proto::ListWorkersRequest>,
+    ) -> Result<Response<proto::ListWorkersResponse>, Status> {
+        let mut workers: Vec<proto::WorkerStatus> = self
+            .workers
+            .list()
+            .await
+            .into_iter()
+            .map(|w| proto::WorkerStatus {
+                name: w.name,
+                max_streams: w.max_streams,
+                clock_offset_ns: w.clock.offset_ns,
+            })
+            .collect();
+        workers.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(proto::ListWorkersResponse { workers }))
+    }
+
     async fn set_sampling(
         &self,
         r: Request<proto::SetSamplingRequest>,
