@@ -385,6 +385,7 @@ async fn run_job(
                 "worker {} shut down during the job ({} records sent, {} requests not sent)",
                 cfg.name, done.records_sent, done.not_sent
             );
+            done.interrupted = true;
             done
         }
         Ok(done) => {

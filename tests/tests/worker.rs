@@ -280,7 +280,7 @@ async fn a_worker_shut_down_mid_job_fails_the_job_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_job_fails_the_job_naming_it() {
-    a_worker_lost_mid_job(|_, handle| handle.abort(), "disconnected during job").await;
+    a_worker_lost_mid_job(|_, handle| handle.abort(), "disconnected during the job").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,6 +351,48 @@ async fn a_share_over_max_streams_is_refused_and_leaves_the_workers_free() {
     assert_eq!(res.per_worker, [("a".to_string(), 3), ("b".to_string(), 3)]);
 
     cancel.cancel();
+    server.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lost_mid_job_is_discarded_and_the_job_rerun_on_the_others() {
+    let sim = start(fast_sim()).await;
+    let server = controller().await;
+    let cancel = CancellationToken::new();
+    let w1 = worker(&server, "w1", cancel.child_token());
+    let w2 = worker(&server, "w2", cancel.child_token());
+    server
+        .workers
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // long enough to kill w2 in the middle: ~200 decode steps of 2 ms per request
+    let spec = job(&sim, prompts(8, 200), 4);
+    let workers = server.workers.clone();
+    let running = tokio::spawn(async move { workers.run_job_retrying(spec, 3).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!running.is_finished());
+    w2.abort(); // killed: its session breaks mid-job
+    let (res, lost) = tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the rerun finishes")
+        .unwrap()
+        .expect("the job completes on the remaining worker");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(
+        lost[0].contains("load worker w2") && lost[0].contains("discarded"),
+        "{lost:?}"
+    );
+    // the result is one whole run, never merged from a part
+    assert_eq!(res.per_worker, [("w1".to_string(), 8)]);
+    assert_eq!(res.records.len(), 8);
+    assert!(res.records.iter().all(|r| r.ok()));
+    let mut idx: Vec<u64> = res.records.iter().map(|r| r.index).collect();
+    idx.sort_unstable();
+    assert_eq!(idx, (0..8).collect::<Vec<_>>(), "every prompt exactly once");
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), w1).await;
     server.shutdown().await;
     sim.shutdown().await;
 }

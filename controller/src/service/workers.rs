@@ -87,6 +87,30 @@ pub struct JobResult {
     pub per_worker: Vec<(String, usize)>,
 }
 
+/// A worker was lost during a job (disconnected, or shut down mid-job): the job's records are
+/// incomplete and are discarded; [`Workers::run_job_retrying`] runs the job again.
+#[derive(Debug)]
+pub struct WorkerLost {
+    pub worker: String,
+    pub job_id: String,
+    /// Records received from it before it was lost (discarded).
+    pub records: usize,
+    pub how: String,
+}
+
+impl std::fmt::Display for WorkerLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "load worker {} {} {} ({} records received from it, discarded)",
+            self.worker, self.how, self.job_id, self.records
+        )?;
+        Ok(())
+    }
+}
+
+impl std::error::Error for WorkerLost {}
+
 /// What one worker's session tells the job it works on.
 enum JobEvent {
     Records {
@@ -232,6 +256,41 @@ impl Workers {
     /// Runs `job` on the workers and returns every record on the controller's clock. Fails,
     /// naming the worker, when one disconnects or cannot run its share; the other workers are
     /// then cancelled (the caller decides whether to rerun).
+    /// Runs a job; when a worker is lost during it, the partial records are discarded and the
+    /// whole job runs again on the workers then idle, up to `attempts` runs in all. Returns the
+    /// result of the run that completed and what was lost before it.
+    pub async fn run_job_retrying(
+        &self,
+        job: JobSpec,
+        attempts: usize,
+    ) -> anyhow::Result<(JobResult, Vec<String>)> {
+        let attempts = attempts.max(1);
+        let mut lost = Vec::new();
+        for attempt in 1..=attempts {
+            match self.run_job(job.clone()).await {
+                Ok(r) => return Ok((r, lost)),
+                Err(e) => match e.downcast::<WorkerLost>() {
+                    Ok(l) if attempt < attempts => {
+                        tracing::warn!("{l}; running the job again ({}/{attempts})", attempt + 1);
+                        lost.push(l.to_string());
+                        if let Some(p) = &job.progress {
+                            p.store(0, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    Ok(l) => {
+                        lost.push(l.to_string());
+                        bail!(
+                            "a load worker was lost in each of {attempts} runs of the job: {}",
+                            lost.join("; ")
+                        );
+                    }
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
     pub async fn run_job(&self, job: JobSpec) -> anyhow::Result<JobResult> {
         if job.prompts.is_empty() {
             bail!("a job needs at least one prompt");
@@ -410,6 +469,15 @@ impl Workers {
                         continue;
                     };
                     phases[k] = Phase::Finished;
+                    if d.interrupted {
+                        return Err(WorkerLost {
+                            worker,
+                            job_id: job_id.to_string(),
+                            records: records[k].len(),
+                            how: "shut down during the job".into(),
+                        }
+                        .into());
+                    }
                     if !d.error.is_empty() {
                         bail!(
                             "load worker {worker} could not run its share of job {job_id}: {}",
@@ -425,10 +493,13 @@ impl Workers {
                     if let Some(k) = k {
                         phases[k] = Phase::Finished;
                     }
-                    bail!(
-                        "load worker {worker} disconnected during job {job_id} ({} records received from it)",
-                        k.map_or(0, |k| records[k].len())
-                    );
+                    return Err(WorkerLost {
+                        records: k.map_or(0, |k| records[k].len()),
+                        worker,
+                        job_id: job_id.to_string(),
+                        how: "disconnected during the job".into(),
+                    }
+                    .into());
                 }
             }
         }

@@ -26,6 +26,9 @@ use crate::bench::{Prepared, add_gpu_stats, gpu_text, preflight, prepare, write_
 use crate::local::{GpuSelection, LocalSystem, SourceKind, TelemetrySpec};
 use crate::service::{JobSpec, Server};
 
+/// Runs of a test when load workers are lost during it (the partial run is discarded).
+const JOB_ATTEMPTS: usize = 3;
+
 /// Runs `benchctl sweep`.
 pub async fn run(mut args: SweepArgs) -> anyhow::Result<ExitCode> {
     // Everything the user typed is checked before any process starts or any load is sent.
@@ -689,7 +692,8 @@ impl Sweep<'_> {
             start_delay: Duration::ZERO,
         };
         let ticker = self.progress.follow(counter);
-        let run = self.server.workers.run_job(job);
+        // a worker lost mid-test: the test is discarded and run again (3 runs at most)
+        let run = self.server.workers.run_job_retrying(job, JOB_ATTEMPTS);
         tokio::pin!(run);
         let result = tokio::select! {
             r = &mut run => r,
@@ -701,7 +705,7 @@ impl Sweep<'_> {
             }
         };
         ticker.abort();
-        let job = result.with_context(|| format!("test {}", key.id()))?;
+        let (job, lost_workers) = result.with_context(|| format!("test {}", key.id()))?;
         if self.cancel.is_cancelled() {
             return Err(StopError(Stop::Interrupted).into());
         }
@@ -767,6 +771,10 @@ impl Sweep<'_> {
         // the test's window in Unix time, for charts over time
         let unix_of = unix_clock();
         entry["started_at_unix_s"] = unix_of(from).into();
+        if !lost_workers.is_empty() {
+            entry["attempts"] = (lost_workers.len() + 1).into();
+            entry["lost_workers"] = serde_json::json!(lost_workers);
+        }
         entry["ended_at_unix_s"] = unix_of(to).into();
         if self.telemetry {
             let nodes = self.server.registry.window(from, to, None).await;
