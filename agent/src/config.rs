@@ -29,6 +29,10 @@ pub struct AgentConfig {
     #[command(flatten)]
     pub etcd: cluster::EtcdArgs,
 
+    /// mTLS towards the controller.
+    #[command(flatten)]
+    pub tls: cluster::TlsArgs,
+
     /// Node name reported to the controller [default: $NODE_NAME (Kubernetes downward API), else
     /// the host name].
     #[arg(long, env = "BENCHCTL_AGENT_NODE_NAME", value_name = "NAME")]
@@ -130,6 +134,7 @@ impl AgentConfig {
             clock_skew_ns,
             measure_cost: None,
             etcd: cluster::EtcdArgs::default(),
+            tls: cluster::TlsArgs::default(),
         }
     }
 

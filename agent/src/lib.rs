@@ -104,6 +104,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         )
     });
     let ctx = SessionContext {
+        tls: cfg.tls.client()?,
         target,
         register: proto::AgentRegister {
             node_name,

@@ -38,6 +38,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Everything a session needs; shared by every reconnection.
 #[derive(Debug)]
 pub struct SessionContext {
+    /// mTLS towards the controller (`--tls-*`).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     /// The controller's URL: fixed (`--controller`) or the elected leader's (`--etcd`); `None`
     /// until one is known.
     pub target: tokio::sync::watch::Receiver<Option<String>>,
@@ -46,6 +48,21 @@ pub struct SessionContext {
     pub buffer: Arc<RingBuffer>,
     pub poller: Arc<Poller>,
     pub clock: Clock,
+}
+
+/// The controller endpoint for a URL (`http://` is assumed when no scheme is given; `https://`
+/// with `tls`).
+pub fn endpoint_tls(
+    url: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> anyhow::Result<Endpoint> {
+    let e = endpoint(url)?;
+    match tls {
+        Some(t) => e
+            .tls_config(t.clone())
+            .with_context(|| format!("--controller {url}: TLS settings")),
+        None => Ok(e),
+    }
 }
 
 /// The controller endpoint for a URL (`http://` is assumed when no scheme is given).
@@ -88,7 +105,7 @@ pub async fn run(ctx: &SessionContext, cancel: &CancellationToken) {
                 r = target.changed() => if r.is_err() { return },
             }
         };
-        let endpoint = match endpoint(&url) {
+        let endpoint = match endpoint_tls(&url, ctx.tls.as_ref()) {
             Ok(e) => e,
             Err(e) => {
                 warn!("{e:#}; waiting for another controller URL");

@@ -39,6 +39,9 @@ pub struct ControllerArgs {
     /// Seconds a crashed leader keeps its leadership in etcd (a standby's takeover time).
     #[arg(long, env = "BENCHCTL_LEASE_TTL", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=600))]
     pub lease_ttl: i64,
+    /// mTLS: serve TLS and refuse every peer without a certificate signed by --tls-ca.
+    #[command(flatten)]
+    pub tls: cluster::TlsArgs,
 }
 
 /// `benchctl agents`.
@@ -60,6 +63,9 @@ pub struct AgentsArgs {
     /// With --set-interval: only this node's agent.
     #[arg(long, env = "BENCHCTL_NODE", requires = "set_interval")]
     pub node: Option<String>,
+    /// mTLS towards the controller (an https:// URL).
+    #[command(flatten)]
+    pub tls: cluster::TlsArgs,
 }
 
 /// Serves until SIGINT or SIGTERM.
@@ -89,10 +95,11 @@ pub async fn serve_until(args: ControllerArgs, cancel: CancellationToken) -> any
             args.listen
         );
     }
+    let scheme = if args.tls.enabled() { "https" } else { "http" };
     let advertise = args
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("http://{}", args.listen));
+        .unwrap_or_else(|| format!("{scheme}://{}", args.listen));
     loop {
         let Some(leadership) =
             cluster::campaign(&args.etcd, &advertise, args.lease_ttl, &cancel).await?
@@ -150,7 +157,7 @@ async fn serve_once(args: &ControllerArgs, cancel: &CancellationToken) -> anyhow
             .await?,
         )
     };
-    let server = Server::start(listener, Registry::spawn())?;
+    let server = Server::start_with(listener, Registry::spawn(), args.tls.server()?)?;
     tracing::info!("benchctl controller listening on {}", server.url());
     if let Some(d) = &dashboard {
         tracing::info!("dashboard at {}", d.url());
@@ -166,9 +173,12 @@ async fn serve_once(args: &ControllerArgs, cancel: &CancellationToken) -> anyhow
 
 /// Prints the agents a controller knows.
 pub async fn list(args: AgentsArgs) -> anyhow::Result<()> {
-    let mut client = proto::controller_client::ControllerClient::connect(args.controller.clone())
+    let endpoint = agent::session::endpoint_tls(&args.controller, args.tls.client()?.as_ref())?;
+    let channel = endpoint
+        .connect()
         .await
         .with_context(|| format!("--controller {}: cannot connect", args.controller))?;
+    let mut client = proto::controller_client::ControllerClient::new(channel);
     if let Some(interval) = args.set_interval {
         let interval_ms = u32::try_from(interval.as_millis()).unwrap_or(u32::MAX);
         let n = client

@@ -36,7 +36,7 @@ pub enum Command {
     /// no model): a test instrument and demo target, never a stand-in for real numbers.
     Sim(Box<crate::sim::SimConfig>),
     /// Run the controller service: agents (GPU telemetry) and load workers connect to it.
-    Controller(crate::agents_cmd::ControllerArgs),
+    Controller(Box<crate::agents_cmd::ControllerArgs>),
     /// List the agents connected to a controller, their GPUs and last samples.
     Agents(crate::agents_cmd::AgentsArgs),
 }
@@ -268,7 +268,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Controller(a) => {
-            crate::agents_cmd::serve(a).await?;
+            crate::agents_cmd::serve(*a).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Agents(a) => {

@@ -67,6 +67,7 @@ impl LocalSystem {
             // one worker carries the whole test in local mode
             max_streams: 1_000_000,
             etcd: None,
+            tls: None,
         };
         let worker = tokio::spawn(loadgen::worker::run_worker(worker_cfg, cancel.clone()));
         if let Err(e) = server.workers.wait_for(1, Duration::from_secs(20)).await {

@@ -143,6 +143,7 @@ async fn agents_and_workers_follow_the_leader_through_a_kill_and_an_etcd_restart
             name: "worker-a".into(),
             max_streams: 100,
             etcd: Some(etcd.args()),
+            tls: None,
         },
         cancel.clone(),
     ));

@@ -57,6 +57,8 @@ pub struct WorkerConfig {
     /// Find the controller through etcd (the elected leader; `controller` is then unused) and
     /// register the worker there.
     pub etcd: Option<cluster::EtcdArgs>,
+    /// mTLS towards the controller (`--tls-*`).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Share `k` of `n` when `total` is split as evenly as possible, the remainder going to the
@@ -141,7 +143,12 @@ async fn sessions(
                 r = target.changed() => if r.is_err() { return Ok(()) },
             }
         };
-        let endpoint = match endpoint(&url) {
+        let endpoint = match endpoint(&url).and_then(|e| match &cfg.tls {
+            Some(t) => e
+                .tls_config(t.clone())
+                .with_context(|| format!("--controller {url}: TLS settings")),
+            None => Ok(e),
+        }) {
             Ok(e) => e,
             Err(e) => {
                 warn!("{e:#}; waiting for another controller URL");
@@ -662,6 +669,7 @@ mod tests {
             name: "w".into(),
             max_streams: 100,
             etcd: None,
+            tls: None,
         }
     }
 

@@ -39,6 +39,7 @@ fn worker_with(
         name: name.into(),
         max_streams,
         etcd: None,
+        tls: None,
     };
     tokio::spawn(run_worker(cfg, cancel))
 }

@@ -51,6 +51,8 @@ impl ControllerService {
 /// A running controller server.
 pub struct Server {
     pub addr: std::net::SocketAddr,
+    /// `http`, or `https` with mTLS.
+    scheme: &'static str,
     pub registry: Registry,
     /// The load workers connected to this server.
     pub workers: Workers,
@@ -61,22 +63,35 @@ pub struct Server {
 impl Server {
     /// Serves on `listener` until [`Server::shutdown`].
     pub fn start(listener: TcpListener, registry: Registry) -> std::io::Result<Server> {
+        Self::start_with(listener, registry, None)
+    }
+
+    /// With `tls`: TLS, and a client certificate signed by its CA required of every peer.
+    pub fn start_with(
+        listener: TcpListener,
+        registry: Registry,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let cancel = CancellationToken::new();
         let service = ControllerService::new(registry.clone(), cancel.clone());
         let workers = service.workers.clone();
         let svc = proto::controller_server::ControllerServer::new(service);
         let stop = cancel.clone();
-        let task = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    stop.cancelled_owned(),
-                ),
-        );
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(|e| {
+                std::io::Error::other(format!("--tls-cert/--tls-key/--tls-ca: {e}"))
+            })?;
+        }
+        let task = tokio::spawn(builder.add_service(svc).serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stop.cancelled_owned(),
+        ));
         Ok(Server {
             addr,
+            scheme,
             registry,
             workers,
             cancel,
@@ -85,7 +100,7 @@ impl Server {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Stops serving; open sessions end.

@@ -28,6 +28,10 @@ struct Args {
     #[command(flatten)]
     etcd: cluster::EtcdArgs,
 
+    /// mTLS towards the controller.
+    #[command(flatten)]
+    tls: cluster::TlsArgs,
+
     /// Worker name, unique among the controller's workers [default: the host name].
     #[arg(long, env = "BENCHCTL_LOADGEN_NAME", value_name = "NAME")]
     name: Option<String>,
@@ -70,6 +74,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         name,
         max_streams: args.max_streams,
         etcd: args.etcd.enabled().then_some(args.etcd),
+        tls: args.tls.client()?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

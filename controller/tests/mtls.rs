@@ -1,0 +1,160 @@
+//! mTLS on the controller's gRPC service: an agent and a worker with certificates from the
+//! controller's CA register; an agent with a certificate from another CA, and a client without
+//! any, are refused.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use controller::service::{Registry, Server};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tokio_util::sync::CancellationToken;
+
+/// A CA and a certificate it signed for 127.0.0.1, written as PEM files into `dir`:
+/// `(ca.pem, cert.pem, key.pem)`.
+fn pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    std::fs::write(p("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(p("cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(p("key.pem"), key.serialize_pem()).unwrap();
+    (p("ca.pem"), p("cert.pem"), p("key.pem"))
+}
+
+fn tls(ca: &Path, cert: &Path, key: &Path) -> cluster::TlsArgs {
+    cluster::TlsArgs {
+        tls_cert: Some(cert.to_path_buf()),
+        tls_key: Some(key.to_path_buf()),
+        tls_ca: Some(ca.to_path_buf()),
+    }
+}
+
+fn agent_cfg(url: &str, node: &str, tls: cluster::TlsArgs) -> agent::AgentConfig {
+    let mut c = agent::AgentConfig::for_test(
+        url.to_string(),
+        agent::SourceKind::Simulated,
+        1,
+        Duration::from_millis(50),
+        0,
+    );
+    c.node_name = Some(node.into());
+    c.tls = tls;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_peers_with_a_certificate_from_the_controllers_ca_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path(), "cluster");
+    let (other_ca, other_cert, other_key) = pki(dir.path(), "other");
+    let server_tls = tls(&ca, &cert, &key);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server =
+        Server::start_with(listener, Registry::spawn(), server_tls.server().unwrap()).unwrap();
+    let url = server.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let cancel = CancellationToken::new();
+
+    // a stranger: a certificate from another CA (it trusts the controller's CA, so only the
+    // controller's check of its certificate can stop it)
+    let mut stranger_tls = tls(&ca, &other_cert, &other_key);
+    stranger_tls.tls_ca = Some(ca.clone());
+    let stranger = tokio::spawn(agent::run(
+        agent_cfg(&url, "stranger", stranger_tls),
+        cancel.clone(),
+    ));
+    // a member: the cluster's CA
+    let member = tokio::spawn(agent::run(
+        agent_cfg(&url, "member", tls(&ca, &cert, &key)),
+        cancel.clone(),
+    ));
+    let worker = tokio::spawn(loadgen::worker::run_worker(
+        loadgen::worker::WorkerConfig {
+            controller: url.clone(),
+            name: "w-member".into(),
+            max_streams: 10,
+            etcd: None,
+            tls: tls(&ca, &cert, &key).client().unwrap(),
+        },
+        cancel.clone(),
+    ));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let agents = server.registry.list().await;
+        let workers = server.workers.list().await;
+        if agents
+            .iter()
+            .any(|a| a.node_name == "member" && !a.last_samples.is_empty())
+            && workers.iter().any(|w| w.name == "w-member")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the member agent and worker did not register"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // the stranger has been retrying all along: never admitted
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let names: Vec<String> = server
+        .registry
+        .list()
+        .await
+        .into_iter()
+        .map(|a| a.node_name)
+        .collect();
+    assert_eq!(names, vec!["member".to_string()]);
+    assert!(
+        !stranger.is_finished(),
+        "the stranger keeps retrying, refused each time"
+    );
+
+    // a client with another CA's certificate, and one without a certificate, cannot call in
+    for client_tls in [
+        Some(tls(&ca, &other_cert, &other_key).client().unwrap().unwrap()),
+        Some(tonic::transport::ClientTlsConfig::new().ca_certificate(
+            tonic::transport::Certificate::from_pem(std::fs::read(&ca).unwrap()),
+        )),
+    ] {
+        let ep = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .tls_config(client_tls.unwrap())
+            .unwrap();
+        let refused = match ep.connect().await {
+            Err(_) => true,
+            Ok(ch) => proto::controller_client::ControllerClient::new(ch)
+                .list_agents(proto::ListAgentsRequest {})
+                .await
+                .is_err(),
+        };
+        assert!(refused, "a peer without a valid certificate was let in");
+    }
+    // and plain HTTP gets nothing
+    let plain = url.replacen("https://", "http://", 1);
+    let r = match proto::controller_client::ControllerClient::connect(plain).await {
+        Err(_) => true,
+        Ok(mut c) => c.list_agents(proto::ListAgentsRequest {}).await.is_err(),
+    };
+    assert!(r, "plain HTTP/2 was answered");
+    let _ = other_ca;
+
+    cancel.cancel();
+    for t in [stranger, member] {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
+    server.shutdown().await;
+}
