@@ -397,3 +397,59 @@ async fn a_worker_lost_mid_job_is_discarded_and_the_job_rerun_on_the_others() {
     server.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_measure_what_one_worker_measures_at_the_same_total_load() {
+    // the simulator's timing is deterministic in the batch size (no per-sequence cost here), so
+    // at the same total concurrency both splits must see the same latencies within noise
+    let sim = start(benchctl_tests::SimConfig {
+        decode_step_base_ms: 4.0,
+        decode_step_per_seq_us: 0.0,
+        prefill_us_per_token: 1.0,
+        ..benchctl_tests::SimConfig::default()
+    })
+    .await;
+    let server = controller().await;
+    let cancel = CancellationToken::new();
+    let _w1 = worker(&server, "w1", cancel.child_token());
+    let _w2 = worker(&server, "w2", cancel.child_token());
+    server
+        .workers
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let summary = |records: &[RequestRecord]| {
+        let mut r = records.to_vec();
+        loadgen::runner::count_tokens(&mut r, None);
+        loadgen::report::summarize(&r, &[50.0, 99.0], &[])
+    };
+    let mut runs = vec![];
+    for workers in [1, 2] {
+        let spec = JobSpec {
+            workers: Some(workers),
+            ..job(&sim, prompts(64, 32), 16)
+        };
+        let res = run_job(&server.workers, spec).await.unwrap();
+        assert_eq!(res.per_worker.len(), workers);
+        assert_eq!(res.records.len(), 64);
+        assert!(res.records.iter().all(|r| r.ok()));
+        runs.push(summary(&res.records));
+    }
+    use loadgen::report::Metric;
+    let (one, two) = (&runs[0], &runs[1]);
+    for m in [Metric::Tpot, Metric::E2el] {
+        let (a, b) = (one.metrics[&m].mean, two.metrics[&m].mean);
+        assert!(
+            (a - b).abs() <= 0.1 * a.max(b),
+            "{m:?}: one worker {a:.2} ms, two workers {b:.2} ms"
+        );
+    }
+    let (a, b) = (one.output_throughput, two.output_throughput);
+    assert!(
+        (a - b).abs() <= 0.15 * a.max(b),
+        "throughput: one worker {a:.0}, two workers {b:.0} tok/s"
+    );
+    cancel.cancel();
+    server.shutdown().await;
+    sim.shutdown().await;
+}
