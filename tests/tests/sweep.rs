@@ -331,6 +331,19 @@ async fn the_seeds_directory_files_and_log_columns() {
         );
         let result = std::fs::read_to_string(gpu.join("result.log")).unwrap();
         assert!(result.contains("SIMULATED"), "{result}");
+        // the seed's filter, then its averages: polls, kept, memory, utilisation, temperature
+        assert!(result.contains(
+            "# filter: gpu_utilization_pct > 10 and std of memory_used_pct across GPUs < 2"
+        ));
+        assert!(
+            result.contains("# polls\tkept\tmemory_used_mib\tgpu_utilization_pct\ttemperature_c"),
+            "{result}"
+        );
+        let row = result
+            .lines()
+            .find(|l| !l.starts_with('#'))
+            .expect("a data row");
+        assert_eq!(row.split('\t').count(), 5, "{row}");
         let log = std::fs::read_to_string(
             run.dir()
                 .join("client_log")
