@@ -501,6 +501,13 @@ pub(crate) fn add_gpu_stats(
         serde_json::json!(simulated),
     );
     o.insert("gpu_count".into(), serde_json::json!(gpus.len()));
+    // an agent lost (or stalled) during the test leaves a gap: reported, and flagged below 90 %
+    let coverage = nodes.iter().map(|n| n.coverage).fold(1.0, f64::min);
+    o.insert("gpu_telemetry_coverage".into(), serde_json::json!(coverage));
+    o.insert(
+        "gpu_telemetry_incomplete".into(),
+        serde_json::json!(nodes.is_empty() || coverage < 0.9),
+    );
     o.insert(
         "gpu_utilization_mean_pct".into(),
         serde_json::json!(mean_of(|g| g.utilization_pct.map(|x| x.mean))),

@@ -143,6 +143,9 @@ pub struct NodeWindow {
     pub polls: Vec<Poll>,
     /// Uncertainty of the clock conversion, ns.
     pub clock_uncertainty_ns: u64,
+    /// The fraction of the window its samples cover, worst GPU: gaps longer than three sampling
+    /// intervals (an agent lost or stalled, samples dropped) are not covered. 1 when whole.
+    pub coverage: f64,
 }
 
 /// The samples of one node, by GPU, in sequence order.
@@ -246,8 +249,40 @@ impl NodeSeries {
             seed_filter,
             polls,
             clock_uncertainty_ns: offset.uncertainty_ns,
+            coverage: selected
+                .iter()
+                .map(|(_, v)| coverage(v, a, b))
+                .fold(if selected.is_empty() { 0.0 } else { 1.0 }, f64::min),
         }
     }
+}
+
+/// The fraction of `[a, b]` that `v`'s samples cover: a gap (from `a`, between samples, to `b`)
+/// longer than three times the median sampling interval counts as uncovered.
+fn coverage(v: &[Sample], a: u64, b: u64) -> f64 {
+    if b <= a {
+        return 1.0;
+    }
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut gaps: Vec<u64> = v
+        .windows(2)
+        .map(|w| w[1].t_ns.saturating_sub(w[0].t_ns))
+        .collect();
+    gaps.sort_unstable();
+    // with one sample, no interval is known: the window is judged by its ends only
+    let interval = gaps.get(gaps.len() / 2).copied().unwrap_or(b - a);
+    let allowed = interval.saturating_mul(3);
+    let mut edges = vec![a];
+    edges.extend(v.iter().map(|s| s.t_ns.clamp(a, b)));
+    edges.push(b);
+    let uncovered: u64 = edges
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .filter(|&g| g > allowed)
+        .sum();
+    1.0 - uncovered as f64 / (b - a) as f64
 }
 
 /// Groups the GPUs' samples into polls: the k-th sample of every GPU in the window.
@@ -374,6 +409,25 @@ mod tests {
         uncertainty_ns: 0,
         samples: 1,
     };
+
+    #[test]
+    fn coverage_counts_the_gaps_of_a_lost_agent() {
+        let mut n = NodeSeries::default();
+        // 100 ms samples over 10 s, with nothing between 4 s and 7 s (the agent was away)
+        let mut seq = 0;
+        for k in 0..=100u64 {
+            let t = k * 100_000_000;
+            if (40..70).contains(&k) {
+                continue;
+            }
+            n.push(s(seq, t, 0, 50.0, 40, 0));
+            seq += 1;
+        }
+        let w = n.window("node", false, NONE, 0, 10_000_000_000, None);
+        assert!((w.coverage - 0.7).abs() < 0.02, "{}", w.coverage);
+        let whole = n.window("node", false, NONE, 0, 3_000_000_000, None);
+        assert_eq!(whole.coverage, 1.0);
+    }
 
     #[test]
     fn window_gauges_energy_and_the_seed_filter() {

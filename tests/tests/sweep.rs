@@ -295,6 +295,8 @@ async fn the_seeds_directory_files_and_log_columns() {
             assert!(e.get(k).is_some(), "{k} missing from {e}");
         }
         assert_eq!(e["gpu_telemetry_simulated"], true);
+        assert_eq!(e["gpu_telemetry_incomplete"], false, "{e}");
+        assert!(e["gpu_telemetry_coverage"].as_f64().unwrap() > 0.9);
         assert_eq!(e["metadata"]["server"], "sim");
         let gpu = run.dir().join(format!("gpu_utilization_c{c}_in64_out32"));
         let raw = std::fs::read_to_string(gpu.join("raw.log")).unwrap();
