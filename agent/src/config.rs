@@ -285,8 +285,13 @@ mod tests {
             }
             assert!(arg.get_help().is_some(), "--{} has no doc", arg.get_id());
             let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            let env = env.as_deref().unwrap_or("");
+            // the cluster-wide flags (etcd, mTLS) keep one name in every binary
+            if env.starts_with("BENCHCTL_ETCD") || env.starts_with("BENCHCTL_TLS_") {
+                continue;
+            }
             let expected = format!("BENCHCTL_AGENT_{}", arg.get_id().as_str().to_uppercase());
-            assert_eq!(env.as_deref(), Some(expected.as_str()));
+            assert_eq!(env, expected.as_str());
         }
     }
 }
