@@ -142,7 +142,7 @@ async fn measure(
     };
     let date = chrono::Local::now();
     let job = JobSpec {
-        target_urls: vec![args.common.base_url.clone()],
+        target_urls: args.common.base_urls(),
         spec: loadgen::wire::request_spec(&args.common.endpoint, prep.client.target()),
         prompts,
         max_concurrency: args.max_concurrency,
@@ -299,19 +299,20 @@ async fn measure(
 /// Resolves the target, model name and tokenizer; checks that the server answers.
 /// `conns`: the connection pool's size (the largest concurrency that will be run).
 pub async fn prepare(args: &CommonArgs, conns: usize) -> anyhow::Result<Prepared> {
-    let base = reqwest::Url::parse(&args.base_url).with_context(|| {
-        format!(
-            "--base-url {:?} is not a URL (expected e.g. http://127.0.0.1:8000)",
-            args.base_url
-        )
-    })?;
-    if !matches!(base.scheme(), "http" | "https") {
-        bail!(
-            "--base-url {}: the scheme must be http or https",
-            args.base_url
-        );
+    let urls = args.base_urls();
+    if urls.is_empty() {
+        bail!("--base-url {:?}: no URL in it", args.base_url);
     }
-    let base_str = args.base_url.trim_end_matches('/').to_string();
+    for u in &urls {
+        let base = reqwest::Url::parse(u).with_context(|| {
+            format!("--base-url {u:?} is not a URL (expected e.g. http://127.0.0.1:8000)")
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            bail!("--base-url {u}: the scheme must be http or https");
+        }
+    }
+    // the first replica answers the model and tokenizer questions
+    let base_str = urls[0].clone();
     let url = reqwest::Url::parse(&format!(
         "{base_str}/{}",
         args.endpoint.trim_start_matches('/')

@@ -56,7 +56,9 @@ pub enum DatasetKind {
 /// key.)
 #[derive(Clone, Args)]
 pub struct CommonArgs {
-    /// Server base URL (loopback or your own servers only).
+    /// Server base URL (loopback or your own servers only). Several replicas, comma-separated:
+    /// requests are spread round-robin over them; the first answers the model and tokenizer
+    /// questions.
     #[arg(
         long,
         env = "BENCHCTL_BASE_URL",
@@ -192,6 +194,18 @@ pub struct BenchArgs {
     /// the generated text in the JSONL, as vLLM's --save-detailed.
     #[arg(long, env = "BENCHCTL_SAVE_DETAILED")]
     pub save_detailed: bool,
+}
+
+impl CommonArgs {
+    /// `--base-url` split into its replicas, without trailing slashes.
+    pub fn base_urls(&self) -> Vec<String> {
+        self.base_url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim_end_matches('/').to_string())
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for CommonArgs {

@@ -200,8 +200,8 @@ struct Sweep<'a> {
     percentiles: Vec<f64>,
     prep: Prepared,
     server: &'a Server,
-    /// The server's base URL.
-    base_url: String,
+    /// The server's base URLs (its replicas).
+    base_urls: Vec<String>,
     telemetry: bool,
     dir: ResultDir,
     /// Records of finished tests, by test, read back lazily.
@@ -354,7 +354,7 @@ async fn sweep(
         percentiles,
         prep,
         server: &system.server,
-        base_url: args.common.base_url.clone(),
+        base_urls: args.common.base_urls(),
         telemetry: system.has_telemetry(),
         dir,
         records: HashMap::new(),
@@ -678,7 +678,7 @@ impl Sweep<'_> {
         let counter = Arc::new(AtomicU64::new(0));
         let date = chrono::Local::now();
         let job = JobSpec {
-            target_urls: vec![self.base_url.clone()],
+            target_urls: self.base_urls.clone(),
             spec: loadgen::wire::request_spec(&self.plan.endpoint, self.prep.client.target()),
             prompts,
             max_concurrency: Some(c as usize),
