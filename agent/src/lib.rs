@@ -58,7 +58,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             .controller
             .clone()
             .context("--controller or --etcd is required")?;
-        session::endpoint(&controller)?; // a bad URL stops here, not in the retry loop
+        cluster::controller_endpoint(&controller, None)?; // a bad URL stops here, not in the loop
         let (tx, rx) = tokio::sync::watch::channel(Some(controller.clone()));
         (Some(tx), rx, controller)
     };

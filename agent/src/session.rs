@@ -50,38 +50,6 @@ pub struct SessionContext {
     pub clock: Clock,
 }
 
-/// The controller endpoint for a URL (`http://` is assumed when no scheme is given; `https://`
-/// with `tls`).
-pub fn endpoint_tls(
-    url: &str,
-    tls: Option<&tonic::transport::ClientTlsConfig>,
-) -> anyhow::Result<Endpoint> {
-    let e = endpoint(url)?;
-    match tls {
-        Some(t) => e
-            .tls_config(t.clone())
-            .with_context(|| format!("--controller {url}: TLS settings")),
-        None => Ok(e),
-    }
-}
-
-/// The controller endpoint for a URL (`http://` is assumed when no scheme is given).
-pub fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
-    let url = if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("http://{url}")
-    };
-    let endpoint = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("--controller {url}: not a valid URL"))?;
-    Ok(endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true))
-}
-
 /// Runs sessions until `cancel` fires, reconnecting after every failure.
 pub async fn run(ctx: &SessionContext, cancel: &CancellationToken) {
     let builder = ExponentialBuilder::default()
@@ -96,16 +64,10 @@ pub async fn run(ctx: &SessionContext, cancel: &CancellationToken) {
         attempt += 1;
         let mut registered = false;
         // the controller to dial: wait until one is known
-        let url = loop {
-            if let Some(u) = target.borrow_and_update().clone() {
-                break u;
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                r = target.changed() => if r.is_err() { return },
-            }
+        let Some(url) = cluster::next_controller(&mut target, cancel).await else {
+            return;
         };
-        let endpoint = match endpoint_tls(&url, ctx.tls.as_ref()) {
+        let endpoint = match cluster::controller_endpoint(&url, ctx.tls.as_ref()) {
             Ok(e) => e,
             Err(e) => {
                 warn!("{e:#}; waiting for another controller URL");
@@ -126,7 +88,7 @@ pub async fn run(ctx: &SessionContext, cancel: &CancellationToken) {
             attempt = 1;
         }
         if let Err(e) = &result
-            && e.is::<LeaderMoved>()
+            && e.is::<cluster::LeaderMoved>()
         {
             info!("{e}");
             backoff = builder.build();
@@ -156,18 +118,6 @@ fn message(msg: agent_message::Msg) -> AgentMessage {
 }
 
 /// One connection: Ok when shut down, Err when anything failed (the caller reconnects).
-/// The session ended because the elected controller changed (not a failure: reconnect at once).
-#[derive(Debug)]
-pub struct LeaderMoved(pub String);
-
-impl std::fmt::Display for LeaderMoved {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the controller is now {}: reconnecting", self.0)
-    }
-}
-
-impl std::error::Error for LeaderMoved {}
-
 async fn session(
     ctx: &SessionContext,
     url: &str,
@@ -227,7 +177,7 @@ async fn session(
                 if r.is_err() {
                     watching = false; // a fixed --controller: nothing will change
                 } else if let Some(now) = target.borrow_and_update().clone().filter(|n| n != url) {
-                    return Err(LeaderMoved(now).into());
+                    return Err(cluster::LeaderMoved(now).into());
                 }
             }
             msg = inbound.message() => {

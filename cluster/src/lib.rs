@@ -570,3 +570,58 @@ impl TlsArgs {
         }))
     }
 }
+
+/// The gRPC endpoint of a controller URL, for agents, workers and the CLI (`http://` is assumed
+/// when no scheme is given; with `tls`, mTLS).
+pub fn controller_endpoint(
+    url: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> anyhow::Result<tonic::transport::Endpoint> {
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        .with_context(|| format!("--controller {url}: not a valid URL"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    match tls {
+        Some(t) => endpoint
+            .tls_config(t.clone())
+            .with_context(|| format!("--controller {url}: TLS settings")),
+        None => Ok(endpoint),
+    }
+}
+
+/// The next controller URL to dial: the current one, or the first that becomes known. `None`
+/// when `cancel` fires or nobody will ever tell (the sender is gone).
+pub async fn next_controller(
+    target: &mut watch::Receiver<Option<String>>,
+    cancel: &CancellationToken,
+) -> Option<String> {
+    loop {
+        if let Some(u) = target.borrow_and_update().clone() {
+            return Some(u);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            r = target.changed() => if r.is_err() { return None },
+        }
+    }
+}
+
+/// A session ended because the elected controller changed: not a failure, reconnect at once.
+#[derive(Debug)]
+pub struct LeaderMoved(pub String);
+
+impl std::fmt::Display for LeaderMoved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the controller is now {}: reconnecting", self.0)
+    }
+}
+
+impl std::error::Error for LeaderMoved {}

@@ -173,7 +173,7 @@ async fn serve_once(args: &ControllerArgs, cancel: &CancellationToken) -> anyhow
 
 /// Prints the agents a controller knows.
 pub async fn list(args: AgentsArgs) -> anyhow::Result<()> {
-    let endpoint = agent::session::endpoint_tls(&args.controller, args.tls.client()?.as_ref())?;
+    let endpoint = cluster::controller_endpoint(&args.controller, args.tls.client()?.as_ref())?;
     let channel = endpoint
         .connect()
         .await

@@ -97,7 +97,7 @@ pub async fn run_worker(cfg: WorkerConfig, cancel: CancellationToken) -> anyhow:
             )
         }
         _ => {
-            endpoint(&cfg.controller)?; // a bad URL stops here, not in the retry loop
+            cluster::controller_endpoint(&cfg.controller, None)?; // a bad URL stops here
             let (tx, rx) = tokio::sync::watch::channel(Some(cfg.controller.clone()));
             (Some(tx), rx, None)
         }
@@ -108,18 +108,6 @@ pub async fn run_worker(cfg: WorkerConfig, cancel: CancellationToken) -> anyhow:
     }
     result
 }
-
-/// The session ended because the elected controller changed: reconnect at once.
-#[derive(Debug)]
-struct LeaderMoved(String);
-
-impl std::fmt::Display for LeaderMoved {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the controller is now {}: reconnecting", self.0)
-    }
-}
-
-impl std::error::Error for LeaderMoved {}
 
 async fn sessions(
     cfg: &WorkerConfig,
@@ -134,21 +122,10 @@ async fn sessions(
     let mut backoff = builder.build();
     loop {
         let mut registered = false;
-        let url = loop {
-            if let Some(u) = target.borrow_and_update().clone() {
-                break u;
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                r = target.changed() => if r.is_err() { return Ok(()) },
-            }
+        let Some(url) = cluster::next_controller(target, cancel).await else {
+            return Ok(());
         };
-        let endpoint = match endpoint(&url).and_then(|e| match &cfg.tls {
-            Some(t) => e
-                .tls_config(t.clone())
-                .with_context(|| format!("--controller {url}: TLS settings")),
-            None => Ok(e),
-        }) {
+        let endpoint = match cluster::controller_endpoint(&url, cfg.tls.as_ref()) {
             Ok(e) => e,
             Err(e) => {
                 warn!("{e:#}; waiting for another controller URL");
@@ -164,7 +141,7 @@ async fn sessions(
             return Ok(());
         }
         match result {
-            Err(e) if e.is::<LeaderMoved>() => {
+            Err(e) if e.is::<cluster::LeaderMoved>() => {
                 info!("{e}");
                 backoff = builder.build();
                 continue;
@@ -194,23 +171,6 @@ fn chain(e: &anyhow::Error) -> String {
         }
     }
     out.join(": ")
-}
-
-/// The controller endpoint for a URL (`http://` is assumed when no scheme is given).
-fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
-    let url = if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("http://{url}")
-    };
-    let endpoint = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("--controller {url}: not a valid URL"))?;
-    Ok(endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true))
 }
 
 fn message(m: ToController) -> proto::WorkerMessage {
@@ -284,7 +244,7 @@ async fn session(
                 if r.is_err() {
                     watching = false; // a fixed --controller: nothing will change
                 } else if let Some(now) = target.borrow_and_update().clone().filter(|n| n != url) {
-                    break Err(LeaderMoved(now).into());
+                    break Err(cluster::LeaderMoved(now).into());
                 }
             }
             r = async { (&mut job.as_mut().expect("guarded").task).await }, if job.is_some() => {
