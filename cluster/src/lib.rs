@@ -282,6 +282,16 @@ impl Leadership {
         Ok(())
     }
 
+    /// A handle for fenced writes that tasks of the leader can hold.
+    pub fn fence_handle(&self) -> Fence {
+        Fence {
+            client: self.client.clone(),
+            key: self.key.clone(),
+            revision: self.revision,
+            lost: self.lost.clone(),
+        }
+    }
+
     /// Gives the leadership up (a clean stop): the standby takes over at once.
     pub async fn resign(mut self) {
         self.keepalive.abort();
@@ -292,6 +302,91 @@ impl Leadership {
     /// the ttl (for tests of failover).
     pub fn abandon(self) {
         self.keepalive.abort();
+    }
+}
+
+/// Fenced writes and plain reads of the controller's state, for as long as the leadership lasts.
+#[derive(Clone)]
+pub struct Fence {
+    client: Client,
+    key: Vec<u8>,
+    revision: i64,
+    lost: CancellationToken,
+}
+
+impl Fence {
+    /// Writes `key = value` if this controller is still the leader. While etcd cannot be reached
+    /// it retries with backoff, until the leadership is lost. A refused write (another leader
+    /// was elected) is an error, and fires `lost`.
+    pub async fn put(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        let mut backoff = backoff();
+        loop {
+            if self.lost.is_cancelled() {
+                bail!("no longer the leader: {key} was not written");
+            }
+            let mut c = self.client.clone();
+            let txn = Txn::new()
+                .when(vec![Compare::create_revision(
+                    self.key.clone(),
+                    CompareOp::Equal,
+                    self.revision,
+                )])
+                .and_then(vec![TxnOp::put(key, value.to_vec(), None)]);
+            match c.txn(txn).await {
+                Ok(r) if r.succeeded() => return Ok(()),
+                Ok(_) => {
+                    self.lost.cancel();
+                    bail!("no longer the leader: the write of {key} was refused (fenced)");
+                }
+                Err(e) => {
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(5));
+                    warn!("etcd: writing {key}: {e}; retrying in {wait:?}");
+                    tokio::select! {
+                        _ = self.lost.cancelled() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every key under `prefix` and its value, retrying while etcd cannot be reached (until the
+    /// leadership is lost).
+    pub async fn list(&self, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let mut backoff = backoff();
+        loop {
+            if self.lost.is_cancelled() {
+                bail!("no longer the leader");
+            }
+            let mut c = self.client.clone();
+            match c
+                .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                .await
+            {
+                Ok(r) => {
+                    return Ok(r
+                        .kvs()
+                        .iter()
+                        .map(|kv| {
+                            (
+                                String::from_utf8_lossy(kv.key()).into_owned(),
+                                kv.value().to_vec(),
+                            )
+                        })
+                        .collect());
+                }
+                Err(e) => {
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(5));
+                    warn!("etcd: reading {prefix}: {e}; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Fires when the leadership is lost.
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
     }
 }
 

@@ -8,7 +8,8 @@ use clap::Args;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::service::{Registry, Server};
+use crate::service::{Registry, Server, Workers};
+use crate::sweep::remote::Manager;
 
 /// `benchctl controller`.
 #[derive(Clone, Debug, Args)]
@@ -26,9 +27,16 @@ pub struct ControllerArgs {
     /// Bearer token of the dashboard, required when it listens beyond loopback; never logged.
     #[arg(long, env = "BENCHCTL_DASHBOARD_TOKEN", hide_env_values = true)]
     pub dashboard_token: Option<String>,
-    /// The sweeps' result directories are under this folder.
-    #[arg(long, env = "BENCHCTL_RESULT_DIR", default_value = "bench_logs")]
-    pub result_dir: std::path::PathBuf,
+    /// The sweeps' result directories are made under this folder (the dashboard shows them).
+    /// Controllers that stand in for each other share it (a ReadWriteMany volume), so that a
+    /// new leader resumes a sweep from its files.
+    #[arg(
+        long,
+        env = "BENCHCTL_DATA_DIR",
+        alias = "result-dir",
+        default_value = "bench_logs"
+    )]
+    pub data_dir: std::path::PathBuf,
     /// Distributed mode: campaign for leadership in etcd and serve only while elected; agents
     /// and workers started with the same --etcd follow the leader.
     #[command(flatten)]
@@ -87,7 +95,12 @@ pub async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
 /// again when the leadership is lost (a deposed leader stops serving at once).
 pub async fn serve_until(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Result<()> {
     if !args.etcd.enabled() {
-        return serve_once(&args, &cancel).await;
+        let scheme = if args.tls.enabled() { "https" } else { "http" };
+        let me = args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{}", args.listen));
+        return serve_once(&args, &cancel, None, me).await;
     }
     if args.listen.ip().is_unspecified() && args.advertise.is_none() {
         anyhow::bail!(
@@ -116,7 +129,13 @@ pub async fn serve_until(args: ControllerArgs, cancel: CancellationToken) -> any
             }
             t1.cancel();
         });
-        let r = serve_once(&args, &term).await;
+        let r = serve_once(
+            &args,
+            &term,
+            Some(leadership.fence_handle()),
+            advertise.clone(),
+        )
+        .await;
         watcher.abort();
         if cancel.is_cancelled() {
             leadership.resign().await;
@@ -127,7 +146,12 @@ pub async fn serve_until(args: ControllerArgs, cancel: CancellationToken) -> any
     }
 }
 
-async fn serve_once(args: &ControllerArgs, cancel: &CancellationToken) -> anyhow::Result<()> {
+async fn serve_once(
+    args: &ControllerArgs,
+    cancel: &CancellationToken,
+    fence: Option<cluster::Fence>,
+    me: String,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
@@ -141,29 +165,52 @@ async fn serve_once(args: &ControllerArgs, cancel: &CancellationToken) -> anyhow
                 args.dashboard_addr
             )
         })?;
-        std::fs::create_dir_all(&args.result_dir).with_context(|| {
-            format!(
-                "--result-dir {}: cannot create it",
-                args.result_dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("--data-dir {}: cannot create it", args.data_dir.display()))?;
         Some(
             crate::dashboard::server::start(crate::dashboard::server::DashboardConfig {
                 addr,
                 token: args.dashboard_token.clone(),
-                sources: crate::dashboard::server::Sources::Root(args.result_dir.clone()),
+                sources: crate::dashboard::server::Sources::Root(args.data_dir.clone()),
                 metadata: Default::default(),
             })
             .await?,
         )
     };
-    let server = Server::start_with(listener, Registry::spawn(), args.tls.server()?)?;
+    let registry = Registry::spawn();
+    let workers = Workers::spawn();
+    // the sweeps left running by an earlier leader are loaded before anyone can ask for them
+    let sweeps = match Manager::start(
+        workers.clone(),
+        registry.clone(),
+        args.data_dir.clone(),
+        fence,
+        me,
+    )
+    .await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            if let Some(d) = dashboard {
+                d.stop().await;
+            }
+            return Err(e);
+        }
+    };
+    let server = Server::start_full(
+        listener,
+        registry,
+        workers,
+        args.tls.server()?,
+        Some(sweeps.service()),
+    )?;
     tracing::info!("benchctl controller listening on {}", server.url());
     if let Some(d) = &dashboard {
         tracing::info!("dashboard at {}", d.url());
     }
     cancel.cancelled().await;
     tracing::info!("benchctl controller: shutting down");
+    sweeps.shutdown().await;
     server.shutdown().await;
     if let Some(d) = dashboard {
         d.stop().await;

@@ -79,7 +79,7 @@ async fn run_against(args: BenchArgs) -> anyhow::Result<ExitCode> {
         interval: args.common.telemetry_interval,
     });
     // The controller, a load worker and the agent in this process, over loopback gRPC.
-    let system = LocalSystem::start(telemetry).await?;
+    let system = LocalSystem::start(telemetry, args.common.workers.unwrap_or(1)).await?;
     let result = measure(&args, percentiles, goodput, arrivals, &system).await;
     system.stop().await;
     result
@@ -152,7 +152,7 @@ async fn measure(
         warmup_requests: args.warmup_requests,
         warmup_prompts,
         progress: Some(done.clone()),
-        workers: None,
+        workers: args.common.workers.map(|w| w as usize),
         start_delay: Duration::ZERO,
     };
     let run = system.run_job(job);

@@ -26,7 +26,9 @@ pub enum Command {
     Bench(Box<BenchArgs>),
     /// Sweep a grid of input/output lengths × concurrencies, find the largest concurrency that
     /// meets --threshold per combination, record the GPUs (the seed's vllm_bench_with_gpu.sh).
-    Sweep(Box<crate::sweep::SweepArgs>),
+    Sweep(Box<SweepCmd>),
+    /// The sweeps a controller runs or ran (distributed mode).
+    Sweeps(crate::sweep::remote_cli::SweepsArgs),
     /// Serve the live dashboard of a result file (the seed's realtime page) or of every sweep in
     /// a directory.
     Dashboard(crate::dashboard::cmd::DashboardArgs),
@@ -41,6 +43,24 @@ pub enum Command {
     Agents(crate::agents_cmd::AgentsArgs),
 }
 
+/// `benchctl sweep [attach|cancel]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SweepCmd {
+    #[command(subcommand)]
+    pub action: Option<SweepAction>,
+    #[command(flatten)]
+    pub args: crate::sweep::SweepArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SweepAction {
+    /// Follow a sweep the controller runs: its progress, then its summary (Ctrl-C detaches).
+    Attach(crate::sweep::remote_cli::AttachArgs),
+    /// Stop a sweep the controller runs or has queued (finished tests are kept).
+    Cancel(crate::sweep::remote_cli::AttachArgs),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DatasetKind {
     /// Random token ids decoded to text of an exact token length (`--input-len`).
@@ -53,8 +73,8 @@ pub enum DatasetKind {
 
 /// The server, the requests' form, the tokenizer, GPU telemetry and output: the flags `benchctl
 /// bench` and `benchctl sweep` share. (`Debug` is written by hand below: it must not show the API
-/// key.)
-#[derive(Clone, Args)]
+/// key.) Serialized into a sweep submitted to a controller, without the API key.
+#[derive(Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct CommonArgs {
     /// Server base URL (loopback or your own servers only). Several replicas, comma-separated:
     /// requests are spread round-robin over them; the first answers the model and tokenizer
@@ -111,6 +131,7 @@ pub struct CommonArgs {
     pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
     /// Bearer token for the server; never printed or logged.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    #[serde(skip)]
     pub api_key: Option<String>,
     /// Percentiles reported for every latency metric.
     #[arg(long, env = "BENCHCTL_PERCENTILES", default_value = "50,90,95,99")]
@@ -142,13 +163,24 @@ pub struct CommonArgs {
         value_enum,
         default_value = "nvml"
     )]
+    #[serde(skip, default = "nvml_source")]
     pub telemetry_source: agent::SourceKind,
     /// GPU sampling interval.
     #[arg(long, env = "BENCHCTL_TELEMETRY_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub telemetry_interval: Duration,
     /// No progress bar.
     #[arg(long, env = "BENCHCTL_QUIET")]
+    #[serde(skip)]
     pub quiet: bool,
+    /// Spread each test over this many load workers (its concurrency and prompts divided
+    /// deterministically, each with its own seed) [default: every connected worker]. In local
+    /// mode, starts this many in-process workers.
+    #[arg(long, env = "BENCHCTL_WORKERS", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub workers: Option<u32>,
+}
+
+fn nvml_source() -> agent::SourceKind {
+    agent::SourceKind::Nvml
 }
 
 /// `benchctl bench`: flags follow `vllm bench serve` and the seed's `vllm_bench.sh`.
@@ -268,7 +300,13 @@ pub fn init_tracing(cli: &Cli) {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Bench(args) => crate::bench::run(*args).await,
-        Command::Sweep(args) => crate::sweep::run::run(*args).await,
+        Command::Sweep(cmd) => match cmd.action {
+            Some(SweepAction::Attach(a)) => crate::sweep::remote_cli::attach(a).await,
+            Some(SweepAction::Cancel(a)) => crate::sweep::remote_cli::cancel(a).await,
+            None if cmd.args.remote.enabled() => crate::sweep::remote_cli::submit(cmd.args).await,
+            None => crate::sweep::run::run(cmd.args).await,
+        },
+        Command::Sweeps(a) => crate::sweep::remote_cli::list(a).await,
         Command::Dashboard(a) => {
             crate::dashboard::cmd::dashboard(a).await?;
             Ok(ExitCode::SUCCESS)

@@ -1,4 +1,4 @@
-//! Local mode: the controller service, one load worker and (with `--gpu-num`/`--gpus`) one
+//! Local mode: the controller service, one load worker (or `--workers N`) and (with `--gpu-num`/`--gpus`) one
 //! telemetry agent in this process, talking through the same gRPC services as in distributed
 //! mode over loopback, so the one-machine tool is the distributed system with one node.
 
@@ -36,7 +36,7 @@ type Task = tokio::task::JoinHandle<anyhow::Result<()>>;
 /// The in-process system.
 pub struct LocalSystem {
     pub server: Server,
-    worker: Task,
+    workers: Vec<Task>,
     agent: Option<Task>,
     cancel: CancellationToken,
 }
@@ -44,7 +44,10 @@ pub struct LocalSystem {
 impl LocalSystem {
     /// Starts everything and waits until the worker (and the agent, with its first sample) have
     /// registered. No NVIDIA driver (with the NVML source) is an error here, before any load.
-    pub async fn start(telemetry: Option<TelemetrySpec>) -> anyhow::Result<LocalSystem> {
+    pub async fn start(
+        telemetry: Option<TelemetrySpec>,
+        n_workers: u32,
+    ) -> anyhow::Result<LocalSystem> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the local controller")?;
@@ -61,23 +64,36 @@ impl LocalSystem {
             },
             None => None,
         };
-        let worker_cfg = loadgen::worker::WorkerConfig {
-            controller: server.url(),
-            name: format!("local-{}", local_node_name()),
-            // one worker carries the whole test in local mode
-            max_streams: 1_000_000,
-            etcd: None,
-            tls: None,
-        };
-        let worker = tokio::spawn(loadgen::worker::run_worker(worker_cfg, cancel.clone()));
-        if let Err(e) = server.workers.wait_for(1, Duration::from_secs(20)).await {
+        // each worker carries any share in local mode
+        let workers: Vec<Task> = (0..n_workers.max(1))
+            .map(|k| {
+                let name = if n_workers <= 1 {
+                    format!("local-{}", local_node_name())
+                } else {
+                    format!("local-{}-{k}", local_node_name())
+                };
+                let cfg = loadgen::worker::WorkerConfig {
+                    controller: server.url(),
+                    name,
+                    max_streams: 1_000_000,
+                    etcd: None,
+                    tls: None,
+                };
+                tokio::spawn(loadgen::worker::run_worker(cfg, cancel.clone()))
+            })
+            .collect();
+        if let Err(e) = server
+            .workers
+            .wait_for(workers.len(), Duration::from_secs(20))
+            .await
+        {
             cancel.cancel();
             server.shutdown().await;
-            return Err(e.context("the local load worker did not register"));
+            return Err(e.context("the local load workers did not register"));
         }
         Ok(LocalSystem {
             server,
-            worker,
+            workers,
             agent,
             cancel,
         })
@@ -103,7 +119,9 @@ impl LocalSystem {
 
     pub async fn stop(self) {
         self.cancel.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.worker).await;
+        for w in self.workers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+        }
         if let Some(a) = self.agent {
             let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
         }

@@ -145,7 +145,7 @@ pub async fn sweep(base_url: &str, root: &Path, args: &[&str]) -> SweepRun {
     let Command::Sweep(a) = cli.command else {
         unreachable!()
     };
-    let result = controller::sweep::run::run(*a).await;
+    let result = controller::sweep::run::run(a.args).await;
     let dir = std::fs::read_dir(root)
         .ok()
         .and_then(|rd| rd.flatten().map(|e| e.path()).find(|p| p.is_dir()));

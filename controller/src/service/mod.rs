@@ -37,11 +37,11 @@ pub struct ControllerService {
 }
 
 impl ControllerService {
-    pub fn new(registry: Registry, cancel: CancellationToken) -> Self {
+    pub fn new(registry: Registry, workers: Workers, cancel: CancellationToken) -> Self {
         let controller_id = format!("benchctl-{}-{}", std::process::id(), mono_ns());
         ControllerService {
             registry,
-            workers: Workers::spawn(),
+            workers,
             controller_id,
             cancel,
         }
@@ -72,11 +72,21 @@ impl Server {
         registry: Registry,
         tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> std::io::Result<Server> {
+        Self::start_full(listener, registry, Workers::spawn(), tls, None)
+    }
+
+    /// Also serves the `Sweeps` service (the controller's sweep queue), when given.
+    pub fn start_full(
+        listener: TcpListener,
+        registry: Registry,
+        workers: Workers,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+        sweeps: Option<proto::sweeps_server::SweepsServer<crate::sweep::remote::Manager>>,
+    ) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let cancel = CancellationToken::new();
-        let service = ControllerService::new(registry.clone(), cancel.clone());
-        let workers = service.workers.clone();
+        let service = ControllerService::new(registry.clone(), workers.clone(), cancel.clone());
         let svc = proto::controller_server::ControllerServer::new(service);
         let stop = cancel.clone();
         let mut builder = tonic::transport::Server::builder();
@@ -85,10 +95,15 @@ impl Server {
                 std::io::Error::other(format!("--tls-cert/--tls-key/--tls-ca: {e}"))
             })?;
         }
-        let task = tokio::spawn(builder.add_service(svc).serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            stop.cancelled_owned(),
-        ));
+        let task = tokio::spawn(
+            builder
+                .add_service(svc)
+                .add_optional_service(sweeps)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                ),
+        );
         Ok(Server {
             addr,
             scheme,

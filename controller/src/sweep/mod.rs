@@ -4,6 +4,8 @@
 
 pub mod grid;
 pub mod plan;
+pub mod remote;
+pub mod remote_cli;
 pub mod results;
 pub mod run;
 pub mod search;

@@ -95,6 +95,13 @@ pub struct SweepArgs {
         "metadata",
     ])]
     pub resume: Option<PathBuf>,
+    /// Distributed mode: submit the sweep to the controller and follow it (Ctrl-C detaches;
+    /// the sweep goes on there).
+    #[command(flatten)]
+    pub remote: super::remote_cli::RemoteArgs,
+    /// With --controller/--etcd: submit, print the sweep's id and return.
+    #[arg(long, env = "BENCHCTL_DETACH")]
+    pub detach: bool,
 }
 
 pub fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -341,7 +348,7 @@ mod tests {
         argv.extend(extra);
         let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
         match cli.command {
-            crate::cli::Command::Sweep(a) => *a,
+            crate::cli::Command::Sweep(a) => a.args,
             _ => unreachable!(),
         }
     }

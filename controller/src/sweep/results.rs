@@ -154,14 +154,16 @@ impl ResultDir {
             .find(|e| TestKey::of(e).as_ref() == Some(key))
     }
 
+    /// The finished tests' entries (a test aborted because every request failed is not one:
+    /// it runs again on `--resume`).
+    pub fn kept(&self) -> impl Iterator<Item = &serde_json::Value> {
+        self.entries.iter().filter(|e| e.get("aborted").is_none())
+    }
+
     /// Runs of `(io, c)` already finished.
-    /// Runs of `(io, c)` already finished (a test aborted because every request failed is not
-    /// one: it runs again on `--resume`).
     pub fn runs_of(&self, io: Io, c: u32) -> Vec<TestKey> {
         let mut v: Vec<TestKey> = self
-            .entries
-            .iter()
-            .filter(|e| e.get("aborted").is_none())
+            .kept()
             .filter_map(TestKey::of)
             .filter(|k| k.io == io && k.concurrency == c)
             .collect();
@@ -330,6 +332,10 @@ pub struct SweepSummary {
     pub gpu_telemetry: String,
     /// `running`, `done`, `interrupted`, `failed`.
     pub status: String,
+    /// Distributed mode: each time a new leader took the sweep over (when, from whom, the test
+    /// in flight that was discarded).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failovers: Vec<serde_json::Value>,
     pub combinations: Vec<ComboSummary>,
 }
 

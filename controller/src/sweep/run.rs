@@ -22,12 +22,16 @@ use super::plan::{PLAN_FILE, Plan, SweepArgs};
 use super::results::{ComboSummary, PointSummary, ResultDir, SweepSummary, TestKey};
 use super::search::{Mode, Search};
 use super::threshold::{Thresholds, Verdict};
+pub(crate) use crate::bench::prepare as prepare_target;
 use crate::bench::{Prepared, add_gpu_stats, gpu_text, preflight, prepare, write_gpu_logs};
+use crate::cli::CommonArgs;
 use crate::local::{GpuSelection, LocalSystem, SourceKind, TelemetrySpec};
-use crate::service::{JobSpec, Server};
+use crate::service::{JobSpec, Registry, Workers};
 
 /// Runs of a test when load workers are lost during it (the partial run is discarded).
 const JOB_ATTEMPTS: usize = 3;
+/// How long a test waits for its load workers to be connected.
+const WORKER_WAIT: Duration = Duration::from_secs(60);
 
 /// Runs `benchctl sweep`.
 pub async fn run(mut args: SweepArgs) -> anyhow::Result<ExitCode> {
@@ -123,6 +127,7 @@ async fn start_dashboard(
 /// none.
 async fn start_system(args: &SweepArgs) -> anyhow::Result<(LocalSystem, String)> {
     let c = &args.common;
+    let n_workers = c.workers.unwrap_or(1);
     let explicit = match (&c.gpu_num, &c.gpus) {
         (Some(n), _) => Some(GpuSelection::First(*n)),
         (None, Some(v)) => Some(GpuSelection::Indices(v.clone())),
@@ -135,14 +140,14 @@ async fn start_system(args: &SweepArgs) -> anyhow::Result<(LocalSystem, String)>
     };
     match explicit {
         Some(gpus) => {
-            let system = LocalSystem::start(Some(spec(gpus))).await?;
-            let note = telemetry_note(&system).await;
+            let system = LocalSystem::start(Some(spec(gpus)), n_workers).await?;
+            let note = telemetry_note(&system.server.registry).await;
             Ok((system, note))
         }
         None if c.telemetry_source == SourceKind::Nvml => {
-            match LocalSystem::start(Some(spec(GpuSelection::All))).await {
+            match LocalSystem::start(Some(spec(GpuSelection::All)), n_workers).await {
                 Ok(system) => {
-                    let note = telemetry_note(&system).await;
+                    let note = telemetry_note(&system.server.registry).await;
                     Ok((system, note))
                 }
                 Err(e) => {
@@ -150,7 +155,7 @@ async fn start_system(args: &SweepArgs) -> anyhow::Result<(LocalSystem, String)>
                     eprintln!(
                         "GPU statistics are absent from this sweep: {why}\n(the sweep runs without them; --gpu-num N makes them required)"
                     );
-                    let system = LocalSystem::start(None).await?;
+                    let system = LocalSystem::start(None, n_workers).await?;
                     Ok((system, format!("absent: {why}")))
                 }
             }
@@ -160,15 +165,15 @@ async fn start_system(args: &SweepArgs) -> anyhow::Result<(LocalSystem, String)>
                 "GPU statistics are absent from this sweep: --telemetry-source simulated needs --gpu-num or --gpus"
             );
             Ok((
-                LocalSystem::start(None).await?,
+                LocalSystem::start(None, n_workers).await?,
                 "absent: no --gpu-num".into(),
             ))
         }
     }
 }
 
-async fn telemetry_note(system: &LocalSystem) -> String {
-    let agents = system.server.registry.list().await;
+pub(crate) async fn telemetry_note(registry: &Registry) -> String {
+    let agents = registry.list().await;
     let gpus: usize = agents.iter().map(|a| a.gpus.len()).sum();
     let simulated = agents.iter().any(|a| a.simulated);
     // the product names NVML reports, so that a result never depends on a hand-typed label
@@ -193,29 +198,128 @@ async fn telemetry_note(system: &LocalSystem) -> String {
     note
 }
 
+/// Called by the engine around each test: `Start` before its load, `Commit` before its files
+/// are written. An error means this controller may no longer write (it was deposed): the test
+/// is discarded and the sweep handed over.
+pub(crate) type Hook = Arc<
+    dyn Fn(HookEvent) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Clone, Debug)]
+pub(crate) enum HookEvent {
+    Start(TestKey),
+    Commit(TestKey),
+}
+
+/// Everything the engine runs a sweep with.
+pub(crate) struct Exec<'a> {
+    pub plan: &'a Plan,
+    pub common: &'a CommonArgs,
+    pub prep: Prepared,
+    pub workers: Workers,
+    pub registry: Registry,
+    pub telemetry: bool,
+    pub gpu_note: String,
+    pub dir: ResultDir,
+    /// Fires to interrupt (the test in flight is discarded; status `interrupted`).
+    pub cancel: CancellationToken,
+    /// Fires when this controller must stop writing (leadership lost, or stopping while a
+    /// standby takes over): nothing more is written. A parent of `cancel`.
+    pub handover: Option<CancellationToken>,
+    pub progress: Progress,
+    pub hook: Option<Hook>,
+    /// Earlier controllers' losses (distributed mode), kept in the summary.
+    pub failovers: Vec<serde_json::Value>,
+}
+
+/// How the engine ended.
+pub(crate) struct Outcome {
+    pub summary: SweepSummary,
+    pub stop: Option<Stop>,
+    pub dir: ResultDir,
+}
+
 /// State of the sweep shared by its steps.
 struct Sweep<'a> {
     plan: &'a Plan,
     thresholds: Option<Thresholds>,
     percentiles: Vec<f64>,
     prep: Prepared,
-    server: &'a Server,
+    workers: Workers,
+    registry: Registry,
     /// The server's base URLs (its replicas).
     base_urls: Vec<String>,
+    /// `--workers`: how many workers share each test (`None`: every idle one).
+    want_workers: Option<usize>,
     telemetry: bool,
     dir: ResultDir,
     /// Records of finished tests, by test, read back lazily.
     records: HashMap<TestKey, Arc<Vec<RequestRecord>>>,
     summary: SweepSummary,
     cancel: CancellationToken,
+    handover: Option<CancellationToken>,
+    hook: Option<Hook>,
     progress: Progress,
 }
 
 /// Why the sweep stopped early.
 #[derive(Debug)]
-enum Stop {
+pub(crate) enum Stop {
     Interrupted,
     ServerDown(String),
+    /// This controller may no longer write: a new leader continues the sweep.
+    Handover,
+}
+
+/// The model, the thresholds' percentiles: what the plan needs from the target before a run.
+pub(crate) fn percentiles_of(plan: &Plan) -> anyhow::Result<(Option<Thresholds>, Vec<f64>)> {
+    let thresholds = plan.thresholds()?;
+    let mut percentiles =
+        loadgen::stats::parse_percentiles(&plan.percentiles).map_err(anyhow::Error::msg)?;
+    if let Some(t) = &thresholds {
+        for p in t.percentiles() {
+            if !percentiles.contains(&p) {
+                percentiles.push(p);
+            }
+        }
+    }
+    Ok((thresholds, percentiles))
+}
+
+/// Creates a new sweep's result directory under `root` (the plan gets its model) and writes the
+/// plan into it. A directory of that name already there gets a suffix.
+pub(crate) fn create_dir(
+    root: &std::path::Path,
+    common: &CommonArgs,
+    plan: &mut Plan,
+    prep: &Prepared,
+) -> anyhow::Result<ResultDir> {
+    plan.served_model = prep.model.clone();
+    plan.model_label = model_label(common, &prep.model);
+    let name = run_dir_name(
+        &plan.model_label,
+        plan.tp,
+        &plan.dtype,
+        chrono::Local::now(),
+    );
+    let mut path = root.join(&name);
+    let mut k = 2;
+    while path.exists() {
+        path = root.join(format!("{name}-{k}"));
+        k += 1;
+    }
+    let dir = ResultDir::create(path, plan.model_label.clone())?;
+    crate::output::write_atomic(&dir.dir.join(PLAN_FILE), &serde_json::to_vec_pretty(plan)?)?;
+    Ok(dir)
+}
+
+/// The one request sent before a sweep to catch a rejected payload.
+pub(crate) async fn preflight_plan(plan: &Plan, prep: &Prepared) -> anyhow::Result<()> {
+    let io = plan.io[0];
+    let p = loadgen::dataset::build(&dataset(plan, io), 1, &prep.tokenizer, plan.seed).await?;
+    preflight(&prep.client, &p[0]).await
 }
 
 async fn sweep(
@@ -227,17 +331,6 @@ async fn sweep(
 ) -> anyhow::Result<ExitCode> {
     let max_c = plan.concurrency.iter().copied().max().unwrap_or(1) as usize;
     let prep = prepare(&args.common, max_c).await?;
-    let thresholds = plan.thresholds()?;
-    let mut percentiles =
-        loadgen::stats::parse_percentiles(&plan.percentiles).map_err(anyhow::Error::msg)?;
-    if let Some(t) = &thresholds {
-        for p in t.percentiles() {
-            if !percentiles.contains(&p) {
-                percentiles.push(p);
-            }
-        }
-    }
-
     let dir = match &args.resume {
         Some(d) => {
             if prep.model != plan.served_model {
@@ -257,19 +350,7 @@ async fn sweep(
             dir
         }
         None => {
-            plan.served_model = prep.model.clone();
-            plan.model_label = model_label(args, &prep.model);
-            let name = run_dir_name(
-                &plan.model_label,
-                plan.tp,
-                &plan.dtype,
-                chrono::Local::now(),
-            );
-            let dir = ResultDir::create(args.result_dir.join(name), plan.model_label.clone())?;
-            crate::output::write_atomic(
-                &dir.dir.join(PLAN_FILE),
-                &serde_json::to_vec_pretty(plan)?,
-            )?;
+            let dir = create_dir(&args.result_dir, &args.common, plan, &prep)?;
             eprintln!("results in {}", dir.dir.display());
             dir
         }
@@ -291,9 +372,7 @@ async fn sweep(
         );
     }
     if !args.common.no_preflight {
-        let io = plan.io[0];
-        let p = loadgen::dataset::build(&dataset(plan, io), 1, &prep.tokenizer, plan.seed).await?;
-        preflight(&prep.client, &p[0]).await?;
+        preflight_plan(plan, &prep).await?;
     }
 
     let cancel = CancellationToken::new();
@@ -311,7 +390,62 @@ async fn sweep(
             std::process::exit(130);
         }
     });
+    let progress = Progress::new(plan, plan.threshold.is_some(), args.common.quiet, None);
+    let out = execute(Exec {
+        plan,
+        common: &args.common,
+        prep,
+        workers: system.server.workers.clone(),
+        registry: system.server.registry.clone(),
+        telemetry: system.has_telemetry(),
+        gpu_note,
+        dir,
+        cancel,
+        handover: None,
+        progress,
+        hook: None,
+        failovers: Vec::new(),
+    })
+    .await;
+    signal.abort();
+    let out = out?;
+    eprint!("{}", final_table(&out.summary));
+    eprintln!(
+        "results: {} ({} tests)\nsummary: {}",
+        out.dir.result_path().display(),
+        out.dir.entries().len(),
+        out.dir.dir.join("summary.md").display()
+    );
+    match out.stop {
+        None => Ok(ExitCode::SUCCESS),
+        Some(Stop::Interrupted | Stop::Handover) => Ok(ExitCode::from(130)),
+        Some(Stop::ServerDown(why)) => bail!(
+            "{why}; the sweep stopped: finished tests are kept, continue with benchctl sweep --resume {}",
+            out.dir.dir.display()
+        ),
+    }
+}
 
+/// Runs a sweep's missing tests into `x.dir` (new or resumed) and writes its summary. Every
+/// failure of the server or interruption is an [`Outcome`] with its `stop`; an error is a
+/// failure of the sweep itself (its summary says `failed`).
+pub(crate) async fn execute(x: Exec<'_>) -> anyhow::Result<Outcome> {
+    let Exec {
+        plan,
+        common,
+        prep,
+        workers,
+        registry,
+        telemetry,
+        gpu_note,
+        dir,
+        cancel,
+        handover,
+        progress,
+        hook,
+        failovers,
+    } = x;
+    let (thresholds, percentiles) = percentiles_of(plan)?;
     let summary = SweepSummary {
         model: prep.model.clone(),
         tp: plan.tp,
@@ -328,6 +462,7 @@ async fn sweep(
         target_is_simulator: prep.target_is_simulator,
         gpu_telemetry: gpu_note,
         status: "running".into(),
+        failovers,
         combinations: plan
             .io
             .iter()
@@ -339,12 +474,9 @@ async fn sweep(
             })
             .collect(),
     };
-    let progress = Progress::new(plan, thresholds.is_some(), args.common.quiet);
     // a resumed sweep starts with its finished tests done
     let finished: u64 = dir
-        .entries()
-        .iter()
-        .filter(|e| e.get("aborted").is_none())
+        .kept()
         .map(|e| e["completed"].as_u64().unwrap_or(0) + e["failed"].as_u64().unwrap_or(0))
         .sum();
     progress.already_done(finished);
@@ -353,13 +485,17 @@ async fn sweep(
         thresholds,
         percentiles,
         prep,
-        server: &system.server,
-        base_urls: args.common.base_urls(),
-        telemetry: system.has_telemetry(),
+        workers,
+        registry,
+        base_urls: common.base_urls(),
+        want_workers: common.workers.map(|w| w as usize),
+        telemetry,
         dir,
         records: HashMap::new(),
         summary,
         cancel,
+        handover,
+        hook,
         progress,
     };
     let mut stop = None;
@@ -368,11 +504,20 @@ async fn sweep(
         match s.combination(i, io).await {
             Ok(()) => s.summary.combinations[i].status = "done".into(),
             Err(e) => match e.downcast::<StopError>() {
+                Ok(StopError(Stop::Handover)) => {
+                    // another controller owns the directory now: write nothing more
+                    s.progress.finish();
+                    return Ok(Outcome {
+                        summary: s.summary,
+                        stop: Some(Stop::Handover),
+                        dir: s.dir,
+                    });
+                }
                 Ok(StopError(why)) => {
                     s.refresh(i, io, None).await?;
                     s.summary.combinations[i].status = match why {
-                        Stop::Interrupted => "interrupted".into(),
                         Stop::ServerDown(_) => "failed".into(),
+                        _ => "interrupted".into(),
                     };
                     stop = Some(why);
                     break;
@@ -381,7 +526,6 @@ async fn sweep(
                     s.summary.status = "failed".into();
                     s.summary.write(&s.dir.dir).ok();
                     s.progress.finish();
-                    signal.abort();
                     return Err(e);
                 }
             },
@@ -389,29 +533,18 @@ async fn sweep(
         s.summary.write(&s.dir.dir)?;
     }
     s.progress.finish();
-    signal.abort();
     s.summary.status = match &stop {
         None => "done",
-        Some(Stop::Interrupted) => "interrupted",
         Some(Stop::ServerDown(_)) => "failed",
+        Some(_) => "interrupted",
     }
     .into();
     s.summary.write(&s.dir.dir)?;
-    eprint!("{}", final_table(&s.summary));
-    eprintln!(
-        "results: {} ({} tests)\nsummary: {}",
-        s.dir.result_path().display(),
-        s.dir.entries().len(),
-        s.dir.dir.join("summary.md").display()
-    );
-    match stop {
-        None => Ok(ExitCode::SUCCESS),
-        Some(Stop::Interrupted) => Ok(ExitCode::from(130)),
-        Some(Stop::ServerDown(why)) => bail!(
-            "{why}; the sweep stopped: finished tests are kept, continue with benchctl sweep --resume {}",
-            s.dir.dir.display()
-        ),
-    }
+    Ok(Outcome {
+        summary: s.summary,
+        stop,
+        dir: s.dir,
+    })
 }
 
 #[derive(Debug)]
@@ -421,6 +554,7 @@ impl std::fmt::Display for StopError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             Stop::Interrupted => write!(f, "interrupted"),
+            Stop::Handover => write!(f, "handed over to another controller"),
             Stop::ServerDown(w) => write!(f, "{w}"),
         }
     }
@@ -430,17 +564,11 @@ impl std::error::Error for StopError {}
 
 /// The model name in the directory: `--model-name`, else `--model-path`'s last component (as the
 /// seed), else the served model.
-fn model_label(args: &SweepArgs, served: &str) -> String {
-    let raw = args
-        .common
+fn model_label(common: &CommonArgs, served: &str) -> String {
+    let raw = common
         .model_name
         .clone()
-        .or_else(|| {
-            args.common
-                .model_path
-                .as_ref()
-                .map(|p| p.display().to_string())
-        })
+        .or_else(|| common.model_path.as_ref().map(|p| p.display().to_string()))
         .unwrap_or_else(|| served.to_string());
     // the directory name's rules (last path component, safe characters)
     let name = run_dir_name(&raw, 1, "x", chrono::Local::now());
@@ -474,6 +602,15 @@ fn test_seed(base: u64, key: &TestKey) -> u64 {
 }
 
 impl Sweep<'_> {
+    /// The stop a fired `cancel` means.
+    fn stopped(&self) -> anyhow::Error {
+        if self.handover.as_ref().is_some_and(|h| h.is_cancelled()) {
+            StopError(Stop::Handover).into()
+        } else {
+            StopError(Stop::Interrupted).into()
+        }
+    }
+
     /// One combination: replays the search over the finished tests and runs what is missing.
     async fn combination(&mut self, i: usize, io: Io) -> anyhow::Result<()> {
         // records are pooled within a combination only: keep one combination's in memory
@@ -569,9 +706,7 @@ impl Sweep<'_> {
     async fn refresh(&mut self, i: usize, io: Io, search: Option<&Search>) -> anyhow::Result<()> {
         let mut cs: Vec<u32> = self
             .dir
-            .entries()
-            .iter()
-            .filter(|e| e.get("aborted").is_none())
+            .kept()
             .filter_map(TestKey::of)
             .filter(|k| k.io == io)
             .map(|k| k.concurrency)
@@ -659,7 +794,7 @@ impl Sweep<'_> {
     /// discarded) or when not one request succeeded (the server is not serving).
     async fn test(&mut self, key: TestKey) -> anyhow::Result<()> {
         if self.cancel.is_cancelled() {
-            return Err(StopError(Stop::Interrupted).into());
+            return Err(self.stopped());
         }
         let c = key.concurrency;
         let n = self.plan.prompts.for_concurrency(c);
@@ -688,27 +823,38 @@ impl Sweep<'_> {
             warmup_requests: warmup,
             warmup_prompts,
             progress: Some(counter.clone()),
-            workers: None,
+            workers: self.want_workers,
             start_delay: Duration::ZERO,
         };
+        if let Some(hook) = &self.hook
+            && hook(HookEvent::Start(key)).await.is_err()
+        {
+            return Err(StopError(Stop::Handover).into());
+        }
+        // workers reconnecting (after a failover, a restart) are waited for, not failed on
+        let want = self.want_workers.unwrap_or(1);
+        tokio::select! {
+            r = self.workers.wait_for(want, WORKER_WAIT) => { r.with_context(|| format!("test {}", key.id()))?; }
+            _ = self.cancel.cancelled() => return Err(self.stopped()),
+        }
         let ticker = self.progress.follow(counter);
         // a worker lost mid-test: the test is discarded and run again (3 runs at most)
-        let run = self.server.workers.run_job_retrying(job, JOB_ATTEMPTS);
+        let run = self.workers.run_job_retrying(job, JOB_ATTEMPTS);
         tokio::pin!(run);
         let result = tokio::select! {
             r = &mut run => r,
             _ = self.cancel.cancelled() => {
-                self.server.workers.cancel_all().await;
+                self.workers.cancel_all().await;
                 let _ = run.await;
                 ticker.abort();
-                return Err(StopError(Stop::Interrupted).into());
+                return Err(self.stopped());
             }
         };
         ticker.abort();
-        let (job, lost_workers) = result.with_context(|| format!("test {}", key.id()))?;
         if self.cancel.is_cancelled() {
-            return Err(StopError(Stop::Interrupted).into());
+            return Err(self.stopped());
         }
+        let (job, lost_workers) = result.with_context(|| format!("test {}", key.id()))?;
         let mut records = job.records;
         let tok = self.prep.tokenizer.clone();
         let (records, chunk_tokens) = tokio::task::spawn_blocking(move || {
@@ -776,8 +922,14 @@ impl Sweep<'_> {
             entry["lost_workers"] = serde_json::json!(lost_workers);
         }
         entry["ended_at_unix_s"] = unix_of(to).into();
+        if let Some(hook) = &self.hook
+            && hook(HookEvent::Commit(key)).await.is_err()
+        {
+            // deposed: the new leader runs this test again
+            return Err(StopError(Stop::Handover).into());
+        }
         if self.telemetry {
-            let nodes = self.server.registry.window(from, to, None).await;
+            let nodes = self.registry.window(from, to, None).await;
             add_gpu_stats(&mut entry, &nodes, summary.total_output_tokens);
             let gpu_dir = self.dir.dir.join(key.gpu_dir());
             write_gpu_logs(&gpu_dir, &nodes, from)?;
@@ -826,15 +978,22 @@ impl Sweep<'_> {
 
 /// The progress display: one bar over the sweep's requests (an upper bound until the search has
 /// skipped what it does not need), with an ETA, and a line per finished test.
-struct Progress {
+pub(crate) struct Progress {
     bar: indicatif::ProgressBar,
     quiet: bool,
+    /// Distributed mode: what clients following the sweep see.
+    feed: Option<Arc<super::remote::Feed>>,
     /// Requests of finished tests.
     done: Arc<AtomicU64>,
 }
 
 impl Progress {
-    fn new(plan: &Plan, searching: bool, quiet: bool) -> Progress {
+    pub(crate) fn new(
+        plan: &Plan,
+        searching: bool,
+        quiet: bool,
+        feed: Option<Arc<super::remote::Feed>>,
+    ) -> Progress {
         let runs = if searching { 1 } else { plan.repeats as u64 };
         let per_io: u64 = plan
             .concurrency
@@ -858,6 +1017,7 @@ impl Progress {
         Progress {
             bar,
             quiet,
+            feed,
             done: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -869,9 +1029,13 @@ impl Progress {
         self.bar.set_position(n);
         // the ETA is of what remains, not of what an earlier process did
         self.bar.reset_eta();
+        self.publish();
     }
 
     fn line(&self, s: String) {
+        if let Some(f) = &self.feed {
+            f.line(s.clone());
+        }
         if self.quiet {
             tracing::info!("{s}");
         } else if self.bar.is_hidden() {
@@ -890,24 +1054,44 @@ impl Progress {
         if done + n as u64 > len {
             self.bar.set_length(done + n as u64);
         }
+        self.publish();
     }
 
     /// Follows a running test's record counter.
     fn follow(&self, counter: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
         let bar = self.bar.clone();
         let done = self.done.clone();
+        let feed = self.feed.clone();
         tokio::spawn(async move {
             loop {
                 bar.set_position(done.load(Ordering::Relaxed) + counter.load(Ordering::Relaxed));
+                if let Some(f) = &feed {
+                    f.progress(
+                        bar.position(),
+                        bar.length().unwrap_or(0),
+                        bar.message().to_string(),
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
+    }
+
+    fn publish(&self) {
+        if let Some(f) = &self.feed {
+            f.progress(
+                self.bar.position(),
+                self.bar.length().unwrap_or(0),
+                self.bar.message().to_string(),
+            );
+        }
     }
 
     fn finished(&self, key: &TestKey, s: &Summary, verdict: Option<&Verdict>) {
         let n = (s.completed + s.failed) as u64;
         self.done.fetch_add(n, Ordering::Relaxed);
         self.bar.set_position(self.done.load(Ordering::Relaxed));
+        self.publish();
         let m = |metric| {
             s.metrics
                 .get(&metric)
@@ -951,7 +1135,7 @@ impl Progress {
 }
 
 /// The closing table printed to stderr.
-fn final_table(s: &SweepSummary) -> String {
+pub(crate) fn final_table(s: &SweepSummary) -> String {
     use std::fmt::Write;
     let mut t = String::new();
     let _ = writeln!(t, "{:=^72}", " Sweep summary ");

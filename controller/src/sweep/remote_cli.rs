@@ -1,0 +1,344 @@
+//! The client side of controller-run sweeps: `benchctl sweep --controller/--etcd` (submit and
+//! follow), `benchctl sweep attach|cancel ID`, `benchctl sweeps`.
+//!
+//! Following survives a failover: when the stream from the controller breaks, the client finds
+//! the leader again (through etcd, or the same `--controller` URL) and reattaches; the new
+//! leader replays the sweep's recent lines and progress.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tonic::transport::Channel;
+
+use super::plan::SweepArgs;
+use super::remote::Spec;
+
+/// Where the controller is: `--controller URL`, or `--etcd URLS` (the elected one).
+#[derive(Clone, Debug, Default, Args)]
+pub struct RemoteArgs {
+    /// Distributed mode: the controller's gRPC URL (`benchctl controller --listen`).
+    #[arg(long, env = "BENCHCTL_CONTROLLER")]
+    pub controller: Option<String>,
+    /// Distributed mode: find the elected controller through etcd.
+    #[command(flatten)]
+    pub etcd: cluster::EtcdArgs,
+    /// mTLS towards the controller (an https:// URL).
+    #[command(flatten)]
+    pub tls: cluster::TlsArgs,
+}
+
+impl RemoteArgs {
+    pub fn enabled(&self) -> bool {
+        self.controller.is_some() || self.etcd.enabled()
+    }
+}
+
+/// `benchctl sweep attach ID` / `benchctl sweep cancel ID`.
+#[derive(Clone, Debug, Args)]
+pub struct AttachArgs {
+    /// The sweep's id (`benchctl sweeps` lists them).
+    pub id: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// No progress bar.
+    #[arg(long, env = "BENCHCTL_QUIET")]
+    pub quiet: bool,
+}
+
+/// `benchctl sweeps`.
+#[derive(Clone, Debug, Args)]
+pub struct SweepsArgs {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Print JSON instead of a table.
+    #[arg(long, env = "BENCHCTL_JSON")]
+    pub json: bool,
+}
+
+/// A connection to the controller, found again after a failover.
+struct Conn {
+    remote: RemoteArgs,
+    leader: Option<tokio::sync::watch::Receiver<Option<String>>>,
+    _follow: Option<tokio_util::sync::DropGuard>,
+}
+
+impl Conn {
+    fn new(remote: &RemoteArgs) -> anyhow::Result<Conn> {
+        if !remote.enabled() {
+            anyhow::bail!("give --controller URL or --etcd URLS (where the controller is)");
+        }
+        let (leader, guard) = if remote.controller.is_none() {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let rx = cluster::follow_leader(remote.etcd.clone(), cancel.clone());
+            (Some(rx), Some(cancel.drop_guard()))
+        } else {
+            (None, None)
+        };
+        Ok(Conn {
+            remote: remote.clone(),
+            leader,
+            _follow: guard,
+        })
+    }
+
+    /// The controller's URL now (waiting, bounded, for an election).
+    async fn url(&mut self) -> anyhow::Result<String> {
+        if let Some(u) = &self.remote.controller {
+            return Ok(u.clone());
+        }
+        let rx = self.leader.as_mut().expect("etcd mode");
+        let wait = tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|v| v.is_some()))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "--etcd {}: no controller has been elected within 60 s (is `benchctl controller --etcd …` running?)",
+                    self.remote.etcd.endpoints.join(",")
+                )
+            })?;
+        Ok(wait?.clone().expect("waited for some"))
+    }
+
+    async fn client(
+        &mut self,
+    ) -> anyhow::Result<(proto::sweeps_client::SweepsClient<Channel>, String)> {
+        let url = self.url().await?;
+        let endpoint = cluster::controller_endpoint(&url, self.remote.tls.client()?.as_ref())?;
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("controller {url}: cannot connect"))?;
+        Ok((proto::sweeps_client::SweepsClient::new(channel), url))
+    }
+}
+
+/// `benchctl sweep --controller/--etcd …`: submits the sweep, then follows it (unless
+/// `--detach`).
+pub async fn submit(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    if args.common.sim {
+        anyhow::bail!(
+            "--sim with --controller/--etcd: start `benchctl sim` where the workers reach it and give --base-url"
+        );
+    }
+    if args.resume.is_some() {
+        anyhow::bail!(
+            "--resume with --controller/--etcd: a controller resumes its sweeps itself; follow one with `benchctl sweep attach ID`"
+        );
+    }
+    let plan = super::plan::resolve(&args)?;
+    if args.common.api_key.is_some() {
+        eprintln!(
+            "note: the API key is not sent: the controllers use their own OPENAI_API_KEY (so it never lands in etcd)"
+        );
+    }
+    let spec = Spec {
+        plan,
+        target: args.common.clone(),
+    };
+    let mut conn = Conn::new(&args.remote)?;
+    let (mut client, url) = conn.client().await?;
+    let r = client
+        .submit_sweep(proto::SubmitSweepRequest {
+            spec_json: serde_json::to_string(&spec)?,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("controller {url} refused the sweep: {}", s.message()))?
+        .into_inner();
+    eprintln!(
+        "submitted sweep {} to {url}\nresults on the controller in {}",
+        r.id, r.result_dir
+    );
+    if args.detach {
+        eprintln!(
+            "detached: follow it with `benchctl sweep attach {}`, stop it with `benchctl sweep cancel {}`",
+            r.id, r.id
+        );
+        println!("{}", r.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow(conn, &r.id, args.common.quiet).await
+}
+
+/// `benchctl sweep attach ID`.
+pub async fn attach(a: AttachArgs) -> anyhow::Result<ExitCode> {
+    let conn = Conn::new(&a.remote)?;
+    follow(conn, &a.id, a.quiet).await
+}
+
+/// `benchctl sweep cancel ID`.
+pub async fn cancel(a: AttachArgs) -> anyhow::Result<ExitCode> {
+    let mut conn = Conn::new(&a.remote)?;
+    let (mut client, url) = conn.client().await?;
+    client
+        .cancel_sweep(proto::CancelSweepRequest { id: a.id.clone() })
+        .await
+        .map_err(|s| anyhow::anyhow!("controller {url}: {}", s.message()))?;
+    eprintln!(
+        "sweep {}: cancel sent (the test in flight is discarded, finished tests are kept)",
+        a.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `benchctl sweeps`.
+pub async fn list(a: SweepsArgs) -> anyhow::Result<ExitCode> {
+    let mut conn = Conn::new(&a.remote)?;
+    let (mut client, url) = conn.client().await?;
+    let sweeps = client
+        .list_sweeps(proto::ListSweepsRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("controller {url}: {}", s.message()))?
+        .into_inner()
+        .sweeps;
+    if a.json {
+        let v: Vec<serde_json::Value> = sweeps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id, "status": s.status, "result_dir": s.result_dir,
+                    "tests_done": s.tests_done, "submitted_at_unix_s": s.submitted_at_unix_s,
+                    "detail": s.detail, "failovers": s.failovers,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if sweeps.is_empty() {
+        println!("no sweep on {url}");
+    } else {
+        println!(
+            "{:<48} {:<11} {:>5} {:>9}  detail",
+            "id", "status", "tests", "failovers"
+        );
+        for s in &sweeps {
+            println!(
+                "{:<48} {:<11} {:>5} {:>9}  {}",
+                s.id, s.status, s.tests_done, s.failovers, s.detail
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows a sweep to its end, reattaching after a failover. Ctrl-C detaches (the sweep goes on).
+async fn follow(mut conn: Conn, id: &str, quiet: bool) -> anyhow::Result<ExitCode> {
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} requests, ETA {eta} {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let say = |bar: &indicatif::ProgressBar, s: &str| {
+        if bar.is_hidden() {
+            eprintln!("{s}");
+        } else {
+            bar.println(s);
+        }
+    };
+    // lines already printed, to skip them when a reattach replays the backlog
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut failures = 0u32;
+    let give_up = Duration::from_secs(600);
+    let mut lost_since: Option<tokio::time::Instant> = None;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let attempt = async {
+            let (mut client, url) = conn.client().await?;
+            let mut stream = client
+                .watch_sweep(proto::WatchSweepRequest { id: id.to_string() })
+                .await
+                .map_err(|s| {
+                    if s.code() == tonic::Code::NotFound {
+                        anyhow::Error::new(NotFound(s.message().to_string()))
+                    } else {
+                        anyhow::anyhow!("controller {url}: {}", s.message())
+                    }
+                })?
+                .into_inner();
+            lost_since = None;
+            failures = 0;
+            while let Some(e) = stream.message().await? {
+                match e.event {
+                    Some(proto::sweep_event::Event::Line(l)) if seen.insert(l.clone()) => {
+                        say(&bar, &l);
+                    }
+                    Some(proto::sweep_event::Event::Progress(p)) => {
+                        bar.set_length(p.total.max(p.done));
+                        bar.set_position(p.done);
+                        bar.set_message(p.message);
+                    }
+                    Some(proto::sweep_event::Event::Finished(f)) => return Ok(Some(f)),
+                    Some(proto::sweep_event::Event::Line(_)) | None => {}
+                }
+            }
+            Ok::<_, anyhow::Error>(None)
+        };
+        let r = tokio::select! {
+            r = attempt => r,
+            _ = &mut ctrl_c => {
+                bar.finish_and_clear();
+                eprintln!(
+                    "detached from sweep {id}: it goes on on the controller. `benchctl sweep attach {id}` follows it again, `benchctl sweep cancel {id}` stops it"
+                );
+                return Ok(ExitCode::from(130));
+            }
+        };
+        match r {
+            Ok(Some(f)) => {
+                bar.finish_and_clear();
+                if !f.summary_text.is_empty() {
+                    eprint!("{}", f.summary_text);
+                }
+                eprintln!("results on the controller in {}", f.result_dir);
+                return match f.status.as_str() {
+                    "done" => Ok(ExitCode::SUCCESS),
+                    "interrupted" => {
+                        eprintln!("sweep {id} was cancelled; finished tests are kept");
+                        Ok(ExitCode::from(130))
+                    }
+                    _ => anyhow::bail!("sweep {id} {}: {}", f.status, f.error),
+                };
+            }
+            Ok(None) | Err(_) if lost_since.is_some_and(|t| t.elapsed() > give_up) => {
+                anyhow::bail!(
+                    "lost the controller for {} s: sweep {id} may still run; `benchctl sweep attach {id}` follows it again",
+                    give_up.as_secs()
+                );
+            }
+            Err(e) if e.downcast_ref::<NotFound>().is_some() && failures >= 5 => {
+                return Err(e);
+            }
+            r => {
+                let why = match r {
+                    Err(e) => format!("{e:#}"),
+                    _ => "the stream ended".into(),
+                };
+                failures += 1;
+                if lost_since.is_none() {
+                    lost_since = Some(tokio::time::Instant::now());
+                    say(&bar, &format!("lost the controller ({why}); reattaching…"));
+                }
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(failures.min(6)))).await;
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct NotFound(String);
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotFound {}
