@@ -119,9 +119,14 @@ impl Server {
     }
 
     /// Stops serving; open sessions end.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.cancel.cancel();
-        match tokio::time::timeout(Duration::from_secs(5), self.task).await {
+        let r = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+        if r.is_err() {
+            // connections still open: they are closed with the task (the port is free again)
+            self.task.abort();
+        }
+        match r {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!("controller server: {e}"),
             Ok(Err(e)) => tracing::warn!("controller server task: {e}"),
@@ -228,7 +233,11 @@ impl proto::controller_server::Controller for ControllerService {
             .workers
             .session(self.controller_id.clone(), request.into_inner())
             .await?;
-        Ok(Response::new(outgoing))
+        // on shutdown the stream ends, so the worker reconnects (to a successor, or to this
+        // controller's next term); the session's task then sees the stream dropped
+        use futures_util::StreamExt;
+        let outgoing = outgoing.take_until(self.cancel.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(outgoing)))
     }
 
     async fn list_agents(
