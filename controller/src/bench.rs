@@ -167,6 +167,13 @@ async fn measure(
     ticker.abort();
     bar.finish_and_clear();
     let job = result?;
+    let load_workers = serde_json::json!(
+        job.per_worker
+            .iter()
+            .map(|(name, records)| serde_json::json!({"name": name, "records": records}))
+            .collect::<Vec<_>>()
+    );
+    let start_skew_ms = job.start_skew_ns as f64 / 1e6;
     let mut out = loadgen::RunOutput {
         records: job.records,
         start_ns: job.start_ns,
@@ -233,6 +240,8 @@ async fn measure(
 
     if let Some(path) = &args.save_result {
         let mut json = result_json(&info, &summary, &out.records, args.save_detailed);
+        json["load_workers"] = load_workers;
+        json["start_skew_ms"] = start_skew_ms.into();
         if let Some((nodes, from)) = &gpu {
             add_gpu_stats(&mut json, nodes, summary.total_output_tokens);
             let dir = path.parent().unwrap_or(std::path::Path::new(".")).join(

@@ -479,3 +479,129 @@ async fn a_sweep_survives_an_etcd_restart() {
     let cp = checkpoints(&etcd).await;
     assert_eq!(cp[0]["status"], "done", "{}", cp[0]);
 }
+
+fn controller_alone(ip: &str, data: &Path, logs: &Path) -> (Proc, String) {
+    let port = free_port(ip);
+    let listen = format!("{ip}:{port}");
+    let p = spawn(
+        Path::new(BIN),
+        &[
+            "controller",
+            "--listen",
+            &listen,
+            "--dashboard-addr",
+            "off",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &logs.join("controller.log"),
+    );
+    (p, format!("http://{listen}"))
+}
+
+fn benchctl(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_controller_queues_cancels_and_reattaches_without_etcd() {
+    let logs = tempfile::tempdir().unwrap();
+    let logs = logs.path();
+    let data = tempfile::tempdir().unwrap();
+    let (_sim, base_url) = sim(logs);
+    let (_c, url) = controller_alone("127.0.0.2", data.path(), logs);
+    let _w = spawn(
+        &sibling("benchctl-loadgen"),
+        &["--controller", &url, "--name", "w1"],
+        &logs.join("w1.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut c) = proto::controller_client::ControllerClient::connect(url.clone()).await
+            && let Ok(w) = c.list_workers(proto::ListWorkersRequest {}).await
+            && w.into_inner().workers.len() == 1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker did not register");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grid = [
+        "--io",
+        "32x100",
+        "--concurrency",
+        "2,4",
+        "--num-prompts",
+        "8",
+        "--quiet",
+    ];
+
+    // a target the controller cannot reach: refused at submission, naming it
+    let dead = format!("http://127.0.0.10:{}", free_port("127.0.0.10"));
+    let mut args = vec!["sweep", "--controller", &url, "--base-url", &dead];
+    args.extend(grid);
+    let out = benchctl(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot reach") && err.contains(&dead), "{err}");
+    // local-only flags are refused with --controller
+    let out = benchctl(&["sweep", "--controller", &url, "--sim"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--sim with --controller/--etcd"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // two sweeps: the second waits for the first
+    let mut args = vec!["sweep", "--controller", &url, "--base-url", &base_url];
+    args.extend(grid);
+    args.push("--detach");
+    let a = benchctl(&args);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let b = benchctl(&args);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let a = String::from_utf8(a.stdout).unwrap().trim().to_string();
+    let b = String::from_utf8(b.stdout).unwrap().trim().to_string();
+    assert_ne!(a, b, "each sweep gets its own id and directory");
+    let list = benchctl(&["sweeps", "--controller", &url, "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list[0]["id"], a.as_str());
+    assert_eq!(list[1]["id"], b.as_str());
+    assert_eq!(list[1]["status"], "queued", "{list}");
+
+    // the queued one cancelled: it never runs; attaching to it says so (exit 130)
+    let out = benchctl(&["sweep", "cancel", &b, "--controller", &url]);
+    assert!(out.status.success());
+    // the first, followed to its end
+    let out = benchctl(&["sweep", "attach", &a, "--controller", &url, "--quiet"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Sweep summary") && text.contains("c4_in32_out100"),
+        "{text}"
+    );
+    let out = benchctl(&["sweep", "attach", &b, "--controller", &url, "--quiet"]);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries = array(&data.path().join(&a));
+    assert_every_test_once(&entries, &["c2_in32_out100", "c4_in32_out100"]);
+    let entries = array(&data.path().join(&b));
+    assert!(entries.is_empty(), "the cancelled sweep ran nothing");
+    let list = benchctl(&["sweeps", "--controller", &url, "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list[0]["status"], "done");
+    assert_eq!(list[1]["status"], "interrupted");
+    // an unknown id is a clear error
+    let out = benchctl(&["sweep", "attach", "nope", "--controller", &url]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no sweep \"nope\""));
+}

@@ -513,3 +513,41 @@ async fn a_server_that_fails_everything_stops_the_sweep_with_the_failures_counte
     );
     assert_eq!(again.combination(64, 32)["max_passing"], 4);
 }
+
+/// `--workers 3` in local mode: three in-process workers share every test; each test records
+/// who ran it (records adding up to the test's prompts) and the spread of their starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_share_each_test_and_the_start_skew_is_recorded() {
+    let sim = start(SimConfig::default()).await;
+    let root = tempfile::tempdir().unwrap();
+    let run = sweep(
+        &sim.base_url(),
+        root.path(),
+        &[
+            "--io",
+            "32x16",
+            "--concurrency",
+            "3,6",
+            "--num-prompts",
+            "12",
+            "--workers",
+            "3",
+        ],
+    )
+    .await;
+    run.result.as_ref().expect("the sweep succeeds");
+    let entries = run.results();
+    assert_eq!(entries.len(), 2);
+    for e in &entries {
+        let w = e["load_workers"].as_array().unwrap();
+        assert_eq!(w.len(), 3, "{e}");
+        let total: u64 = w.iter().map(|w| w["records"].as_u64().unwrap()).sum();
+        assert_eq!(total, 12);
+        assert!(w.iter().all(|w| w["records"] == 4), "an even split: {w:?}");
+        let skew = e["start_skew_ms"].as_f64().unwrap();
+        eprintln!("{}: start skew {skew:.3} ms", e["test_id"]);
+        assert!(skew >= 0.0);
+        assert_eq!(e["completed"], 12);
+    }
+    sim.shutdown().await;
+}

@@ -26,6 +26,10 @@ use super::{FIRST_PINGS, Outgoing, PING_EVERY};
 use crate::clock::{ClockEstimator, Exchange, Offset};
 use loadgen::clock::mono_ns;
 
+/// The least time between sending a job's assignments and its scheduled start, with several
+/// workers.
+const MULTI_WORKER_START: Duration = Duration::from_millis(300);
+
 /// How long a failed job waits for the other workers to stop before returning.
 const ABORT_DRAIN: Duration = Duration::from_secs(10);
 /// Events of one job queued towards [`Workers::run_job`].
@@ -85,6 +89,9 @@ pub struct JobResult {
     pub not_sent: usize,
     /// Records each worker delivered, in worker order.
     pub per_worker: Vec<(String, usize)>,
+    /// The spread of the workers' measured-run starts on the controller's clock (0 with one
+    /// worker): how well the scheduled start held.
+    pub start_skew_ns: u64,
 }
 
 /// A worker was lost during a job (disconnected, or shut down mid-job): the job's records are
@@ -382,7 +389,14 @@ impl Workers {
                 }
             }
         }
-        let start_at = mono_ns().saturating_add(job.start_delay.as_nanos() as u64);
+        // several workers start together, at a time far enough ahead for every assignment
+        // (prompts included) to arrive; one starts on receipt
+        let delay = if n > 1 {
+            job.start_delay.max(MULTI_WORKER_START)
+        } else {
+            job.start_delay
+        };
+        let start_at = mono_ns().saturating_add(delay.as_nanos() as u64);
         tracing::info!(
             "job {job_id}: {} prompts over {n} workers ({})",
             job.prompts.len(),
@@ -516,6 +530,7 @@ impl Workers {
             start_ns: u64::MAX,
             ..Default::default()
         };
+        let mut latest_start = 0u64;
         for (k, (w, d)) in claimed.iter().zip(done).enumerate() {
             let d = d.expect("every worker is done");
             let mut recs = std::mem::take(&mut records[k]);
@@ -534,6 +549,7 @@ impl Workers {
                 r.index = r.index * n as u64 + k as u64;
             }
             out.start_ns = out.start_ns.min(offset.to_controller(d.start_ns));
+            latest_start = latest_start.max(offset.to_controller(d.start_ns));
             out.end_ns = out.end_ns.max(offset.to_controller(d.end_ns));
             out.warmup_sent += d.warmup_sent as usize;
             out.warmup_failed += d.warmup_failed as usize;
@@ -541,6 +557,7 @@ impl Workers {
             out.per_worker.push((w.name.clone(), recs.len()));
             out.records.append(&mut recs);
         }
+        out.start_skew_ns = latest_start.saturating_sub(out.start_ns);
         out.records.sort_by_key(|r| r.index);
         if out.records.windows(2).any(|w| w[0].index == w[1].index) {
             bail!("job {job_id}: two workers returned a record for the same prompt");

@@ -679,3 +679,93 @@ impl proto::sweeps_server::Sweeps for Manager {
         Ok(Response::new(proto::CancelSweepResponse {}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line_of(e: &proto::SweepEvent) -> Option<&str> {
+        match &e.event {
+            Some(proto::sweep_event::Event::Line(l)) => Some(l),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_late_subscriber_gets_the_backlog_then_every_new_event_once() {
+        let f = Feed::new();
+        for i in 0..BACKLOG + 5 {
+            f.line(format!("line {i}"));
+        }
+        f.progress(10, 100, "test a".into());
+        f.progress(10, 100, "test a".into()); // unchanged: not sent again
+        let (backlog, mut rx) = f.subscribe();
+        let lines: Vec<&str> = backlog.iter().filter_map(line_of).collect();
+        assert_eq!(lines.len(), BACKLOG, "the oldest lines are dropped");
+        assert_eq!(lines[0], "line 5");
+        assert_eq!(lines[BACKLOG - 1], format!("line {}", BACKLOG + 4));
+        assert!(matches!(
+            backlog.last().unwrap().event,
+            Some(proto::sweep_event::Event::Progress(ref p)) if p.done == 10
+        ));
+        f.line("after".into());
+        f.finish(proto::SweepFinished {
+            status: "done".into(),
+            ..Default::default()
+        });
+        assert_eq!(line_of(&rx.try_recv().unwrap()), Some("after"));
+        assert!(matches!(
+            rx.try_recv().unwrap().event,
+            Some(proto::sweep_event::Event::Finished(_))
+        ));
+        assert!(rx.try_recv().is_err());
+        // a subscriber after the end gets the end in its backlog
+        let (backlog, _) = f.subscribe();
+        assert!(matches!(
+            backlog.last().unwrap().event,
+            Some(proto::sweep_event::Event::Finished(_))
+        ));
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_without_the_api_key() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "benchctl",
+            "sweep",
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--api-key",
+            "sk-secret",
+            "--io",
+            "64x32",
+            "--concurrency",
+            "1,2",
+        ])
+        .unwrap();
+        let crate::cli::Command::Sweep(cmd) = cli.command else {
+            unreachable!()
+        };
+        let plan = super::super::plan::resolve(&cmd.args).unwrap();
+        let doc = Checkpoint {
+            id: "x".into(),
+            spec: Spec {
+                plan,
+                target: cmd.args.common.clone(),
+            },
+            status: "queued".into(),
+            submitted_at_unix_s: 1.0,
+            leader: "http://a".into(),
+            in_flight: None,
+            done_tests: vec![],
+            failovers: vec![],
+            error: None,
+        };
+        let json = serde_json::to_string(&doc).unwrap();
+        assert!(!json.contains("sk-secret"), "{json}");
+        let back: Checkpoint = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.spec.target.base_url, "http://127.0.0.1:9");
+        assert_eq!(back.spec.target.api_key, None);
+        assert_eq!(back.spec.plan, doc.spec.plan);
+    }
+}

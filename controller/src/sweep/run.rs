@@ -917,6 +917,13 @@ impl Sweep<'_> {
         // the test's window in Unix time, for charts over time
         let unix_of = unix_clock();
         entry["started_at_unix_s"] = unix_of(from).into();
+        entry["load_workers"] = serde_json::json!(
+            job.per_worker
+                .iter()
+                .map(|(name, records)| serde_json::json!({"name": name, "records": records}))
+                .collect::<Vec<_>>()
+        );
+        entry["start_skew_ms"] = (job.start_skew_ns as f64 / 1e6).into();
         if !lost_workers.is_empty() {
             entry["attempts"] = (lost_workers.len() + 1).into();
             entry["lost_workers"] = serde_json::json!(lost_workers);
