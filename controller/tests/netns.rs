@@ -1,0 +1,455 @@
+//! The distributed mode across hosts: each host a Linux network namespace with its own address
+//! on a private bridge (10.213.S.0/24, inside this machine: nothing leaves it), every part a real
+//! process, a real etcd.
+//!
+//! - host `ctl-a`: etcd and controller A; host `ctl-b`: controller B (standby); they share the
+//!   data directory, as controllers on a shared volume do;
+//! - host `gpu`: the inference server (`benchctl sim`) and the telemetry agent;
+//! - host `load`: two load workers, and the user's `benchctl` commands.
+//!
+//! Needs root (CAP_NET_ADMIN) for `ip netns`; skipped elsewhere, unless
+//! `BENCHCTL_REQUIRE_NETNS=1` (set by `.ci/run`) makes that a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_benchctl");
+
+fn sibling(name: &str) -> PathBuf {
+    let p = Path::new(BIN).with_file_name(name);
+    if !p.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "loadgen", "-p", "agent", "--bins"])
+            .status()
+            .expect("cargo build runs");
+        assert!(st.success(), "building {name}");
+    }
+    p
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Hosts as network namespaces on one bridge.
+struct Net {
+    prefix: String,
+    subnet: u32,
+    hosts: Vec<String>,
+}
+
+impl Net {
+    /// `None` where network namespaces cannot be made (not root, no `ip`).
+    fn create(hosts: &[&str]) -> Option<Net> {
+        let id = std::process::id() % 10_000;
+        let net = Net {
+            prefix: format!("bc{id}"),
+            subnet: 1 + id % 250,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        };
+        match net.build() {
+            Ok(()) => Some(net),
+            Err(e) => {
+                assert!(
+                    std::env::var("BENCHCTL_REQUIRE_NETNS").as_deref() != Ok("1"),
+                    "BENCHCTL_REQUIRE_NETNS=1 but network namespaces cannot be made: {e}"
+                );
+                eprintln!("SKIPPED: network namespaces cannot be made here: {e}");
+                None
+            }
+        }
+    }
+
+    fn ns(&self, host: &str) -> String {
+        format!("{}-{host}", self.prefix)
+    }
+
+    fn switch(&self) -> String {
+        format!("{}-sw", self.prefix)
+    }
+
+    fn addr(&self, host: &str) -> String {
+        let i = self.hosts.iter().position(|h| h == host).expect("a host");
+        format!("10.213.{}.{}", self.subnet, i + 1)
+    }
+
+    fn build(&self) -> Result<(), String> {
+        let sw = self.switch();
+        ip(&["netns", "add", &sw])?;
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+        for (i, h) in self.hosts.iter().enumerate() {
+            let ns = self.ns(h);
+            let (a, b) = (
+                format!("{}h{i}", self.prefix),
+                format!("{}s{i}", self.prefix),
+            );
+            ip(&["netns", "add", &ns])?;
+            ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
+            ip(&["link", "set", &a, "netns", &ns])?;
+            ip(&["link", "set", &b, "netns", &sw])?;
+            ip(&["-n", &sw, "link", "set", &b, "master", "br0", "up"])?;
+            let cidr = format!("{}/24", self.addr(h));
+            ip(&["-n", &ns, "addr", "add", &cidr, "dev", &a])?;
+            ip(&["-n", &ns, "link", "set", &a, "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(())
+    }
+
+    fn command(&self, host: &str, bin: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(host)])
+            .arg(bin)
+            .args(args)
+            .env("RUST_LOG", "info");
+        c
+    }
+
+    /// Starts `bin` on `host` (`ip netns exec` execs it: the child is the process itself).
+    fn spawn(&self, host: &str, bin: &Path, args: &[&str], log: &Path) -> Proc {
+        let f = std::fs::File::create(log).unwrap();
+        Proc(
+            self.command(host, bin, args)
+                .stdout(Stdio::null())
+                .stderr(f)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn run(&self, host: &str, args: &[&str]) -> Output {
+        self.command(host, Path::new(BIN), args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for h in self.hosts.iter().map(|h| self.ns(h)).chain([self.switch()]) {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &h]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = ip(&["netns", "del", &h]);
+        }
+    }
+}
+
+struct Proc(Child);
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The result array of the sweep `id`.
+fn entries(data: &Path, id: &str) -> Vec<serde_json::Value> {
+    let dir = data.join(id);
+    let f = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("_vllm_result.json"))
+        .expect("the result array");
+    serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()
+}
+
+fn dump(logs: &Path) {
+    for e in std::fs::read_dir(logs).unwrap().filter_map(Result::ok) {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        eprintln!("==== {}", e.path().display());
+        for l in tail.into_iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+}
+
+#[test]
+fn a_sweep_across_hosts_shares_load_and_survives_the_leaders_death() {
+    let Some(net) = Net::create(&["ctl-a", "ctl-b", "gpu", "load"]) else {
+        return;
+    };
+    let logs_dir = tempfile::tempdir().unwrap();
+    let logs = logs_dir.path();
+    let data = tempfile::tempdir().unwrap();
+    let etcd_data = tempfile::tempdir().unwrap();
+    let (a_ip, b_ip, gpu_ip) = (net.addr("ctl-a"), net.addr("ctl-b"), net.addr("gpu"));
+    let etcd_url = format!("http://{a_ip}:2379");
+    let _etcd = net.spawn(
+        "ctl-a",
+        Path::new("etcd"),
+        &[
+            "--data-dir",
+            etcd_data.path().to_str().unwrap(),
+            "--listen-client-urls",
+            &etcd_url,
+            "--advertise-client-urls",
+            &etcd_url,
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-cluster",
+            "default=http://127.0.0.1:2380",
+        ],
+        &logs.join("etcd.log"),
+    );
+    let controller = |host: &str, addr: &str, log: &str| {
+        let listen = format!("{addr}:7400");
+        net.spawn(
+            host,
+            Path::new(BIN),
+            &[
+                "controller",
+                "--listen",
+                &listen,
+                "--etcd",
+                &etcd_url,
+                "--lease-ttl",
+                "2",
+                "--dashboard-addr",
+                "off",
+                "--data-dir",
+                data.path().to_str().unwrap(),
+            ],
+            &logs.join(log),
+        )
+    };
+    let mut a = controller("ctl-a", &a_ip, "controller-a.log");
+    // A answers through etcd before B starts: A leads
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !net
+        .run("load", &["sweeps", "--etcd", &etcd_url, "--json"])
+        .status
+        .success()
+    {
+        if Instant::now() > deadline {
+            dump(logs);
+            panic!("controller A was not elected");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _b = controller("ctl-b", &b_ip, "controller-b.log");
+    let _sim = net.spawn(
+        "gpu",
+        Path::new(BIN),
+        &[
+            "sim",
+            "--host",
+            &gpu_ip,
+            "--port",
+            "8000",
+            "--decode-step-base-ms",
+            "10",
+        ],
+        &logs.join("sim.log"),
+    );
+    let _agent = net.spawn(
+        "gpu",
+        &sibling("benchctl-agent"),
+        &[
+            "--etcd",
+            &etcd_url,
+            "--source",
+            "simulated",
+            "--gpu-num",
+            "2",
+            "--node-name",
+            "gpu-node",
+            "--interval",
+            "100ms",
+        ],
+        &logs.join("agent.log"),
+    );
+    let _w: Vec<Proc> = ["l1", "l2"]
+        .iter()
+        .map(|n| {
+            net.spawn(
+                "load",
+                &sibling("benchctl-loadgen"),
+                &["--etcd", &etcd_url, "--name", n],
+                &logs.join(format!("{n}.log")),
+            )
+        })
+        .collect();
+    let a_url = format!("http://{a_ip}:7400");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = net.run("load", &["agents", "--controller", &a_url]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("load workers: 2") && text.contains("gpu-node") && text.contains("util") {
+            break;
+        }
+        if Instant::now() > deadline {
+            dump(logs);
+            panic!("the workers and the agent did not join A: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // one test on one worker, then on both at the same total load
+    let base = format!("http://{gpu_ip}:8000");
+    let one_test = |workers: &str| {
+        let out = net.run(
+            "load",
+            &[
+                "sweep",
+                "--etcd",
+                &etcd_url,
+                "--base-url",
+                &base,
+                "--io",
+                "64x64",
+                "--concurrency",
+                "8",
+                "--num-prompts",
+                "64",
+                "--workers",
+                workers,
+                "--detach",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let out = net.run("load", &["sweep", "attach", &id, "--etcd", &etcd_url]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        entries(data.path(), &id).remove(0)
+    };
+    let one = one_test("1");
+    let two = one_test("2");
+    assert_eq!(one["load_workers"].as_array().unwrap().len(), 1);
+    let w = two["load_workers"].as_array().unwrap();
+    assert_eq!(w.len(), 2, "{two}");
+    assert!(w.iter().all(|w| w["records"] == 32), "{w:?}");
+    assert_eq!(two["completed"], 64);
+    assert_eq!(two["gpu_count"], 2, "the agent's GPUs are in the result");
+    let close = |k: &str, tol: f64| {
+        let (x, y) = (one[k].as_f64().unwrap(), two[k].as_f64().unwrap());
+        eprintln!("{k}: one worker {x:.2}, two workers {y:.2}");
+        assert!((x - y).abs() / x < tol, "{k}: {x} vs {y}");
+    };
+    close("mean_tpot_ms", 0.10);
+    close("mean_e2el_ms", 0.10);
+    close("output_throughput", 0.15);
+    eprintln!(
+        "start skew over two hosts' workers: {} ms",
+        two["start_skew_ms"]
+    );
+
+    // the leader killed mid-sweep: B, on another host, finishes it
+    let mut cli = net
+        .command(
+            "load",
+            Path::new(BIN),
+            &[
+                "sweep",
+                "--etcd",
+                &etcd_url,
+                "--base-url",
+                &base,
+                "--io",
+                "32x100",
+                "--concurrency",
+                "2,4,8",
+                "--num-prompts",
+                "8",
+                "--quiet",
+            ],
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(logs.join("cli.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let list = json(&net.run("load", &["sweeps", "--etcd", &etcd_url, "--json"]));
+        let s = &list[2];
+        if s["tests_done"].as_u64() >= Some(1)
+            && s["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("running"))
+        {
+            break s["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the third sweep did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    a.kill();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let rc = loop {
+        if let Some(rc) = cli.try_wait().unwrap() {
+            break rc;
+        }
+        if Instant::now() > deadline {
+            let _ = cli.kill();
+            dump(logs);
+            panic!("the sweep did not finish after the failover");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let cli_text = std::fs::read_to_string(logs.join("cli.log")).unwrap();
+    if !rc.success() {
+        dump(logs);
+    }
+    assert!(rc.success(), "{cli_text}");
+    assert!(
+        cli_text.contains(&format!("http://{b_ip}:7400 took over from {a_url}")),
+        "{cli_text}"
+    );
+    let e = entries(data.path(), &id);
+    let mut ids: Vec<&str> = e.iter().map(|e| e["test_id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["c2_in32_out100", "c4_in32_out100", "c8_in32_out100"],
+        "every test exactly once"
+    );
+    let list = json(&net.run("load", &["sweeps", "--etcd", &etcd_url, "--json"]));
+    assert_eq!(list[2]["status"], "done");
+    assert_eq!(list[2]["failovers"], 1);
+}
