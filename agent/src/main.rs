@@ -32,26 +32,7 @@ fn real_main(cfg: agent::AgentConfig) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let cancel = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(cancel.clone()));
+        tokio::spawn(cluster::cancel_on_signal(cancel.clone(), "shutting down"));
         agent::run(cfg, cancel).await
     })
-}
-
-async fn cancel_on_signal(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            cancel.cancel();
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
-    cancel.cancel();
 }

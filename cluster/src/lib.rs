@@ -264,22 +264,9 @@ impl Leadership {
         (&self.key, self.revision)
     }
 
-    /// Writes `key = value` only while this controller is still the leader.
+    /// Writes `key = value` only while this controller is still the leader (see [`Fence::put`]).
     pub async fn put(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
-        let mut c = self.client.clone();
-        let txn = Txn::new()
-            .when(vec![Compare::create_revision(
-                self.key.clone(),
-                CompareOp::Equal,
-                self.revision,
-            )])
-            .and_then(vec![TxnOp::put(key, value.to_vec(), None)]);
-        let r = c.txn(txn).await.context("etcd: a fenced write failed")?;
-        if !r.succeeded() {
-            self.lost.cancel();
-            bail!("no longer the leader: the write of {key} was refused (fenced)");
-        }
-        Ok(())
+        self.fence_handle().put(key, value).await
     }
 
     /// A handle for fenced writes that tasks of the leader can hold.
@@ -707,6 +694,26 @@ pub async fn next_controller(
             r = target.changed() => if r.is_err() { return None },
         }
     }
+}
+
+/// Fires `cancel` on SIGINT or SIGTERM (logging `what`): the clean stop of every long-running
+/// benchctl process (leases revoked, the job in flight cancelled and reported).
+pub async fn cancel_on_signal(cancel: CancellationToken, what: &'static str) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    info!("{what}");
+    cancel.cancel();
 }
 
 /// A session ended because the elected controller changed: not a failure, reconnect at once.

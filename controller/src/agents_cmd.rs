@@ -79,15 +79,10 @@ pub struct AgentsArgs {
 /// Serves until SIGINT or SIGTERM.
 pub async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        stop.cancel();
-    });
+    tokio::spawn(cluster::cancel_on_signal(
+        cancel.clone(),
+        "stopping: the leadership is given up, the sweep in flight is left to the next leader",
+    ));
     serve_until(args, cancel).await
 }
 

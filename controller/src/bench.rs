@@ -289,18 +289,7 @@ async fn measure(
         );
     }
     if summary.completed == 0 {
-        let why = summary
-            .failed_by_kind
-            .iter()
-            .map(|(k, n)| {
-                format!(
-                    "{n} {k} ({})",
-                    summary.first_error.get(k).map(String::as_str).unwrap_or("")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        bail!("every request failed: {why}");
+        bail!("every request failed: {}", summary.failures_text());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -470,15 +459,16 @@ pub async fn preflight(client: &HttpClient, prompt: &loadgen::Prompt) -> anyhow:
     }
 }
 
-fn progress_bar(n: u64, quiet: bool) -> indicatif::ProgressBar {
+/// The bar over a run's (or a sweep's) requests, with an ETA; hidden with `--quiet`. Records
+/// reach the controller within 100 ms of each request's end (the worker batches them).
+pub(crate) fn progress_bar(n: u64, quiet: bool) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
     }
-    // Records reach the controller within 100 ms of each request's end (the worker batches them).
     let bar = indicatif::ProgressBar::new(n);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} requests, ETA {eta}",
+            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} requests, ETA {eta} {msg}",
         )
         .expect("a valid template")
         .progress_chars("=> "),

@@ -3,56 +3,14 @@
 //! `--etcd-user/--etcd-password` is elected; a client without a certificate, with one from
 //! another CA, or with a wrong password is refused; the password never reaches the log.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+mod common;
+
+use common::{Proc, free_port, pki};
 
 const PASSWORD: &str = "s3cret-etcd-pw";
-
-/// A CA and a certificate it signed for 127.0.0.1: `(ca.pem, cert.pem, key.pem)` in `dir`.
-fn pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut leaf =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()]).unwrap();
-    leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{name}-client"));
-    leaf.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let leaf = leaf.signed_by(&key, &issuer).unwrap();
-    let p = |f: &str| dir.join(format!("{name}-{f}"));
-    std::fs::write(p("ca.pem"), ca_cert.pem()).unwrap();
-    std::fs::write(p("cert.pem"), leaf.pem()).unwrap();
-    std::fs::write(p("key.pem"), key.serialize_pem()).unwrap();
-    (p("ca.pem"), p("cert.pem"), p("key.pem"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn etcd_on_path() -> bool {
     let found = std::env::var_os("PATH")
@@ -73,8 +31,8 @@ async fn etcd_tls_client_certificates_and_auth_pass_through() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = pki(dir.path(), "etcd");
     let (_, rogue_cert, rogue_key) = pki(dir.path(), "rogue");
-    let url = format!("https://127.0.0.1:{}", free_port());
-    let peer = format!("http://127.0.0.1:{}", free_port());
+    let url = format!("https://127.0.0.1:{}", free_port("127.0.0.1"));
+    let peer = format!("http://127.0.0.1:{}", free_port("127.0.0.1"));
     let data = dir.path().join("data");
     let _etcd = Proc(
         Command::new("etcd")
@@ -174,7 +132,7 @@ async fn etcd_tls_client_certificates_and_auth_pass_through() {
 
     // a controller with every option is elected
     let log = dir.path().join("controller.log");
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let _controller = Proc(
         Command::new(env!("CARGO_BIN_EXE_benchctl"))
             .args([

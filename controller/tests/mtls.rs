@@ -2,34 +2,14 @@
 //! controller's CA register; an agent with a certificate from another CA, and a client without
 //! any, are refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use controller::service::{Registry, Server};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use tokio_util::sync::CancellationToken;
+mod common;
 
-/// A CA and a certificate it signed for 127.0.0.1, written as PEM files into `dir`:
-/// `(ca.pem, cert.pem, key.pem)`.
-fn pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let p = |f: &str| dir.join(format!("{name}-{f}"));
-    std::fs::write(p("ca.pem"), ca_cert.pem()).unwrap();
-    std::fs::write(p("cert.pem"), leaf.pem()).unwrap();
-    std::fs::write(p("key.pem"), key.serialize_pem()).unwrap();
-    (p("ca.pem"), p("cert.pem"), p("key.pem"))
-}
+use common::pki;
+use controller::service::{Registry, Server};
+use tokio_util::sync::CancellationToken;
 
 fn tls(ca: &Path, cert: &Path, key: &Path) -> cluster::TlsArgs {
     cluster::TlsArgs {

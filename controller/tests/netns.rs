@@ -10,23 +10,13 @@
 //! Needs root (CAP_NET_ADMIN) for `ip netns`; skipped elsewhere, unless
 //! `BENCHCTL_REQUIRE_NETNS=1` (set by `.ci/run`) makes that a failure.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{BIN, Proc, dump_logs, sibling};
+
+mod common;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_benchctl");
-
-fn sibling(name: &str) -> PathBuf {
-    let p = Path::new(BIN).with_file_name(name);
-    if !p.exists() {
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "-p", "loadgen", "-p", "agent", "--bins"])
-            .status()
-            .expect("cargo build runs");
-        assert!(st.success(), "building {name}");
-    }
-    p
-}
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -152,21 +142,6 @@ impl Drop for Net {
     }
 }
 
-struct Proc(Child);
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 fn json(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
@@ -186,17 +161,6 @@ fn entries(data: &Path, id: &str) -> Vec<serde_json::Value> {
         .find(|p| p.to_string_lossy().ends_with("_vllm_result.json"))
         .expect("the result array");
     serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()
-}
-
-fn dump(logs: &Path) {
-    for e in std::fs::read_dir(logs).unwrap().filter_map(Result::ok) {
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(30).collect();
-        eprintln!("==== {}", e.path().display());
-        for l in tail.into_iter().rev() {
-            eprintln!("{l}");
-        }
-    }
 }
 
 #[test]
@@ -259,7 +223,7 @@ fn a_sweep_across_hosts_shares_load_and_survives_the_leaders_death() {
         .success()
     {
         if Instant::now() > deadline {
-            dump(logs);
+            dump_logs(logs);
             panic!("controller A was not elected");
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -316,7 +280,7 @@ fn a_sweep_across_hosts_shares_load_and_survives_the_leaders_death() {
             break;
         }
         if Instant::now() > deadline {
-            dump(logs);
+            dump_logs(logs);
             panic!("the workers and the agent did not join A: {text}");
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -427,14 +391,14 @@ fn a_sweep_across_hosts_shares_load_and_survives_the_leaders_death() {
         }
         if Instant::now() > deadline {
             let _ = cli.kill();
-            dump(logs);
+            dump_logs(logs);
             panic!("the sweep did not finish after the failover");
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     let cli_text = std::fs::read_to_string(logs.join("cli.log")).unwrap();
     if !rc.success() {
-        dump(logs);
+        dump_logs(logs);
     }
     assert!(rc.success(), "{cli_text}");
     assert!(

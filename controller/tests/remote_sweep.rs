@@ -13,50 +13,13 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cluster::testing::Etcd;
+use common::{BIN, Proc, dump_logs, free_port, sibling};
 
-const BIN: &str = env!("CARGO_BIN_EXE_benchctl");
-
-/// The loadgen and agent binaries are built beside `benchctl` (same workspace target dir).
-fn sibling(name: &str) -> PathBuf {
-    let p = Path::new(BIN).with_file_name(name);
-    if !p.exists() {
-        // `cargo test -p controller` alone does not build the other packages' binaries
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "-p", "loadgen", "-p", "agent", "--bins"])
-            .status()
-            .expect("cargo build runs");
-        assert!(st.success(), "building {name}");
-    }
-    p
-}
-
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed (SIGKILL) on drop.
-struct Proc(Child);
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+mod common;
 
 fn spawn(bin: &Path, args: &[&str], log: &Path) -> Proc {
     let f = std::fs::File::create(log).unwrap();
@@ -226,17 +189,6 @@ fn array(dir: &Path) -> Vec<serde_json::Value> {
         .find(|p| p.to_string_lossy().ends_with("_vllm_result.json"))
         .expect("the result array");
     serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()
-}
-
-fn dump_logs(logs: &Path) {
-    for e in std::fs::read_dir(logs).unwrap().filter_map(Result::ok) {
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(40).collect();
-        eprintln!("==== {} (last lines)", e.path().display());
-        for l in tail.into_iter().rev() {
-            eprintln!("{l}");
-        }
-    }
 }
 
 /// Exactly every test of the grid, once.

@@ -161,6 +161,22 @@ pub struct Summary {
     pub percentiles: Vec<f64>,
 }
 
+impl Summary {
+    /// The failures by kind with each kind's first error: `3 http (503 …); 1 timeout (…)`.
+    pub fn failures_text(&self) -> String {
+        self.failed_by_kind
+            .iter()
+            .map(|(k, n)| {
+                format!(
+                    "{n} {k} ({})",
+                    self.first_error.get(k).map(String::as_str).unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// Computes the summary of `records` (pooled: records of several workers may be concatenated).
 pub fn summarize(
     records: &[RequestRecord],

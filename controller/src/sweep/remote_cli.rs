@@ -222,19 +222,7 @@ pub async fn list(a: SweepsArgs) -> anyhow::Result<ExitCode> {
 
 /// Follows a sweep to its end, reattaching after a failover. Ctrl-C detaches (the sweep goes on).
 async fn follow(mut conn: Conn, id: &str, quiet: bool) -> anyhow::Result<ExitCode> {
-    let bar = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(0)
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} requests, ETA {eta} {msg}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = crate::bench::progress_bar(0, quiet);
     let say = |bar: &indicatif::ProgressBar, s: &str| {
         if bar.is_hidden() {
             eprintln!("{s}");

@@ -962,20 +962,10 @@ impl Sweep<'_> {
         self.records.insert(key, Arc::new(records));
         self.progress.finished(&key, &summary, verdict.as_ref());
         if all_failed {
-            let why = summary
-                .failed_by_kind
-                .iter()
-                .map(|(k, n)| {
-                    format!(
-                        "{n} {k} ({})",
-                        summary.first_error.get(k).map(String::as_str).unwrap_or("")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
             return Err(StopError(Stop::ServerDown(format!(
-                "every request of test {} failed: {why}",
-                key.id()
+                "every request of test {} failed: {}",
+                key.id(),
+                summary.failures_text()
             )))
             .into());
         }
@@ -1008,19 +998,7 @@ impl Progress {
             .map(|&c| plan.prompts.for_concurrency(c) as u64 * runs)
             .sum();
         let total = per_io * plan.io.len() as u64;
-        let bar = if quiet {
-            indicatif::ProgressBar::hidden()
-        } else {
-            indicatif::ProgressBar::new(total)
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} requests, ETA {eta} {msg}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
+        let bar = crate::bench::progress_bar(total, quiet);
         Progress {
             bar,
             quiet,
