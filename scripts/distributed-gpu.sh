@@ -1,0 +1,72 @@
+#!/bin/bash
+# On the GPU machine (../shared/device/README.md): the distributed mode with a real server and
+# real NVML. etcd, two controllers (A elected, B standing by, a shared --data-dir), an agent
+# reading NVML, two load workers, all separate processes, each listener on its own loopback
+# address. A threshold sweep is submitted through etcd and followed; the leader is killed with
+# SIGKILL mid-sweep; the standby finishes it.
+#
+# Usage (in one device run, with release binaries and etcd in KIT/bin):
+#   bash scripts/distributed-gpu.sh .device-kit "$OUT/distributed"
+set -eu
+kit=${1:?usage: distributed-gpu.sh KIT_DIR OUT_DIR}; out=${2:?usage: distributed-gpu.sh KIT_DIR OUT_DIR}
+B=$kit/bin
+mkdir -p "$out/logs"
+logs=$out/logs
+data=$out/data
+exec > >(tee "$out/console.txt") 2>&1
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+bash "$kit/start-server.sh" "$kit" 8000
+server=(--base-url http://127.0.0.1:8000 --model-path /tmp/model --model-name /tmp/model --backend openai)
+
+E=http://127.0.0.1:2379
+"$B/etcd" --data-dir /tmp/benchctl-etcd --listen-client-urls $E --advertise-client-urls $E \
+  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+  --initial-cluster default=http://127.0.0.1:2380 > "$logs/etcd.log" 2>&1 &
+sleep 2
+ctl=(--etcd $E --lease-ttl 3 --data-dir "$data" --dashboard-addr off)
+"$B/benchctl" controller --listen 127.0.0.2:7400 "${ctl[@]}" > "$logs/controller-a.log" 2>&1 &
+A=$!
+sleep 2 # A is elected before B starts
+"$B/benchctl" controller --listen 127.0.0.3:7400 "${ctl[@]}" > "$logs/controller-b.log" 2>&1 &
+"$B/benchctl-agent" --etcd $E --node-name gpu-node --interval 200ms > "$logs/agent.log" 2>&1 &
+"$B/benchctl-loadgen" --etcd $E --name w1 > "$logs/w1.log" 2>&1 &
+"$B/benchctl-loadgen" --etcd $E --name w2 > "$logs/w2.log" 2>&1 &
+sleep 4
+"$B/benchctl" agents --controller http://127.0.0.2:7400
+
+echo "== probes (the threshold between c=1 and c=16's mean TPOT)"
+for c in 1 16; do
+  "$B/benchctl" bench "${server[@]}" --input-len 256 --output-len 64 --max-concurrency $c \
+    --num-prompts $((c * 2 > 4 ? c * 2 : 4)) --quiet --save-result "$out/probe_c$c.json" > /dev/null
+done
+bound=$(python3 -c "
+import json
+a = json.load(open('$out/probe_c1.json'))['mean_tpot_ms']; b = json.load(open('$out/probe_c16.json'))['mean_tpot_ms']
+print(round((a + b) / 2))")
+echo "threshold: tpot:$bound p99_ttft:3000"
+
+echo "== sweep submitted through etcd"
+id=$("$B/benchctl" sweep --etcd $E "${server[@]}" --gpu-num 1 --dtype bfloat16 \
+  --io 256x64,1024x64 --concurrency 1,2,4,8,16,32 --prompts-per-concurrency 2 --min-prompts 4 \
+  --threshold "tpot:$bound p99_ttft:3000" --search bisect --workers 2 \
+  --metadata "server=transformers serve --continuous-batching,model=random 1.4B Qwen3-shaped,run=distributed failover" \
+  --detach)
+echo "sweep id: $id"
+"$B/benchctl" sweep attach "$id" --etcd $E > "$out/attach.txt" 2>&1 &
+att=$!
+until "$B/benchctl" sweeps --etcd $E --json | python3 -c "
+import json, sys
+s = json.load(sys.stdin)[0]
+sys.exit(0 if s['tests_done'] >= 3 and s['detail'].startswith('running') else 1)"; do
+  sleep 0.5
+done
+sleep 2
+echo "== $(date +%T.%N): kill -9 of the leader (controller A) mid-test"
+"$B/benchctl" sweeps --etcd $E
+kill -9 $A
+rc=0; wait $att || rc=$?
+echo "== the client following the sweep exited $rc"
+cat "$out/attach.txt"
+"$B/benchctl" sweeps --etcd $E
+"$B/benchctl" report "$data/$id" > /dev/null && echo "report: $data/$id/report.html"
