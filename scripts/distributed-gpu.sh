@@ -5,7 +5,8 @@
 # address. A threshold sweep is submitted through etcd and followed; the leader is killed with
 # SIGKILL mid-sweep; the standby finishes it.
 #
-# Usage (in one device run, with release binaries and etcd in KIT/bin):
+# Usage (in one device run, with release binaries and etcd (gzipped: KIT/bin/etcd.gz, Debian's
+# etcd-server 3.4 binary) in KIT/bin):
 #   bash scripts/distributed-gpu.sh .device-kit "$OUT/distributed"
 set -eu
 kit=${1:?usage: distributed-gpu.sh KIT_DIR OUT_DIR}; out=${2:?usage: distributed-gpu.sh KIT_DIR OUT_DIR}
@@ -20,7 +21,9 @@ bash "$kit/start-server.sh" "$kit" 8000
 server=(--base-url http://127.0.0.1:8000 --model-path /tmp/model --model-name /tmp/model --backend openai)
 
 E=http://127.0.0.1:2379
-"$B/etcd" --data-dir /tmp/benchctl-etcd --listen-client-urls $E --advertise-client-urls $E \
+gunzip -c "$B/etcd.gz" > /tmp/benchctl-etcd && chmod +x /tmp/benchctl-etcd
+/tmp/benchctl-etcd --version | head -1
+/tmp/benchctl-etcd --data-dir /tmp/benchctl-etcd --listen-client-urls $E --advertise-client-urls $E \
   --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
   --initial-cluster default=http://127.0.0.1:2380 > "$logs/etcd.log" 2>&1 &
 sleep 2
