@@ -23,7 +23,7 @@ server=(--base-url http://127.0.0.1:8000 --model-path /tmp/model --model-name /t
 E=http://127.0.0.1:2379
 gunzip -c "$B/etcd.gz" > /tmp/benchctl-etcd && chmod +x /tmp/benchctl-etcd
 /tmp/benchctl-etcd --version | head -1
-/tmp/benchctl-etcd --data-dir /tmp/benchctl-etcd --listen-client-urls $E --advertise-client-urls $E \
+/tmp/benchctl-etcd --data-dir /tmp/benchctl-etcd-data --listen-client-urls $E --advertise-client-urls $E \
   --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
   --initial-cluster default=http://127.0.0.1:2380 > "$logs/etcd.log" 2>&1 &
 sleep 2
@@ -35,8 +35,12 @@ sleep 2 # A is elected before B starts
 "$B/benchctl-agent" --etcd $E --node-name gpu-node --interval 200ms > "$logs/agent.log" 2>&1 &
 "$B/benchctl-loadgen" --etcd $E --name w1 > "$logs/w1.log" 2>&1 &
 "$B/benchctl-loadgen" --etcd $E --name w2 > "$logs/w2.log" 2>&1 &
-sleep 4
-"$B/benchctl" agents --controller http://127.0.0.2:7400
+for i in $(seq 1 60); do
+  "$B/benchctl" agents --controller http://127.0.0.2:7400 > "$out/agents.txt" 2>&1 \
+    && grep -q "load workers: 2" "$out/agents.txt" && grep -q "util" "$out/agents.txt" && break
+  sleep 0.5
+done
+cat "$out/agents.txt"
 
 echo "== probes (the threshold between c=1 and c=16's mean TPOT)"
 for c in 1 16; do

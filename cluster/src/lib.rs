@@ -292,6 +292,24 @@ impl Leadership {
     }
 }
 
+/// An etcd error worth retrying: etcd unreachable or restarting, not a refusal (permissions, a
+/// value too large, bad credentials).
+fn transient(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    match e {
+        E::TransportError(_) | E::IoError(_) => true,
+        E::GRpcStatus(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Unknown
+                | tonic::Code::Aborted
+                | tonic::Code::Cancelled
+        ),
+        _ => false,
+    }
+}
+
 /// Fenced writes and plain reads of the controller's state, for as long as the leadership lasts.
 #[derive(Clone)]
 pub struct Fence {
@@ -325,6 +343,9 @@ impl Fence {
                     self.lost.cancel();
                     bail!("no longer the leader: the write of {key} was refused (fenced)");
                 }
+                Err(e) if !transient(&e) => {
+                    bail!("etcd refused the write of {key}: {e}");
+                }
                 Err(e) => {
                     let wait = backoff.next().unwrap_or(Duration::from_secs(5));
                     warn!("etcd: writing {key}: {e}; retrying in {wait:?}");
@@ -343,7 +364,7 @@ impl Fence {
         let mut backoff = backoff();
         loop {
             if self.lost.is_cancelled() {
-                bail!("no longer the leader");
+                bail!("no longer the leader: {prefix} was not read");
             }
             let mut c = self.client.clone();
             match c
@@ -361,6 +382,9 @@ impl Fence {
                             )
                         })
                         .collect());
+                }
+                Err(e) if !transient(&e) => {
+                    bail!("etcd refused the read of {prefix}: {e}");
                 }
                 Err(e) => {
                     let wait = backoff.next().unwrap_or(Duration::from_secs(5));

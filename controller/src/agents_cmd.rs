@@ -136,7 +136,10 @@ pub async fn serve_until(args: ControllerArgs, cancel: CancellationToken) -> any
             leadership.resign().await;
             return r;
         }
-        r?;
+        if let Err(e) = r {
+            tracing::warn!("serving as the leader failed: {e:#}; campaigning again");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
         leadership.abandon();
     }
 }
@@ -199,6 +202,8 @@ async fn serve_once(
         args.tls.server()?,
         Some(sweeps.service()),
     )?;
+    // the agents and workers can connect now; the sweeps left running wait for them
+    sweeps.begin();
     tracing::info!("benchctl controller listening on {}", server.url());
     if let Some(d) = &dashboard {
         tracing::info!("dashboard at {}", d.url());

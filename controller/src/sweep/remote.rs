@@ -31,6 +31,9 @@ use super::run::{Exec, Hook, HookEvent, Progress, Stop};
 use crate::cli::CommonArgs;
 use crate::service::{Registry, Workers};
 
+/// How long a sweep resumed by a new leader waits for the agents to reconnect.
+const AGENT_WAIT: Duration = Duration::from_secs(30);
+
 /// Lines a client attaching late still gets.
 const BACKLOG: usize = 500;
 
@@ -62,6 +65,12 @@ pub struct Checkpoint {
     pub failovers: Vec<serde_json::Value>,
     #[serde(default)]
     pub error: Option<String>,
+    /// `CancelSweep` was asked: whoever runs it next finishes it as `interrupted`.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// GPUs the agents reported when the sweep started: a new leader waits for them.
+    #[serde(default)]
+    pub gpus: usize,
 }
 
 fn checkpoint_key(id: &str) -> String {
@@ -155,7 +164,10 @@ impl Feed {
 /// One sweep known to this controller.
 struct Job {
     feed: Arc<Feed>,
-    doc: tokio::sync::Mutex<Checkpoint>,
+    /// The checkpoint as last written (read briefly, never held across an await).
+    doc: Mutex<Checkpoint>,
+    /// Serialises the changes to `doc` with their writes to etcd, so that none is lost.
+    writes: tokio::sync::Mutex<()>,
     /// `CancelSweep`: interrupt it.
     cancel: CancellationToken,
     /// This controller stops writing (a parent of `cancel`).
@@ -180,11 +192,14 @@ struct Inner {
     /// Fires when this controller stops serving.
     stop: CancellationToken,
     runner: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The queue's receiver until [`Manager::begin`].
+    pending: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
 impl Manager {
-    /// Starts the queue. With etcd (`fence`), first loads the checkpoints: sweeps left queued or
-    /// running by an earlier leader are queued again, in the order they were submitted.
+    /// Loads the queue. With etcd (`fence`), reads the checkpoints: sweeps left queued or running
+    /// by an earlier leader are queued again, in the order they were submitted. Nothing runs
+    /// before [`Manager::begin`] (called once the server accepts agents and workers).
     pub async fn start(
         workers: Workers,
         registry: Registry,
@@ -207,6 +222,7 @@ impl Manager {
                 queue: tx,
                 stop,
                 runner: Mutex::new(None),
+                pending: Mutex::new(Some(rx)),
             }),
         };
         if let Some(f) = &m.inner.fence {
@@ -235,9 +251,15 @@ impl Manager {
                 }
             }
         }
-        let runner = tokio::spawn(m.clone().run_queue(rx));
-        *m.inner.runner.lock().expect("runner lock") = Some(runner);
         Ok(m)
+    }
+
+    /// Starts running the queue.
+    pub fn begin(&self) {
+        if let Some(rx) = self.inner.pending.lock().expect("queue lock").take() {
+            let runner = tokio::spawn(self.clone().run_queue(rx));
+            *self.inner.runner.lock().expect("runner lock") = Some(runner);
+        }
     }
 
     fn add(&self, doc: Checkpoint) -> Arc<Job> {
@@ -246,7 +268,8 @@ impl Manager {
             feed: Arc::new(Feed::new()),
             cancel: handover.child_token(),
             handover,
-            doc: tokio::sync::Mutex::new(doc.clone()),
+            doc: Mutex::new(doc.clone()),
+            writes: tokio::sync::Mutex::new(()),
         });
         self.inner
             .jobs
@@ -265,13 +288,29 @@ impl Manager {
     pub async fn shutdown(&self) {
         self.inner.stop.cancel();
         let runner = self.inner.runner.lock().expect("runner lock").take();
-        if let Some(r) = runner
-            && tokio::time::timeout(Duration::from_secs(10), r)
+        if let Some(mut r) = runner
+            && tokio::time::timeout(Duration::from_secs(2), &mut r)
                 .await
                 .is_err()
         {
-            tracing::warn!("the sweep in flight did not stop within 10 s");
+            // its files are written atomically and its array entry last: what it was writing
+            // is simply not there; the result directory's lock goes with it
+            tracing::warn!("the sweep in flight did not stop within 2 s: aborted");
+            r.abort();
+            let _ = r.await;
         }
+    }
+
+    /// Changes a sweep's checkpoint and writes it (fenced). Changes are applied in order and
+    /// none overwrites another's.
+    async fn update(&self, job: &Job, f: impl FnOnce(&mut Checkpoint)) -> anyhow::Result<()> {
+        let _w = job.writes.lock().await;
+        let doc = {
+            let mut d = job.doc.lock().expect("doc lock");
+            f(&mut d);
+            d.clone()
+        };
+        self.save(&doc).await
     }
 
     /// The gRPC service.
@@ -301,7 +340,6 @@ impl Manager {
                 tracing::info!("sweep {id}: handed over (this controller stopped leading)");
                 return;
             }
-            let mut doc = job.doc.lock().await;
             let (status, text, error) = match r {
                 Ok((status, text)) => (status, text, String::new()),
                 Err(e) => {
@@ -310,10 +348,14 @@ impl Manager {
                     ("failed".to_string(), String::new(), format!("{e:#}"))
                 }
             };
-            doc.status = status.clone();
-            doc.in_flight = None;
-            doc.error = (!error.is_empty()).then(|| error.clone());
-            if let Err(e) = self.save(&doc).await {
+            let saved = self
+                .update(&job, |d| {
+                    d.status = status.clone();
+                    d.in_flight = None;
+                    d.error = (!error.is_empty()).then(|| error.clone());
+                })
+                .await;
+            if let Err(e) = saved {
                 tracing::warn!("sweep {id}: the final checkpoint was not written: {e:#}");
                 if job.handover.is_cancelled() {
                     return;
@@ -330,8 +372,8 @@ impl Manager {
 
     /// Runs (or resumes) one sweep; answers its status and closing table.
     async fn run_one(&self, id: &str, job: &Arc<Job>) -> anyhow::Result<(String, String)> {
-        let mut doc = job.doc.lock().await.clone();
-        if job.cancel.is_cancelled() {
+        let mut doc = job.doc.lock().expect("doc lock").clone();
+        if job.cancel.is_cancelled() || doc.cancel_requested {
             return Ok(("interrupted".into(), String::new()));
         }
         let mut target = doc.spec.target.clone();
@@ -341,10 +383,22 @@ impl Manager {
             .filter(|k| !k.is_empty());
         let mut plan = doc.spec.plan.clone();
         let max_c = plan.concurrency.iter().copied().max().unwrap_or(1) as usize;
-        let prep = super::run::prepare_target(&target, max_c).await?;
+        // the target may be restarting too (a node failure): retried for a minute
+        let mut tries = 0;
+        let prep = loop {
+            match super::run::prepare_target(&target, max_c).await {
+                Ok(p) => break p,
+                Err(e) if tries < 12 && !job.handover.is_cancelled() => {
+                    tries += 1;
+                    job.feed.line(format!("{e:#}; retrying in 5 s"));
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         if prep.model != plan.served_model {
             anyhow::bail!(
-                "the sweep measured model {:?}, the server now serves {:?}",
+                "the sweep measured model {:?}, the server now serves {:?} (a sweep keeps its --model-name)",
                 plan.served_model,
                 prep.model
             );
@@ -403,20 +457,38 @@ impl Manager {
                 doc.done_tests.push(t.to_string());
             }
         }
-        doc.status = "running".into();
-        doc.leader = self.inner.me.clone();
-        doc.in_flight = None;
-        self.save(&doc).await?;
-        *job.doc.lock().await = doc.clone();
+        // agents reconnect to a new leader within seconds: wait for the GPUs the sweep had
+        let want_gpus = doc.gpus.max(target.gpu_num.unwrap_or(0) as usize);
+        let connected_gpus = |agents: &[proto::AgentStatus]| -> usize {
+            agents
+                .iter()
+                .filter(|a| a.connected && !a.last_samples.is_empty())
+                .map(|a| a.gpus.len())
+                .sum()
+        };
+        let deadline = tokio::time::Instant::now() + AGENT_WAIT;
+        while want_gpus > 0
+            && connected_gpus(&self.inner.registry.list().await) < want_gpus
+            && tokio::time::Instant::now() < deadline
+            && !job.handover.is_cancelled()
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let gpus = connected_gpus(&self.inner.registry.list().await);
+        let (failovers, done_tests) = (doc.failovers.clone(), doc.done_tests.clone());
+        let me = self.inner.me.clone();
+        self.update(job, |d| {
+            d.status = "running".into();
+            d.leader = me;
+            d.in_flight = None;
+            d.failovers = failovers;
+            d.done_tests = done_tests;
+            d.gpus = d.gpus.max(gpus);
+        })
+        .await?;
         job.feed
             .line(format!("sweep {id} running on {}", self.inner.me));
 
-        let agents = self.inner.registry.list().await;
-        let gpus: usize = agents
-            .iter()
-            .filter(|a| a.connected)
-            .map(|a| a.gpus.len())
-            .sum();
         if let Some(n) = target.gpu_num
             && gpus < n as usize
         {
@@ -473,15 +545,15 @@ impl Manager {
             let m = m.clone();
             let job = job.clone();
             Box::pin(async move {
-                let mut doc = job.doc.lock().await;
-                match e {
-                    HookEvent::Start(k) => doc.in_flight = Some(k.id()),
-                    HookEvent::Commit(k) => {
-                        doc.in_flight = None;
-                        doc.done_tests.push(k.id());
-                    }
-                }
-                let r = m.save(&doc).await;
+                let r = m
+                    .update(&job, |doc| match e {
+                        HookEvent::Start(k) => doc.in_flight = Some(k.id()),
+                        HookEvent::Commit(k) => {
+                            doc.in_flight = None;
+                            doc.done_tests.push(k.id());
+                        }
+                    })
+                    .await;
                 if r.is_err() {
                     job.handover.cancel();
                 }
@@ -496,7 +568,7 @@ impl Manager {
         let mut spec = spec;
         spec.plan.thresholds()?;
         if spec.plan.io.is_empty() || spec.plan.concurrency.is_empty() {
-            anyhow::bail!("the sweep's grid is empty");
+            anyhow::bail!("the sweep's grid is empty (--io, --concurrency)");
         }
         let mut target = spec.target.clone();
         target.api_key = std::env::var("OPENAI_API_KEY")
@@ -524,8 +596,13 @@ impl Manager {
             done_tests: Vec::new(),
             failovers: Vec::new(),
             error: None,
+            cancel_requested: false,
+            gpus: 0,
         };
-        self.save(&doc).await?;
+        if let Err(e) = self.save(&doc).await {
+            let _ = std::fs::remove_dir_all(&path);
+            return Err(e);
+        }
         let job = self.add(doc);
         job.feed
             .line(format!("sweep {id} queued on {}", self.inner.me));
@@ -564,6 +641,9 @@ impl proto::sweeps_server::Sweeps for Manager {
         &self,
         request: Request<proto::SubmitSweepRequest>,
     ) -> Result<Response<proto::SubmitSweepResponse>, Status> {
+        if self.inner.stop.is_cancelled() {
+            return Err(Status::unavailable("this controller is stopping"));
+        }
         let spec: Spec = serde_json::from_str(&request.into_inner().spec_json)
             .map_err(|e| Status::invalid_argument(format!("not a sweep: {e}")))?;
         let (id, path) = self
@@ -590,7 +670,7 @@ impl proto::sweeps_server::Sweeps for Manager {
             .collect();
         let mut sweeps = Vec::new();
         for j in jobs {
-            let d = j.doc.lock().await;
+            let d = j.doc.lock().expect("doc lock").clone();
             sweeps.push(proto::SweepInfo {
                 id: d.id.clone(),
                 status: d.status.clone(),
@@ -673,6 +753,13 @@ impl proto::sweeps_server::Sweeps for Manager {
         let job = self
             .job(&id)
             .ok_or_else(|| Status::not_found(format!("no sweep {id:?} on this controller")))?;
+        if self.inner.stop.is_cancelled() {
+            return Err(Status::unavailable("this controller is stopping"));
+        }
+        // durable first: a leader taken over meanwhile finishes it as interrupted
+        self.update(&job, |d| d.cancel_requested = true)
+            .await
+            .map_err(|e| Status::unavailable(format!("{e:#}")))?;
         job.cancel.cancel();
         job.feed
             .line("cancel asked: the test in flight is discarded".into());
@@ -760,6 +847,8 @@ mod tests {
             done_tests: vec![],
             failovers: vec![],
             error: None,
+            cancel_requested: false,
+            gpus: 0,
         };
         let json = serde_json::to_string(&doc).unwrap();
         assert!(!json.contains("sk-secret"), "{json}");

@@ -105,10 +105,15 @@ impl Conn {
     ) -> anyhow::Result<(proto::sweeps_client::SweepsClient<Channel>, String)> {
         let url = self.url().await?;
         let endpoint = cluster::controller_endpoint(&url, self.remote.tls.client()?.as_ref())?;
+        let from = if self.remote.controller.is_some() {
+            "--controller"
+        } else {
+            "the leader elected in etcd"
+        };
         let channel = endpoint
             .connect()
             .await
-            .with_context(|| format!("controller {url}: cannot connect"))?;
+            .with_context(|| format!("controller {url} ({from}): cannot connect"))?;
         Ok((proto::sweeps_client::SweepsClient::new(channel), url))
     }
 }
@@ -137,14 +142,26 @@ pub async fn submit(args: SweepArgs) -> anyhow::Result<ExitCode> {
         target: args.common.clone(),
     };
     let mut conn = Conn::new(&args.remote)?;
-    let (mut client, url) = conn.client().await?;
-    let r = client
-        .submit_sweep(proto::SubmitSweepRequest {
-            spec_json: serde_json::to_string(&spec)?,
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("controller {url} refused the sweep: {}", s.message()))?
-        .into_inner();
+    let spec_json = serde_json::to_string(&spec)?;
+    // a controller that is stopping (a leader handing over) answers UNAVAILABLE: ask the next
+    let mut tries = 0;
+    let (r, url) = loop {
+        let (mut client, url) = conn.client().await?;
+        match client
+            .submit_sweep(proto::SubmitSweepRequest {
+                spec_json: spec_json.clone(),
+            })
+            .await
+        {
+            Ok(r) => break (r.into_inner(), url),
+            Err(s) if s.code() == tonic::Code::Unavailable && tries < 10 => {
+                tries += 1;
+                eprintln!("controller {url}: {}; asking again", s.message());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(s) => anyhow::bail!("controller {url} refused the sweep: {}", s.message()),
+        }
+    };
     eprintln!(
         "submitted sweep {} to {url}\nresults on the controller in {}",
         r.id, r.result_dir
@@ -289,8 +306,7 @@ async fn follow(mut conn: Conn, id: &str, quiet: bool) -> anyhow::Result<ExitCod
                 return match f.status.as_str() {
                     "done" => Ok(ExitCode::SUCCESS),
                     "interrupted" => {
-                        eprintln!("sweep {id} was cancelled; finished tests are kept");
-                        Ok(ExitCode::from(130))
+                        anyhow::bail!("sweep {id} was cancelled; its finished tests are kept")
                     }
                     _ => anyhow::bail!("sweep {id} {}: {}", f.status, f.error),
                 };

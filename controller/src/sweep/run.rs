@@ -30,6 +30,8 @@ use crate::service::{JobSpec, Registry, Workers};
 
 /// Runs of a test when load workers are lost during it (the partial run is discarded).
 const JOB_ATTEMPTS: usize = 3;
+/// How long an interrupted test waits for its workers' last records before it is dropped.
+const CANCEL_DRAIN: Duration = Duration::from_secs(5);
 /// How long a test waits for its load workers to be connected.
 const WORKER_WAIT: Duration = Duration::from_secs(60);
 
@@ -845,7 +847,9 @@ impl Sweep<'_> {
             r = &mut run => r,
             _ = self.cancel.cancelled() => {
                 self.workers.cancel_all().await;
-                let _ = run.await;
+                // the workers stop and report within moments; a job between two attempts, or
+                // not yet assigned, is dropped (its guard cancels whoever is still on it)
+                let _ = tokio::time::timeout(CANCEL_DRAIN, &mut run).await;
                 ticker.abort();
                 return Err(self.stopped());
             }
