@@ -557,3 +557,76 @@ async fn a_controller_queues_cancels_and_reattaches_without_etcd() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no sweep \"nope\""));
 }
+
+/// A cancel is checkpointed before it acts: a sweep cancelled while queued, whose leader then
+/// dies, is finished as `interrupted` by the next leader and never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_outlives_the_leader_that_took_it() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let logs = logs.path();
+    let data = tempfile::tempdir().unwrap();
+    let (_sim, base_url) = sim(logs);
+    let (mut a, a_url) = controller("127.0.0.2", &etcd, data.path(), logs, "controller-a");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leader(&etcd).await.as_deref() != Some(a_url.as_str()) {
+        assert!(Instant::now() < deadline, "controller A was not elected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_b, b_url) = controller("127.0.0.3", &etcd, data.path(), logs, "controller-b");
+    let _w1 = worker(&etcd, "w1", logs);
+    ready(&etcd, &a_url, 1, 0).await;
+    let mut args = sweep_args(&etcd.client_url, &base_url);
+    args.push("--detach");
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let out = Command::new(BIN).args(&args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        })
+        .collect();
+    let out = Command::new(BIN)
+        .args(["sweep", "cancel", &ids[1], "--etcd", &etcd.client_url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    mid_test(&etcd, 1, "the leader's kill").await;
+    a.kill();
+    let t = Instant::now();
+    loop {
+        let cp = checkpoints(&etcd).await;
+        let st = |id: &str| {
+            cp.iter()
+                .find(|d| d["id"] == id)
+                .map(|d| d["status"].as_str().unwrap_or("").to_string())
+        };
+        let ended = |s: Option<String>| s.is_some_and(|s| s != "queued" && s != "running");
+        if st(&ids[0]).as_deref() == Some("done") && ended(st(&ids[1])) {
+            assert_eq!(st(&ids[1]).as_deref(), Some("interrupted"), "{cp:?}");
+            let d = cp.iter().find(|d| d["id"] == ids[1].as_str()).unwrap();
+            assert_eq!(d["cancel_requested"], true);
+            assert_eq!(d["leader"], b_url.as_str(), "B finished it");
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            dump_logs(logs);
+            panic!("the first sweep did not finish on B: {cp:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        array(&data.path().join(&ids[1])).is_empty(),
+        "the cancelled sweep never ran"
+    );
+    assert_every_test_once(&array(&data.path().join(&ids[0])), &GRID);
+}

@@ -350,6 +350,7 @@ impl Manager {
             };
             let saved = self
                 .update(&job, |d| {
+                    d.leader = self.inner.me.clone();
                     d.status = status.clone();
                     d.in_flight = None;
                     d.error = (!error.is_empty()).then(|| error.clone());
