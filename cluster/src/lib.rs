@@ -29,6 +29,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// The limit of one etcd request (a campaign has none).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The root of every key.
 pub const PREFIX: &str = "/benchctl/v1/";
 /// The controllers' election.
@@ -82,12 +85,15 @@ impl EtcdArgs {
         }
     }
 
-    fn options(&self) -> anyhow::Result<ConnectOptions> {
+    /// `timeout`: the limit of each request (`None` for a campaign, which blocks until elected).
+    fn options(&self, timeout: Option<Duration>) -> anyhow::Result<ConnectOptions> {
         let mut o = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
+        if let Some(t) = timeout {
+            o = o.with_timeout(t);
+        }
         if let (Some(u), Some(p)) = (&self.etcd_user, &self.etcd_password) {
             o = o.with_user(u.clone(), p.clone());
         }
@@ -112,10 +118,14 @@ impl EtcdArgs {
 
     /// One connection attempt.
     pub async fn connect(&self) -> anyhow::Result<Client> {
+        self.connect_with(Some(REQUEST_TIMEOUT)).await
+    }
+
+    async fn connect_with(&self, timeout: Option<Duration>) -> anyhow::Result<Client> {
         if self.endpoints.is_empty() {
             bail!("--etcd: no endpoint given");
         }
-        let opts = self.options()?;
+        let opts = self.options(timeout)?;
         Client::connect(&self.endpoints, Some(opts))
             .await
             .with_context(|| format!("--etcd {}: cannot connect", self.endpoints.join(",")))
@@ -123,9 +133,18 @@ impl EtcdArgs {
 
     /// Connects, retrying with backoff until `cancel` fires (`None` then).
     pub async fn connect_retrying(&self, cancel: &CancellationToken) -> Option<Client> {
+        self.connect_retrying_with(cancel, Some(REQUEST_TIMEOUT))
+            .await
+    }
+
+    async fn connect_retrying_with(
+        &self,
+        cancel: &CancellationToken,
+        timeout: Option<Duration>,
+    ) -> Option<Client> {
         let mut backoff = backoff();
         loop {
-            match self.connect().await {
+            match self.connect_with(timeout).await {
                 Ok(c) => return Some(c),
                 Err(e) => {
                     let wait = backoff.next().unwrap_or(Duration::from_secs(5));
@@ -169,7 +188,9 @@ pub async fn campaign(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<Leadership>> {
     loop {
-        let Some(mut client) = args.connect_retrying(cancel).await else {
+        // no request timeout: the campaign blocks until this controller is elected (its lease,
+        // kept alive meanwhile, is what ends a campaign whose etcd went away)
+        let Some(mut client) = args.connect_retrying_with(cancel, None).await else {
             return Ok(None);
         };
         let lease = match client.lease_grant(ttl, None).await {
@@ -282,7 +303,7 @@ impl Leadership {
     /// Gives the leadership up (a clean stop): the standby takes over at once.
     pub async fn resign(mut self) {
         self.keepalive.abort();
-        let _ = self.client.lease_revoke(self.lease).await;
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, self.client.lease_revoke(self.lease)).await;
     }
 
     /// Stops keeping the lease alive without resigning, as a crash would: the key expires after
@@ -337,7 +358,15 @@ impl Fence {
                     self.revision,
                 )])
                 .and_then(vec![TxnOp::put(key, value.to_vec(), None)]);
-            match c.txn(txn).await {
+            // the leader's client has no request timeout (its campaign blocks): one here
+            let r = match tokio::time::timeout(REQUEST_TIMEOUT, c.txn(txn)).await {
+                Ok(r) => r,
+                Err(_) => Err(etcd_client::Error::IoError(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer within 10 s",
+                ))),
+            };
+            match r {
                 Ok(r) if r.succeeded() => return Ok(()),
                 Ok(_) => {
                     self.lost.cancel();
@@ -367,10 +396,18 @@ impl Fence {
                 bail!("no longer the leader: {prefix} was not read");
             }
             let mut c = self.client.clone();
-            match c
-                .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
-                .await
-            {
+            let r = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(etcd_client::Error::IoError(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer within 10 s",
+                )))
+            });
+            match r {
                 Ok(r) => {
                     return Ok(r
                         .kvs()
