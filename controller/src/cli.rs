@@ -279,11 +279,15 @@ fn parse_extra_body(s: &str) -> Result<serde_json::Map<String, serde_json::Value
 }
 
 /// Logs to stderr. `benchctl bench` runs the controller, a worker and an agent in-process: their
-/// routine INFO lines (registrations, job start/end) are shown only with `-v`.
+/// routine INFO lines (registrations, job start/end) are shown only with `-v`; so are etcd's
+/// (the leader followed) for the client commands.
 pub fn init_tracing(cli: &Cli) {
-    let local = matches!(cli.command, Command::Bench(_) | Command::Sweep(_));
+    let local = matches!(
+        cli.command,
+        Command::Bench(_) | Command::Sweep(_) | Command::Sweeps(_)
+    );
     let default = match (cli.verbose, local) {
-        (0, true) => "info,controller::service=warn,loadgen::worker=warn,agent=warn",
+        (0, true) => "info,controller::service=warn,loadgen::worker=warn,agent=warn,cluster=warn",
         (0, false) => "info",
         (1, _) => "debug",
         _ => "trace",
