@@ -167,12 +167,7 @@ async fn measure(
     ticker.abort();
     bar.finish_and_clear();
     let job = result?;
-    let load_workers = serde_json::json!(
-        job.per_worker
-            .iter()
-            .map(|(name, records)| serde_json::json!({"name": name, "records": records}))
-            .collect::<Vec<_>>()
-    );
+    let load_workers = job.load_workers_json();
     let start_skew_ms = job.start_skew_ns as f64 / 1e6;
     let mut out = loadgen::RunOutput {
         records: job.records,

@@ -110,6 +110,23 @@ async fn leader(etcd: &Etcd) -> Option<String> {
         .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
 }
 
+/// Controller A on 127.0.0.2, elected, then controller B on 127.0.0.3 standing by; both on
+/// `data`.
+async fn leader_and_standby(
+    etcd: &Etcd,
+    data: &Path,
+    logs: &Path,
+) -> ((Proc, String), (Proc, String)) {
+    let (a, a_url) = controller("127.0.0.2", etcd, data, logs, "controller-a");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leader(etcd).await.as_deref() != Some(a_url.as_str()) {
+        assert!(Instant::now() < deadline, "controller A was not elected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = controller("127.0.0.3", etcd, data, logs, "controller-b");
+    ((a, a_url), b)
+}
+
 /// Waits until `url` leads and has `workers` load workers and `agents` agents with samples.
 async fn ready(etcd: &Etcd, url: &str, workers: usize, agents: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -247,13 +264,7 @@ async fn a_sweep_survives_a_worker_an_agent_and_the_leader_killed() {
     let logs = logs.path();
     let data = tempfile::tempdir().unwrap();
     let (_sim, base_url) = sim(logs);
-    let (mut a, a_url) = controller("127.0.0.2", &etcd, data.path(), logs, "controller-a");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while leader(&etcd).await.as_deref() != Some(a_url.as_str()) {
-        assert!(Instant::now() < deadline, "controller A was not elected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (_b, b_url) = controller("127.0.0.3", &etcd, data.path(), logs, "controller-b");
+    let ((mut a, a_url), (_b, b_url)) = leader_and_standby(&etcd, data.path(), logs).await;
     let _w1 = worker(&etcd, "w1", logs);
     let mut w2 = worker(&etcd, "w2", logs);
     let mut ag = agent(&etcd, logs, 1);
@@ -569,13 +580,7 @@ async fn a_cancel_outlives_the_leader_that_took_it() {
     let logs = logs.path();
     let data = tempfile::tempdir().unwrap();
     let (_sim, base_url) = sim(logs);
-    let (mut a, a_url) = controller("127.0.0.2", &etcd, data.path(), logs, "controller-a");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while leader(&etcd).await.as_deref() != Some(a_url.as_str()) {
-        assert!(Instant::now() < deadline, "controller A was not elected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (_b, b_url) = controller("127.0.0.3", &etcd, data.path(), logs, "controller-b");
+    let ((mut a, a_url), (_b, b_url)) = leader_and_standby(&etcd, data.path(), logs).await;
     let _w1 = worker(&etcd, "w1", logs);
     ready(&etcd, &a_url, 1, 0).await;
     let mut args = sweep_args(&etcd.client_url, &base_url);

@@ -94,6 +94,16 @@ pub struct JobResult {
     pub start_skew_ns: u64,
 }
 
+impl JobResult {
+    /// `load_workers` of a result: who ran the job and the records each returned.
+    pub fn load_workers_json(&self) -> serde_json::Value {
+        self.per_worker
+            .iter()
+            .map(|(name, records)| serde_json::json!({"name": name, "records": records}))
+            .collect()
+    }
+}
+
 /// A worker was lost during a job (disconnected, or shut down mid-job): the job's records are
 /// incomplete and are discarded; [`Workers::run_job_retrying`] runs the job again.
 #[derive(Debug)]
@@ -548,8 +558,9 @@ impl Workers {
                 // the worker's l-th prompt is prompt k + l·n of the job
                 r.index = r.index * n as u64 + k as u64;
             }
-            out.start_ns = out.start_ns.min(offset.to_controller(d.start_ns));
-            latest_start = latest_start.max(offset.to_controller(d.start_ns));
+            let start = offset.to_controller(d.start_ns);
+            out.start_ns = out.start_ns.min(start);
+            latest_start = latest_start.max(start);
             out.end_ns = out.end_ns.max(offset.to_controller(d.end_ns));
             out.warmup_sent += d.warmup_sent as usize;
             out.warmup_failed += d.warmup_failed as usize;

@@ -382,7 +382,7 @@ impl Manager {
         target.api_key = std::env::var("OPENAI_API_KEY")
             .ok()
             .filter(|k| !k.is_empty());
-        let mut plan = doc.spec.plan.clone();
+        let plan = doc.spec.plan.clone();
         let max_c = plan.concurrency.iter().copied().max().unwrap_or(1) as usize;
         // the target may be restarting too (a node failure): retried for a minute
         let mut tries = 0;
@@ -530,7 +530,6 @@ impl Manager {
             failovers: doc.failovers.clone(),
         })
         .await?;
-        plan.served_model = out.summary.model.clone();
         let text = super::run::final_table(&out.summary);
         match out.stop {
             None => Ok(("done".into(), text)),

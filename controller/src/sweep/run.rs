@@ -859,6 +859,7 @@ impl Sweep<'_> {
             return Err(self.stopped());
         }
         let (job, lost_workers) = result.with_context(|| format!("test {}", key.id()))?;
+        let load_workers = job.load_workers_json();
         let mut records = job.records;
         let tok = self.prep.tokenizer.clone();
         let (records, chunk_tokens) = tokio::task::spawn_blocking(move || {
@@ -921,12 +922,7 @@ impl Sweep<'_> {
         // the test's window in Unix time, for charts over time
         let unix_of = unix_clock();
         entry["started_at_unix_s"] = unix_of(from).into();
-        entry["load_workers"] = serde_json::json!(
-            job.per_worker
-                .iter()
-                .map(|(name, records)| serde_json::json!({"name": name, "records": records}))
-                .collect::<Vec<_>>()
-        );
+        entry["load_workers"] = load_workers;
         entry["start_skew_ms"] = (job.start_skew_ns as f64 / 1e6).into();
         if !lost_workers.is_empty() {
             entry["attempts"] = (lost_workers.len() + 1).into();
@@ -1054,26 +1050,14 @@ impl Progress {
         tokio::spawn(async move {
             loop {
                 bar.set_position(done.load(Ordering::Relaxed) + counter.load(Ordering::Relaxed));
-                if let Some(f) = &feed {
-                    f.progress(
-                        bar.position(),
-                        bar.length().unwrap_or(0),
-                        bar.message().to_string(),
-                    );
-                }
+                publish(feed.as_deref(), &bar);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
     }
 
     fn publish(&self) {
-        if let Some(f) = &self.feed {
-            f.progress(
-                self.bar.position(),
-                self.bar.length().unwrap_or(0),
-                self.bar.message().to_string(),
-            );
-        }
+        publish(self.feed.as_deref(), &self.bar);
     }
 
     fn finished(&self, key: &TestKey, s: &Summary, verdict: Option<&Verdict>) {
@@ -1120,6 +1104,17 @@ impl Progress {
 
     fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// Sends the bar's state to the clients following the sweep (distributed mode).
+fn publish(feed: Option<&super::remote::Feed>, bar: &indicatif::ProgressBar) {
+    if let Some(f) = feed {
+        f.progress(
+            bar.position(),
+            bar.length().unwrap_or(0),
+            bar.message().to_string(),
+        );
     }
 }
 
