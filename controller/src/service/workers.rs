@@ -706,6 +706,9 @@ struct Entry {
     clock: ClockEstimator,
     /// The job it runs, from its assignment until its `JobDone`.
     job: Option<String>,
+    /// It said it is shutting down (a `JobDone` marked interrupted): its stream has not closed
+    /// yet, but it is neither listed nor given another job.
+    leaving: bool,
 }
 
 impl Entry {
@@ -770,6 +773,7 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                         max_streams: reg.max_streams,
                         to_worker,
                         job: None,
+                        leaving: false,
                     },
                 );
                 let _ = reply.send(Ok(next_session));
@@ -797,6 +801,7 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                 if e.job.as_deref() == Some(done.job_id.as_str()) {
                     e.job = None;
                 }
+                e.leaving |= done.interrupted;
                 let job_id = done.job_id.clone();
                 let ev = JobEvent::Done {
                     worker: e.name.clone(),
@@ -819,6 +824,7 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
             Command::List { reply } => {
                 let mut out: Vec<WorkerInfo> = sessions
                     .values()
+                    .filter(|e| !e.leaving)
                     .filter_map(|e| {
                         Some(WorkerInfo {
                             name: e.name.clone(),
@@ -838,7 +844,7 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
             } => {
                 let mut idle: Vec<(u64, &Entry, Offset)> = sessions
                     .iter()
-                    .filter(|(_, e)| e.job.is_none())
+                    .filter(|(_, e)| e.job.is_none() && !e.leaving)
                     .filter_map(|(&s, e)| Some((s, e, e.clock.estimate()?)))
                     .collect();
                 idle.sort_by(|a, b| a.1.name.cmp(&b.1.name));
@@ -846,7 +852,7 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                     Some(w) if w > idle.len() => {
                         let busy = sessions.len() - idle.len();
                         let _ = reply.send(Err(format!(
-                            "{w} load workers asked for, {} idle ({busy} busy or without a clock estimate yet)",
+                            "{w} load workers asked for, {} idle ({busy} busy, leaving or without a clock estimate yet)",
                             idle.len()
                         )));
                         continue;
