@@ -153,7 +153,6 @@ async fn measure(
         warmup_prompts,
         progress: Some(done.clone()),
         workers: args.common.workers.map(|w| w as usize),
-        start_delay: Duration::ZERO,
     };
     let run = system.run_job(job);
     tokio::pin!(run);

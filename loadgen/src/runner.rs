@@ -52,47 +52,78 @@ pub struct RunOutput {
     pub panicked: usize,
 }
 
-/// Runs `cfg` against `client`. `on_record` sees every record as it completes (progress bars,
-/// streaming to a controller).
+/// What a warm-up did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Warmup {
+    pub sent: usize,
+    pub failed: usize,
+}
+
+/// Runs `cfg` against `client`: its warm-up, then its measured phase. `on_record` sees every
+/// measured record as it completes (progress bars, streaming to a controller).
 pub async fn run(
     client: &HttpClient,
     cfg: RunConfig,
     cancel: CancellationToken,
     on_record: impl FnMut(&RequestRecord) + Send,
 ) -> Result<RunOutput, ScheduleError> {
+    cfg.arrivals.validate()?;
+    let warm = warm_up(client, &cfg, &cancel).await;
+    let mut out = measure(client, cfg, &cancel, on_record).await?;
+    out.warmup_sent = warm.sent;
+    out.warmup_failed = warm.failed;
+    Ok(out)
+}
+
+/// Sends `cfg`'s warm-up requests (closed loop, at `cfg`'s concurrency) and waits for them; their
+/// records are counted, not kept.
+pub async fn warm_up(client: &HttpClient, cfg: &RunConfig, cancel: &CancellationToken) -> Warmup {
+    if cfg.warmup_requests == 0 || cfg.prompts.is_empty() {
+        return Warmup::default();
+    }
+    let n = cfg.warmup_requests;
+    let source = if cfg.warmup_prompts.is_empty() {
+        &cfg.prompts
+    } else {
+        &cfg.warmup_prompts
+    };
+    let prompts: Vec<Prompt> = source.iter().cycle().take(n).cloned().collect();
+    let warm_sem = Some(Arc::new(Semaphore::new(
+        cfg.max_concurrency.unwrap_or(n).clamp(1, n),
+    )));
+    let (recs, _, _) = phase(
+        client,
+        &prompts,
+        &vec![0; n],
+        warm_sem,
+        &format!("{}warmup-", cfg.request_id_prefix),
+        false,
+        cancel,
+        |_| {},
+    )
+    .await;
+    Warmup {
+        sent: recs.len(),
+        failed: recs.iter().filter(|r| !r.ok()).count(),
+    }
+}
+
+/// The measured phase of `cfg` alone (no warm-up; `warmup_*` of the output are 0): its schedule
+/// starts now.
+pub async fn measure(
+    client: &HttpClient,
+    cfg: RunConfig,
+    cancel: &CancellationToken,
+    on_record: impl FnMut(&RequestRecord) + Send,
+) -> Result<RunOutput, ScheduleError> {
     let offsets = cfg.arrivals.offsets_ns(cfg.prompts.len())?;
     let sem = cfg
         .max_concurrency
         .map(|c| Arc::new(Semaphore::new(c.max(1))));
-    let mut out = RunOutput::default();
-
-    if cfg.warmup_requests > 0 && !cfg.prompts.is_empty() {
-        let n = cfg.warmup_requests;
-        let source = if cfg.warmup_prompts.is_empty() {
-            &cfg.prompts
-        } else {
-            &cfg.warmup_prompts
-        };
-        let prompts: Vec<Prompt> = source.iter().cycle().take(n).cloned().collect();
-        let warm_sem = Some(Arc::new(Semaphore::new(
-            cfg.max_concurrency.unwrap_or(n).clamp(1, n),
-        )));
-        let (recs, _, _) = phase(
-            client,
-            &prompts,
-            &vec![0; n],
-            warm_sem,
-            &format!("{}warmup-", cfg.request_id_prefix),
-            false,
-            &cancel,
-            |_| {},
-        )
-        .await;
-        out.warmup_sent = recs.len();
-        out.warmup_failed = recs.iter().filter(|r| !r.ok()).count();
-    }
-
-    out.start_ns = mono_ns();
+    let mut out = RunOutput {
+        start_ns: mono_ns(),
+        ..Default::default()
+    };
     let (records, not_sent, panicked) = phase(
         client,
         &cfg.prompts,
@@ -100,7 +131,7 @@ pub async fn run(
         sem,
         &cfg.request_id_prefix,
         cfg.arrivals.is_open_loop(),
-        &cancel,
+        cancel,
         on_record,
     )
     .await;

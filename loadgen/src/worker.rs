@@ -15,7 +15,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use proto::controller_client::ControllerClient;
 use proto::controller_to_worker::Msg as FromController;
 use proto::worker_message::Msg as ToController;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -181,6 +181,8 @@ fn message(m: ToController) -> proto::WorkerMessage {
 struct Running {
     id: String,
     cancel: CancellationToken,
+    /// Where a `StartJob` goes: its start time on this worker's clock.
+    start: watch::Sender<Option<u64>>,
     task: AbortOnDropHandle<()>,
 }
 
@@ -289,10 +291,19 @@ async fn session(
                             let id = j.job_id.clone();
                             info!("job {id}: {} prompts against {:?}", j.prompts.len(), j.target_urls);
                             let job_cancel = cancel.child_token();
-                            let task = AbortOnDropHandle::new(tokio::spawn(run_job(j, tx.clone(), job_cancel.clone(), cancel.clone(), cfg.clone())));
-                            job = Some(Running { id, cancel: job_cancel, task });
+                            let (start, start_rx) = watch::channel(None);
+                            let gate = Gate { tx: tx.clone(), cancel: job_cancel.clone(), start: start_rx };
+                            let task = AbortOnDropHandle::new(tokio::spawn(run_job(j, gate, cancel.clone(), cfg.clone())));
+                            job = Some(Running { id, cancel: job_cancel, start, task });
                         }
                     }
+                    Some(FromController::Start(s)) => match &job {
+                        Some(j) if j.id == s.job_id => {
+                            debug!("job {}: StartJob at {} (now {t2})", j.id, s.start_at_ns);
+                            j.start.send_replace(Some(s.start_at_ns));
+                        }
+                        _ => debug!("StartJob {} for a job not running here", s.job_id),
+                    },
                     Some(FromController::Cancel(c)) => match &job {
                         Some(j) if j.id == c.job_id => {
                             info!("job {}: cancelled by the controller", j.id);
@@ -336,13 +347,12 @@ async fn session(
 /// the worker shut down during it: its records are sent, but the job is not complete).
 async fn run_job(
     job: proto::JobAssignment,
-    tx: mpsc::Sender<proto::WorkerMessage>,
-    cancel: CancellationToken,
+    mut gate: Gate,
     shutdown: CancellationToken,
     cfg: WorkerConfig,
 ) {
     let job_id = job.job_id.clone();
-    let done = match execute(job, &tx, &cancel, &cfg).await {
+    let done = match execute(job, &mut gate, &cfg).await {
         Ok(mut done) if shutdown.is_cancelled() => {
             warn!(
                 "job {job_id}: interrupted by shutdown, {} requests not sent",
@@ -371,7 +381,50 @@ async fn run_job(
             }
         }
     };
-    let _ = tx.send(message(ToController::Done(done))).await;
+    let _ = gate.tx.send(message(ToController::Done(done))).await;
+}
+
+/// A job's link to its session: messages out, the job's cancellation, and its `StartJob`.
+struct Gate {
+    tx: mpsc::Sender<proto::WorkerMessage>,
+    cancel: CancellationToken,
+    start: watch::Receiver<Option<u64>>,
+}
+
+impl Gate {
+    /// Says the warm-up is over and waits for the start time, then until it. `false`: cancelled
+    /// (or the session ended) first.
+    async fn wait_for_start(&mut self, job_id: &str) -> bool {
+        let warmed = proto::WarmedUp {
+            job_id: job_id.to_string(),
+        };
+        if self
+            .tx
+            .send(message(ToController::WarmedUp(warmed)))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let at = tokio::select! {
+            _ = self.cancel.cancelled() => return false,
+            r = self.start.wait_for(Option::is_some) => match r {
+                Ok(at) => at.expect("waited for Some"),
+                Err(_) => return false,
+            },
+        };
+        let late_ns = mono_ns().saturating_sub(at);
+        if late_ns > 0 {
+            warn!(
+                "job {job_id}: StartJob arrived {:.1} ms after its start time",
+                late_ns as f64 / 1e6
+            );
+        }
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep_until(instant_at(at)) => true,
+        }
+    }
 }
 
 /// One run per target URL: prompts round-robin over the targets by index.
@@ -456,37 +509,44 @@ fn plan(job: &proto::JobAssignment, cfg: &WorkerConfig) -> anyhow::Result<Vec<Su
     Ok(runs)
 }
 
-/// Runs the job: waits for its start time, runs it, streams its records.
+/// Runs the job: its warm-up, then (with `start_on_signal`) `WarmedUp` and a wait for
+/// `StartJob`, then its measured run, streaming its records.
 async fn execute(
     job: proto::JobAssignment,
-    tx: &mpsc::Sender<proto::WorkerMessage>,
-    cancel: &CancellationToken,
+    gate: &mut Gate,
     cfg: &WorkerConfig,
 ) -> anyhow::Result<proto::JobDone> {
     let runs = plan(&job, cfg)?;
     let n_prompts = job.prompts.len();
-    if job.start_at_ns > 0 {
-        tokio::select! {
-            _ = cancel.cancelled() => {}
-            _ = tokio::time::sleep_until(instant_at(job.start_at_ns)) => {}
-        }
-    }
-    if cancel.is_cancelled() {
+    let cancel = gate.cancel.clone();
+    let warm = futures_util::future::join_all(
+        runs.iter()
+            .map(|run| crate::runner::warm_up(&run.client, &run.cfg, &cancel)),
+    )
+    .await;
+    let mut done = proto::JobDone {
+        job_id: job.job_id.clone(),
+        start_ns: u64::MAX,
+        warmup_sent: warm.iter().map(|w| w.sent as u32).sum(),
+        warmup_failed: warm.iter().map(|w| w.failed as u32).sum(),
+        ..Default::default()
+    };
+    let started =
+        !cancel.is_cancelled() && (!job.start_on_signal || gate.wait_for_start(&job.job_id).await);
+    if !started {
         let now = mono_ns();
-        return Ok(proto::JobDone {
-            job_id: job.job_id,
-            start_ns: now,
-            end_ns: now,
-            not_sent: n_prompts as u32,
-            ..Default::default()
-        });
+        done.start_ns = now;
+        done.end_ns = now;
+        done.not_sent = n_prompts as u32;
+        return Ok(done);
     }
 
     let (rec_tx, rec_rx) = mpsc::unbounded_channel::<proto::RequestRecord>();
-    let streamer = tokio::spawn(stream_records(job.job_id.clone(), rec_rx, tx.clone()));
+    let streamer = tokio::spawn(stream_records(job.job_id.clone(), rec_rx, gate.tx.clone()));
     let m = runs.len() as u64;
     let outs = futures_util::future::join_all(runs.into_iter().enumerate().map(|(j, run)| {
         let rec_tx = rec_tx.clone();
+        let cancel = &cancel;
         async move {
             let on_record = move |r: &crate::RequestRecord| {
                 let mut p = proto::RequestRecord::from(r);
@@ -495,25 +555,16 @@ async fn execute(
                 // the receiver lives until every sender is gone
                 let _ = rec_tx.send(p);
             };
-            crate::runner::run(&run.client, run.cfg, cancel.clone(), on_record).await
+            crate::runner::measure(&run.client, run.cfg, cancel, on_record).await
         }
     }))
     .await;
     drop(rec_tx);
-    let records_sent = streamer.await.context("the record streamer failed")?;
-
-    let mut done = proto::JobDone {
-        job_id: job.job_id,
-        start_ns: u64::MAX,
-        records_sent,
-        ..Default::default()
-    };
+    done.records_sent = streamer.await.context("the record streamer failed")?;
     for out in outs {
         let RunOutput {
             start_ns,
             end_ns,
-            warmup_sent,
-            warmup_failed,
             not_sent,
             panicked,
             ..
@@ -526,8 +577,6 @@ async fn execute(
         }
         done.start_ns = done.start_ns.min(start_ns);
         done.end_ns = done.end_ns.max(end_ns);
-        done.warmup_sent += warmup_sent as u32;
-        done.warmup_failed += warmup_failed as u32;
         done.not_sent += not_sent as u32;
     }
     Ok(done)
@@ -618,8 +667,8 @@ mod tests {
             burstiness: 0.0,
             seed: 3,
             warmup_requests: 3,
-            start_at_ns: 0,
             warmup_prompts: vec![],
+            start_on_signal: false,
         }
     }
 

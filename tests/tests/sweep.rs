@@ -515,7 +515,8 @@ async fn a_server_that_fails_everything_stops_the_sweep_with_the_failures_counte
 }
 
 /// `--workers 3` in local mode: three in-process workers share every test; each test records
-/// who ran it (records adding up to the test's prompts) and the spread of their starts.
+/// who ran it (records adding up to the test's prompts) and the spread of their starts, which
+/// begin together after the warm-up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_share_each_test_and_the_start_skew_is_recorded() {
     let sim = start(SimConfig::default()).await;
@@ -546,7 +547,9 @@ async fn workers_share_each_test_and_the_start_skew_is_recorded() {
         assert!(w.iter().all(|w| w["records"] == 4), "an even split: {w:?}");
         let skew = e["start_skew_ms"].as_f64().unwrap();
         eprintln!("{}: start skew {skew:.3} ms", e["test_id"]);
-        assert!(skew >= 0.0);
+        // one process, one clock: the common start holds to a few ms (a loose bound for a busy
+        // machine; `worker.rs` has the exact check)
+        assert!((0.0..100.0).contains(&skew), "start skew {skew} ms");
         assert_eq!(e["completed"], 12);
     }
     sim.shutdown().await;

@@ -85,7 +85,6 @@ fn job(sim: &SimServer, prompts: Vec<Prompt>, concurrency: usize) -> JobSpec {
         warmup_prompts: vec![],
         progress: None,
         workers: None,
-        start_delay: Duration::from_millis(50),
     }
 }
 
@@ -213,6 +212,71 @@ async fn two_workers_share_a_job_and_return_intact_records() {
             .unwrap()
             .unwrap();
     }
+    server.shutdown().await;
+    sim.shutdown().await;
+}
+
+/// The workers' warm-ups take unequal times (one stream each; w1 sends two warm-up requests one
+/// after the other, w2 one): their measured runs still start together, once both are warm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_start_the_measured_run_together_after_unequal_warm_ups() {
+    let sim = start(fast_sim()).await;
+    let server = controller().await;
+    let cancel = CancellationToken::new();
+    let _w1 = worker(&server, "w1", cancel.child_token());
+    let _w2 = worker(&server, "w2", cancel.child_token());
+    server
+        .workers
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    // 153..=159 output tokens at >= 2 ms a step: >= 300 ms a request
+    let spec = JobSpec {
+        warmup_requests: 3,
+        ..job(&sim, prompts(8, 150), 2)
+    };
+    let t0 = loadgen::clock::mono_ns();
+    let res = run_job(&server.workers, spec).await.unwrap();
+    assert_eq!(res.records.len(), 8);
+    assert!(res.records.iter().all(|r| r.ok()));
+    assert_eq!((res.warmup_sent, res.warmup_failed), (3, 0));
+    assert_eq!(
+        res.per_worker,
+        [("w1".to_string(), 4), ("w2".to_string(), 4)]
+    );
+
+    let ms = |ns: u64| ns as f64 / 1e6;
+    // w1's two sequential warm-ups came first
+    assert!(
+        res.start_ns - t0 >= 600_000_000,
+        "the measured run started {:.1} ms after the job, before w1's warm-up ended",
+        ms(res.start_ns - t0)
+    );
+    // worker k sent the prompts k, k + 2, …: its first send is its start
+    let first_send = |k: u64| {
+        res.records
+            .iter()
+            .filter(|r| r.index % 2 == k)
+            .map(|r| r.send_ns)
+            .min()
+            .unwrap()
+    };
+    let gap = first_send(0).abs_diff(first_send(1));
+    // ungated, the gap is one warm-up request (>= 300 ms)
+    assert!(
+        res.start_skew_ns < 50_000_000 && gap < 50_000_000,
+        "start skew {:.1} ms, first sends {:.1} ms apart",
+        ms(res.start_skew_ns),
+        ms(gap)
+    );
+    eprintln!(
+        "start skew {:.3} ms, first sends {:.3} ms apart",
+        ms(res.start_skew_ns),
+        ms(gap)
+    );
+
+    cancel.cancel();
     server.shutdown().await;
     sim.shutdown().await;
 }

@@ -26,9 +26,9 @@ use super::{FIRST_PINGS, Outgoing, PING_EVERY};
 use crate::clock::{ClockEstimator, Exchange, Offset};
 use loadgen::clock::mono_ns;
 
-/// The least time between sending a job's assignments and its scheduled start, with several
-/// workers.
-const MULTI_WORKER_START: Duration = Duration::from_millis(300);
+/// With several workers: how far ahead of the moment the last one has warmed up their common
+/// start is scheduled (room for `StartJob` to reach every worker first).
+const START_LEAD: Duration = Duration::from_millis(100);
 
 /// How long a failed job waits for the other workers to stop before returning.
 const ABORT_DRAIN: Duration = Duration::from_secs(10);
@@ -70,8 +70,6 @@ pub struct JobSpec {
     pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// How many workers to use (`None`: every idle one).
     pub workers: Option<usize>,
-    /// The workers start together this long after the assignments are sent.
-    pub start_delay: Duration,
 }
 
 /// What a job produced, on the controller's clock.
@@ -90,7 +88,7 @@ pub struct JobResult {
     /// Records each worker delivered, in worker order.
     pub per_worker: Vec<(String, usize)>,
     /// The spread of the workers' measured-run starts on the controller's clock (0 with one
-    /// worker): how well the scheduled start held.
+    /// worker): how well the common start, scheduled after every worker's warm-up, held.
     pub start_skew_ns: u64,
 }
 
@@ -138,6 +136,10 @@ enum JobEvent {
         worker: String,
         done: proto::JobDone,
     },
+    /// Its warm-up is over; it waits for `StartJob`.
+    WarmedUp {
+        worker: String,
+    },
     Lost {
         worker: String,
     },
@@ -181,6 +183,10 @@ enum Command {
     Done {
         session: u64,
         done: proto::JobDone,
+    },
+    WarmedUp {
+        session: u64,
+        job_id: String,
     },
     Disconnected {
         session: u64,
@@ -377,6 +383,41 @@ impl Workers {
         result
     }
 
+    /// Schedules the common start of a gated job [`START_LEAD`] from now, and tells every worker
+    /// when that is on its clock (with the latest offset estimates).
+    async fn start(&self, job_id: &str, claimed: &[Claimed]) -> anyhow::Result<()> {
+        let latest = self
+            .ask(|reply| Command::Offsets {
+                names: claimed.iter().map(|w| w.name.clone()).collect(),
+                reply,
+            })
+            .await
+            .unwrap_or_default();
+        let start_at = mono_ns().saturating_add(START_LEAD.as_nanos() as u64);
+        tracing::debug!(
+            "job {job_id}: every worker is warm, the measured run starts in {START_LEAD:?}"
+        );
+        for (k, w) in claimed.iter().enumerate() {
+            let offset = latest.get(k).copied().flatten().unwrap_or(w.offset);
+            let start = proto::StartJob {
+                job_id: job_id.to_string(),
+                start_at_ns: offset.to_peer(start_at),
+            };
+            w.to_worker
+                .send(Ok(proto::ControllerToWorker {
+                    msg: Some(ToWorker::Start(start)),
+                }))
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "load worker {} disconnected before job {job_id} started",
+                        w.name
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
     /// Assigns the shares, collects the records, converts them.
     async fn drive(
         &self,
@@ -399,14 +440,9 @@ impl Workers {
                 }
             }
         }
-        // several workers start together, at a time far enough ahead for every assignment
-        // (prompts included) to arrive; one starts on receipt
-        let delay = if n > 1 {
-            job.start_delay.max(MULTI_WORKER_START)
-        } else {
-            job.start_delay
-        };
-        let start_at = mono_ns().saturating_add(delay.as_nanos() as u64);
+        // one worker runs its measured phase right after its warm-up; several warm up, then
+        // start together at a time scheduled once the last one is warm (`StartJob`)
+        let gated = n > 1;
         tracing::info!(
             "job {job_id}: {} prompts over {n} workers ({})",
             job.prompts.len(),
@@ -437,7 +473,6 @@ impl Workers {
                 burstiness: job.burstiness,
                 seed: job.seed.wrapping_add(k as u64),
                 warmup_requests: split_even(job.warmup_requests, k, n) as u32,
-                start_at_ns: w.offset.to_peer(start_at),
                 warmup_prompts: job
                     .warmup_prompts
                     .iter()
@@ -445,6 +480,7 @@ impl Workers {
                     .step_by(n)
                     .map(proto::Prompt::from)
                     .collect(),
+                start_on_signal: gated,
             };
             w.to_worker
                 .send(Ok(proto::ControllerToWorker {
@@ -467,6 +503,7 @@ impl Workers {
             .collect();
         let mut records: Vec<Vec<RequestRecord>> = vec![Vec::new(); n];
         let mut done: Vec<Option<proto::JobDone>> = vec![None; n];
+        let mut warm = vec![!gated; n];
         let mut remaining = n;
         while remaining > 0 {
             let ev = events
@@ -510,6 +547,14 @@ impl Workers {
                     }
                     if done[k].replace(d).is_none() {
                         remaining -= 1;
+                    }
+                }
+                JobEvent::WarmedUp { worker } => {
+                    let Some(&k) = index.get(worker.as_str()) else {
+                        continue;
+                    };
+                    if !std::mem::replace(&mut warm[k], true) && warm.iter().all(|w| *w) {
+                        self.start(job_id, claimed).await?;
                     }
                 }
                 JobEvent::Lost { worker } => {
@@ -629,6 +674,7 @@ impl Workers {
                                 }
                                 Some(FromWorker::Records(batch)) => workers.tell(Command::Records { session, batch }).await,
                                 Some(FromWorker::Done(done)) => workers.tell(Command::Done { session, done }).await,
+                                Some(FromWorker::WarmedUp(w)) => workers.tell(Command::WarmedUp { session, job_id: w.job_id }).await,
                                 Some(FromWorker::Register(_)) | None => {}
                             },
                             Ok(None) => break,
@@ -688,7 +734,7 @@ async fn drain(events: &mut mpsc::Receiver<JobEvent>, mut running: Vec<&str>) {
                 Some(JobEvent::Done { worker, .. } | JobEvent::Lost { worker }) => {
                     running.retain(|n| *n != worker);
                 }
-                Some(JobEvent::Records { .. }) => {}
+                Some(JobEvent::Records { .. } | JobEvent::WarmedUp { .. }) => {}
                 None => break,
             }
         }
@@ -806,6 +852,15 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                 let ev = JobEvent::Done {
                     worker: e.name.clone(),
                     done,
+                };
+                forward(&mut routes, &job_id, ev).await;
+            }
+            Command::WarmedUp { session, job_id } => {
+                let Some(e) = sessions.get(&session) else {
+                    continue;
+                };
+                let ev = JobEvent::WarmedUp {
+                    worker: e.name.clone(),
                 };
                 forward(&mut routes, &job_id, ev).await;
             }

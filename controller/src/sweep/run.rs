@@ -826,7 +826,6 @@ impl Sweep<'_> {
             warmup_prompts,
             progress: Some(counter.clone()),
             workers: self.want_workers,
-            start_delay: Duration::ZERO,
         };
         if let Some(hook) = &self.hook
             && hook(HookEvent::Start(key)).await.is_err()
