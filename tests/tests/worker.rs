@@ -432,13 +432,25 @@ async fn a_worker_lost_mid_job_is_discarded_and_the_job_rerun_on_the_others() {
         .wait_for(2, Duration::from_secs(10))
         .await
         .unwrap();
-    // long enough to kill w2 in the middle: ~200 decode steps of 2 ms per request
-    let spec = job(&sim, prompts(8, 200), 4);
+    // two rounds of ~200 decode steps of 2 ms per worker (2 streams each): w2 is killed once 4
+    // records have arrived, which w1 alone cannot send before its second round ends, so some
+    // of them are w2's (sent within FLUSH_EVERY of its first round) and must be discarded
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let spec = JobSpec {
+        progress: Some(progress.clone()),
+        ..job(&sim, prompts(8, 200), 4)
+    };
     let workers = server.workers.clone();
-    let running = tokio::spawn(async move { workers.run_job_retrying(spec, 3).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!running.is_finished());
-    w2.abort(); // killed: its session breaks mid-job
+    let running = tokio::spawn(async move {
+        workers
+            .run_job_retrying(spec, 3, Duration::from_secs(10))
+            .await
+    });
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < 4 {
+        assert!(!running.is_finished(), "the job ended before w2 was killed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w2.abort(); // killed: its session breaks in the measured run
     let (res, lost) = tokio::time::timeout(Duration::from_secs(60), running)
         .await
         .expect("the rerun finishes")
@@ -449,6 +461,16 @@ async fn a_worker_lost_mid_job_is_discarded_and_the_job_rerun_on_the_others() {
         lost[0].contains("load worker w2") && lost[0].contains("discarded"),
         "{lost:?}"
     );
+    let from_w2: usize = lost[0]
+        .split('(')
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no record count in {lost:?}"));
+    assert!(
+        from_w2 >= 1,
+        "w2 was killed before it sent a record: {lost:?}"
+    );
     // the result is one whole run, never merged from a part
     assert_eq!(res.per_worker, [("w1".to_string(), 8)]);
     assert_eq!(res.records.len(), 8);
@@ -458,6 +480,82 @@ async fn a_worker_lost_mid_job_is_discarded_and_the_job_rerun_on_the_others() {
     assert_eq!(idx, (0..8).collect::<Vec<_>>(), "every prompt exactly once");
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), w1).await;
+    server.shutdown().await;
+    sim.shutdown().await;
+}
+
+/// A job that asks for two workers loses one: the rerun waits for a second worker (here a new
+/// one, started after the loss) instead of failing on "1 idle".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_that_needs_two_workers_waits_for_a_replacement() {
+    let sim = start(fast_sim()).await;
+    let server = controller().await;
+    let cancel = CancellationToken::new();
+    let _w1 = worker(&server, "w1", cancel.child_token());
+    let w2 = worker(&server, "w2", cancel.child_token());
+    server
+        .workers
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let spec = JobSpec {
+        workers: Some(2),
+        ..job(&sim, prompts(8, 200), 4)
+    };
+    let workers = server.workers.clone();
+    let running = tokio::spawn(async move {
+        workers
+            .run_job_retrying(spec, 3, Duration::from_secs(20))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!running.is_finished());
+    w2.abort();
+    // the job is lost and waits: w1 alone is not enough
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !running.is_finished(),
+        "the rerun did not wait for a second worker"
+    );
+    let _w3 = worker(&server, "w3", cancel.child_token());
+    let (res, lost) = tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the rerun finishes")
+        .unwrap()
+        .expect("the job completes on w1 and w3");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(lost[0].contains("load worker w2"), "{lost:?}");
+    assert_eq!(
+        res.per_worker,
+        [("w1".to_string(), 4), ("w3".to_string(), 4)]
+    );
+    assert!(res.records.iter().all(|r| r.ok()));
+
+    // w3 lost too, and nobody comes back: the wait is bounded, and the error says what was lost
+    let spec = JobSpec {
+        workers: Some(2),
+        ..job(&sim, prompts(8, 200), 4)
+    };
+    let workers = server.workers.clone();
+    let running = tokio::spawn(async move {
+        workers
+            .run_job_retrying(spec, 3, Duration::from_millis(500))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    _w3.abort();
+    let err = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the wait is bounded")
+        .unwrap()
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("rerunning the job after: load worker w3") && msg.contains("1 of the 2"),
+        "{msg}"
+    );
+
+    cancel.cancel();
     server.shutdown().await;
     sim.shutdown().await;
 }

@@ -276,20 +276,25 @@ impl Workers {
         self.tell(Command::Cancel { job_id: None }).await;
     }
 
-    /// Runs `job` on the workers and returns every record on the controller's clock. Fails,
-    /// naming the worker, when one disconnects or cannot run its share; the other workers are
-    /// then cancelled (the caller decides whether to rerun).
     /// Runs a job; when a worker is lost during it, the partial records are discarded and the
-    /// whole job runs again on the workers then idle, up to `attempts` runs in all. Returns the
-    /// result of the run that completed and what was lost before it.
+    /// whole job runs again, up to `attempts` runs in all. A rerun waits up to `wait` for as many
+    /// workers as the job asks for (`JobSpec::workers`; one when it asks for every idle one), so
+    /// a restarted or replacement worker takes the lost one's place. Returns the result of the
+    /// run that completed and what was lost before it.
     pub async fn run_job_retrying(
         &self,
         job: JobSpec,
         attempts: usize,
+        wait: Duration,
     ) -> anyhow::Result<(JobResult, Vec<String>)> {
         let attempts = attempts.max(1);
         let mut lost = Vec::new();
         for attempt in 1..=attempts {
+            if attempt > 1 {
+                self.wait_for(job.workers.unwrap_or(1), wait)
+                    .await
+                    .with_context(|| format!("rerunning the job after: {}", lost.join("; ")))?;
+            }
             match self.run_job(job.clone()).await {
                 Ok(r) => return Ok((r, lost)),
                 Err(e) => match e.downcast::<WorkerLost>() {
@@ -314,6 +319,9 @@ impl Workers {
         unreachable!("the last attempt returns")
     }
 
+    /// Runs `job` on the workers and returns every record on the controller's clock. Fails,
+    /// naming the worker, when one disconnects or cannot run its share; the other workers are
+    /// then cancelled (the caller decides whether to rerun).
     pub async fn run_job(&self, job: JobSpec) -> anyhow::Result<JobResult> {
         if job.prompts.is_empty() {
             bail!("a job needs at least one prompt");

@@ -840,7 +840,9 @@ impl Sweep<'_> {
         }
         let ticker = self.progress.follow(counter);
         // a worker lost mid-test: the test is discarded and run again (3 runs at most)
-        let run = self.workers.run_job_retrying(job, JOB_ATTEMPTS);
+        let run = self
+            .workers
+            .run_job_retrying(job, JOB_ATTEMPTS, WORKER_WAIT);
         tokio::pin!(run);
         let result = tokio::select! {
             r = &mut run => r,
