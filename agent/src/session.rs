@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use proto::controller_client::ControllerClient;
 use proto::{
     AgentMessage, AgentRegister, ClockPong, ControllerToAgent, TelemetryBatch, agent_message,
@@ -32,8 +31,6 @@ const OUTBOUND_QUEUE: usize = 4;
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a shutdown spends sending what is buffered.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Everything a session needs; shared by every reconnection.
 #[derive(Debug)]
@@ -52,12 +49,7 @@ pub struct SessionContext {
 
 /// Runs sessions until `cancel` fires, reconnecting after every failure.
 pub async fn run(ctx: &SessionContext, cancel: &CancellationToken) {
-    let builder = ExponentialBuilder::default()
-        .with_min_delay(BACKOFF_MIN)
-        .with_max_delay(BACKOFF_MAX)
-        .with_jitter()
-        .without_max_times();
-    let mut backoff = builder.build();
+    let mut backoff = cluster::session_backoff();
     let mut attempt: u64 = 0;
     let mut target = ctx.target.clone();
     loop {
@@ -84,18 +76,18 @@ pub async fn run(ctx: &SessionContext, cancel: &CancellationToken) {
         }
         if registered {
             // The controller was reachable: start the next series of retries from the minimum.
-            backoff = builder.build();
+            backoff = cluster::session_backoff();
             attempt = 1;
         }
         if let Err(e) = &result
             && e.is::<cluster::LeaderMoved>()
         {
             info!("{e}");
-            backoff = builder.build();
+            backoff = cluster::session_backoff();
             attempt = 0;
             continue;
         }
-        let delay = backoff.next().unwrap_or(BACKOFF_MAX);
+        let delay = backoff.next().unwrap_or(cluster::SESSION_BACKOFF_MAX);
         let reason = match result {
             Ok(()) => "the session ended".to_owned(),
             Err(e) => format!("{e:#}"),

@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use proto::controller_client::ControllerClient;
 use proto::controller_to_worker::Msg as FromController;
 use proto::worker_message::Msg as ToController;
@@ -42,8 +41,6 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const REAP_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long a shutdown waits for the cancelled job to send its last records.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Who the worker is and where it reports.
 #[derive(Clone, Debug)]
@@ -114,12 +111,7 @@ async fn sessions(
     target: &mut tokio::sync::watch::Receiver<Option<String>>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let builder = ExponentialBuilder::default()
-        .with_min_delay(BACKOFF_MIN)
-        .with_max_delay(BACKOFF_MAX)
-        .with_jitter()
-        .without_max_times();
-    let mut backoff = builder.build();
+    let mut backoff = cluster::session_backoff();
     loop {
         let mut registered = false;
         let Some(url) = cluster::next_controller(target, cancel).await else {
@@ -143,16 +135,16 @@ async fn sessions(
         match result {
             Err(e) if e.is::<cluster::LeaderMoved>() => {
                 info!("{e}");
-                backoff = builder.build();
+                backoff = cluster::session_backoff();
                 continue;
             }
             Ok(()) => info!("the controller ended the session"),
             Err(e) => warn!("session with the controller at {url}: {}", chain(&e)),
         }
         if registered {
-            backoff = builder.build();
+            backoff = cluster::session_backoff();
         }
-        let wait = backoff.next().unwrap_or(BACKOFF_MAX);
+        let wait = backoff.next().unwrap_or(cluster::SESSION_BACKOFF_MAX);
         debug!("reconnecting in {wait:?}");
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),

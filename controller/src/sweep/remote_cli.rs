@@ -268,9 +268,11 @@ async fn follow(mut conn: Conn, id: &str, quiet: bool) -> anyhow::Result<ExitCod
                     }
                 })?
                 .into_inner();
-            lost_since = None;
-            failures = 0;
             while let Some(e) = stream.message().await? {
+                // attached again once the controller sends something (a controller that
+                // accepts the watch and ends it at once does not reset the backoff)
+                lost_since = None;
+                failures = 0;
                 match e.event {
                     Some(proto::sweep_event::Event::Line(l)) if seen.insert(l.clone()) => {
                         say(&bar, &l);
