@@ -231,6 +231,9 @@ async fn session(
     *registered = true;
 
     let mut job: Option<Running> = None;
+    // a CancelJob that came before its JobAssignment (the controller cancelled while still
+    // sending a shared job's assignments): that assignment is answered at once, not run
+    let mut cancelled_early: Option<String> = None;
     let result = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
@@ -269,7 +272,20 @@ async fn session(
                         {
                             job = None;
                         }
-                        if let Some(busy) = &job {
+                        if cancelled_early.as_deref() == Some(j.job_id.as_str()) {
+                            info!("job {}: cancelled before it arrived, not run", j.job_id);
+                            let now = mono_ns();
+                            let done = proto::JobDone {
+                                job_id: j.job_id,
+                                start_ns: now,
+                                end_ns: now,
+                                not_sent: j.prompts.len() as u32,
+                                ..Default::default()
+                            };
+                            if tx.send(message(ToController::Done(done))).await.is_err() {
+                                break Err(anyhow!("the outgoing stream closed"));
+                            }
+                        } else if let Some(busy) = &job {
                             warn!("job {} refused: job {} is still running", j.job_id, busy.id);
                             let done = proto::JobDone {
                                 job_id: j.job_id,
@@ -301,7 +317,10 @@ async fn session(
                             info!("job {}: cancelled by the controller", j.id);
                             j.cancel.cancel();
                         }
-                        _ => debug!("CancelJob {} for a job not running here", c.job_id),
+                        _ => {
+                            debug!("CancelJob {} for a job not running here", c.job_id);
+                            cancelled_early = Some(c.job_id);
+                        }
                     },
                     Some(FromController::Registered(_)) | None => {}
                 }

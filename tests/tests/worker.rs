@@ -281,6 +281,52 @@ async fn workers_start_the_measured_run_together_after_unequal_warm_ups() {
     sim.shutdown().await;
 }
 
+/// A shared job cancelled during its warm-up ends at once: no worker waits for a start that will
+/// not come, nothing is measured, every prompt is counted as not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_during_the_warm_up_ends_without_measuring() {
+    let sim = start(fast_sim()).await;
+    let server = controller().await;
+    let cancel = CancellationToken::new();
+    let _w1 = worker(&server, "w1", cancel.child_token());
+    let _w2 = worker(&server, "w2", cancel.child_token());
+    server
+        .workers
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // a warm-up of one ~2000-step request per worker: seconds
+    let spec = job(&sim, prompts(8, 2_000), 4);
+    let workers = server.workers.clone();
+    let t0 = std::time::Instant::now();
+    let running = tokio::spawn(async move { workers.run_job(spec).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.workers.cancel_all().await;
+    let res = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the cancelled job ends")
+        .unwrap()
+        .unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert!(res.records.is_empty(), "{} records", res.records.len());
+    assert_eq!(res.not_sent, 8);
+    assert_eq!(res.warmup_sent, 2);
+    // both are free for the next job
+    assert_eq!(
+        server
+            .workers
+            .wait_for(2, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    cancel.cancel();
+    server.shutdown().await;
+    sim.shutdown().await;
+}
+
 /// Starts a long job on w1 and w2, lets it run, then `kill`s w2; `run_job` must fail naming it
 /// and saying `why`, and w1 must be free for the next job.
 async fn a_worker_lost_mid_job(
@@ -299,8 +345,12 @@ async fn a_worker_lost_mid_job(
         .await
         .unwrap();
 
-    // ~2000 decode steps of 2 ms each: seconds of work per request
-    let long = job(&sim, prompts(8, 2_000), 4);
+    // ~2000 decode steps of 2 ms each: seconds of work per request; no warm-up, so that the loss
+    // lands in the measured run
+    let long = JobSpec {
+        warmup_requests: 0,
+        ..job(&sim, prompts(8, 2_000), 4)
+    };
     let workers = server.workers.clone();
     let running = tokio::spawn(async move { run_job(&workers, long).await });
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -27,8 +27,12 @@ use crate::clock::{ClockEstimator, Exchange, Offset};
 use loadgen::clock::mono_ns;
 
 /// With several workers: how far ahead of the moment the last one has warmed up their common
-/// start is scheduled (room for `StartJob` to reach every worker first).
+/// start is scheduled (room for `StartJob` to reach every worker first), at least; on slow links
+/// [`START_LEAD_PER_UNCERTAINTY`] times the largest clock uncertainty (about half a round trip),
+/// at most [`START_LEAD_MAX`].
 const START_LEAD: Duration = Duration::from_millis(100);
+const START_LEAD_PER_UNCERTAINTY: u32 = 20;
+const START_LEAD_MAX: Duration = Duration::from_secs(2);
 
 /// How long a failed job waits for the other workers to stop before returning.
 const ABORT_DRAIN: Duration = Duration::from_secs(10);
@@ -192,6 +196,8 @@ enum Command {
         session: u64,
     },
     List {
+        /// Only those without a job (the ones a job can claim).
+        idle_only: bool,
         reply: oneshot::Sender<Vec<WorkerInfo>>,
     },
     Claim {
@@ -246,23 +252,33 @@ impl Workers {
 
     /// The connected workers whose clock offset is known, sorted by name.
     pub async fn list(&self) -> Vec<WorkerInfo> {
-        self.ask(|reply| Command::List { reply })
-            .await
-            .unwrap_or_default()
+        self.ask(|reply| Command::List {
+            idle_only: false,
+            reply,
+        })
+        .await
+        .unwrap_or_default()
     }
 
-    /// Waits until at least `n` workers are connected with a clock estimate; returns them all.
+    /// Waits until at least `n` workers are connected and idle (no job, not leaving) with a clock
+    /// estimate; returns those.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> anyhow::Result<Vec<WorkerInfo>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let ready = self.list().await;
+            let ready = self
+                .ask(|reply| Command::List {
+                    idle_only: true,
+                    reply,
+                })
+                .await
+                .unwrap_or_default();
             if ready.len() >= n {
                 return Ok(ready);
             }
             if tokio::time::Instant::now() >= deadline {
                 let names: Vec<&str> = ready.iter().map(|w| w.name.as_str()).collect();
                 bail!(
-                    "{} of the {n} load workers wanted connected within {} ({names:?}); start more with `benchctl-loadgen --controller URL`",
+                    "{} of the {n} load workers wanted connected and idle within {} ({names:?}); start more with `benchctl-loadgen --controller URL`",
                     ready.len(),
                     humantime::format_duration(timeout)
                 );
@@ -391,9 +407,15 @@ impl Workers {
         result
     }
 
-    /// Schedules the common start of a gated job [`START_LEAD`] from now, and tells every worker
+    /// Schedules the common start of a gated job [`START_LEAD`] (or more) from now, and tells every worker
     /// when that is on its clock (with the latest offset estimates).
-    async fn start(&self, job_id: &str, claimed: &[Claimed]) -> anyhow::Result<()> {
+    /// Workers already `done` (ended before the start) are skipped.
+    async fn start(
+        &self,
+        job_id: &str,
+        claimed: &[Claimed],
+        done: &[Option<proto::JobDone>],
+    ) -> anyhow::Result<()> {
         let latest = self
             .ask(|reply| Command::Offsets {
                 names: claimed.iter().map(|w| w.name.clone()).collect(),
@@ -401,11 +423,19 @@ impl Workers {
             })
             .await
             .unwrap_or_default();
-        let start_at = mono_ns().saturating_add(START_LEAD.as_nanos() as u64);
-        tracing::debug!(
-            "job {job_id}: every worker is warm, the measured run starts in {START_LEAD:?}"
-        );
+        let uncertainty = latest
+            .iter()
+            .flatten()
+            .map(|o| Duration::from_nanos(o.uncertainty_ns))
+            .max()
+            .unwrap_or_default();
+        let lead = (uncertainty * START_LEAD_PER_UNCERTAINTY).clamp(START_LEAD, START_LEAD_MAX);
+        let start_at = mono_ns().saturating_add(lead.as_nanos() as u64);
+        tracing::debug!("job {job_id}: every worker is warm, the measured run starts in {lead:?}");
         for (k, w) in claimed.iter().enumerate() {
+            if done[k].is_some() {
+                continue;
+            }
             let offset = latest.get(k).copied().flatten().unwrap_or(w.offset);
             let start = proto::StartJob {
                 job_id: job_id.to_string(),
@@ -416,12 +446,7 @@ impl Workers {
                     msg: Some(ToWorker::Start(start)),
                 }))
                 .await
-                .map_err(|_| {
-                    anyhow!(
-                        "load worker {} disconnected before job {job_id} started",
-                        w.name
-                    )
-                })?;
+                .map_err(|_| lost_before_start(&w.name, job_id))?;
         }
         Ok(())
     }
@@ -495,12 +520,7 @@ impl Workers {
                     msg: Some(ToWorker::Job(assignment)),
                 }))
                 .await
-                .map_err(|_| {
-                    anyhow!(
-                        "load worker {} disconnected before job {job_id} started",
-                        w.name
-                    )
-                })?;
+                .map_err(|_| lost_before_start(&w.name, job_id))?;
             phases[k] = Phase::Running;
         }
 
@@ -556,13 +576,18 @@ impl Workers {
                     if done[k].replace(d).is_none() {
                         remaining -= 1;
                     }
+                    // ended before its start (cancelled while warming up or waiting): it needs no
+                    // StartJob, and the others must not wait for its WarmedUp
+                    if !std::mem::replace(&mut warm[k], true) && warm.iter().all(|w| *w) {
+                        self.start(job_id, claimed, &done).await?;
+                    }
                 }
                 JobEvent::WarmedUp { worker } => {
                     let Some(&k) = index.get(worker.as_str()) else {
                         continue;
                     };
                     if !std::mem::replace(&mut warm[k], true) && warm.iter().all(|w| *w) {
-                        self.start(job_id, claimed).await?;
+                        self.start(job_id, claimed, &done).await?;
                     }
                 }
                 JobEvent::Lost { worker } => {
@@ -710,6 +735,17 @@ impl Workers {
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
+}
+
+/// A worker whose channel closed before the job's start reached it: lost, so the job reruns.
+fn lost_before_start(worker: &str, job_id: &str) -> anyhow::Error {
+    WorkerLost {
+        worker: worker.to_string(),
+        job_id: job_id.to_string(),
+        records: 0,
+        how: "disconnected before the start of".into(),
+    }
+    .into()
 }
 
 /// Releases a job's route when [`Workers::run_job`] ends, returns early or is dropped: the
@@ -884,10 +920,11 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                     None => tracing::info!("load worker {} disconnected", e.name),
                 }
             }
-            Command::List { reply } => {
+            Command::List { idle_only, reply } => {
                 let mut out: Vec<WorkerInfo> = sessions
                     .values()
                     .filter(|e| !e.leaving)
+                    .filter(|e| !idle_only || e.job.is_none())
                     .filter_map(|e| {
                         Some(WorkerInfo {
                             name: e.name.clone(),
