@@ -31,6 +31,9 @@ use crate::schedule::Arrivals;
 
 /// Records per `RecordBatch`, at most.
 pub const MAX_BATCH_RECORDS: usize = 256;
+/// The version of the worker protocol (`WorkerRegister.protocol`) this worker speaks: 2 has the
+/// warm-up gate (`WarmedUp`, `StartJob`).
+pub const PROTOCOL: u32 = 2;
 /// A record waits at most this long before its batch is sent.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Messages queued towards the transport.
@@ -199,6 +202,7 @@ async fn session(
         worker_version: env!("CARGO_PKG_VERSION").into(),
         max_streams: cfg.max_streams,
         boot_id: crate::clock::boot_id(),
+        protocol: PROTOCOL,
     })))
     .await
     .map_err(|_| anyhow!("the outgoing stream closed before WorkerRegister"))?;

@@ -674,6 +674,15 @@ impl Workers {
                 "WorkerRegister.worker_name is empty: give the worker --name",
             ));
         }
+        if reg.protocol != loadgen::worker::PROTOCOL {
+            return Err(Status::failed_precondition(format!(
+                "load worker {:?} ({}) speaks worker protocol {}, this controller {}: run benchctl-loadgen from the controller's release",
+                reg.worker_name,
+                reg.worker_version,
+                reg.protocol,
+                loadgen::worker::PROTOCOL
+            )));
+        }
         let name = reg.worker_name.clone();
         let (to_worker, rx) = mpsc::channel(64);
         let session = self
@@ -1031,5 +1040,46 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{Registry, Server};
+
+    /// A worker of another protocol version (here one from before the warm-up gate) is refused
+    /// at registration, naming both versions, instead of being given jobs it would run wrong.
+    #[tokio::test]
+    async fn a_worker_of_another_protocol_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Server::start(listener, Registry::spawn()).unwrap();
+        let mut client = proto::controller_client::ControllerClient::connect(server.url())
+            .await
+            .unwrap();
+        let register = proto::WorkerMessage {
+            msg: Some(FromWorker::Register(proto::WorkerRegister {
+                worker_name: "old".into(),
+                worker_version: "0.0.9".into(),
+                max_streams: 10,
+                boot_id: String::new(),
+                protocol: 0,
+            })),
+        };
+        let err = client
+            .worker_session(tokio_stream::iter([register]))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            err.message().contains(&format!(
+                "speaks worker protocol 0, this controller {}",
+                loadgen::worker::PROTOCOL
+            )),
+            "{}",
+            err.message()
+        );
+        assert!(server.workers.list().await.is_empty());
+        server.shutdown().await;
     }
 }

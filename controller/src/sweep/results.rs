@@ -477,6 +477,37 @@ impl SweepSummary {
 mod tests {
     use super::*;
 
+    /// `--resume` reads the array and writes it back: every number must come back as the same
+    /// text, or the finished tests are not byte-identical (serde_json's default float parser
+    /// is off by one ulp on values like these; `float_roundtrip` makes it exact).
+    #[test]
+    fn resume_writes_the_finished_tests_back_byte_for_byte() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("run");
+        std::fs::create_dir(&dir).unwrap();
+        let values = [
+            1.4892055499999999,
+            9.883113999999999,
+            12.252233050000001,
+            445.90113567206083,
+            0.1 + 0.2,
+        ];
+        let entries: Vec<serde_json::Value> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| serde_json::json!({"concurrency": i + 1, "input_len": 1, "output_len": 1, "run": 1, "x": v}))
+            .collect();
+        let text = serde_json::to_vec_pretty(&entries).unwrap();
+        let path = dir.join(ResultDir::result_file_name("m"));
+        std::fs::write(&path, &text).unwrap();
+        let d = ResultDir::open(dir.clone(), "m".into()).unwrap();
+        d.write_array().unwrap();
+        assert_eq!(
+            String::from_utf8(std::fs::read(&path).unwrap()).unwrap(),
+            String::from_utf8(text).unwrap()
+        );
+    }
+
     fn key(c: u32, run: u32) -> TestKey {
         TestKey {
             io: Io {
