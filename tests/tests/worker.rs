@@ -44,6 +44,29 @@ fn worker_with(
     tokio::spawn(run_worker(cfg, cancel))
 }
 
+/// `benchctl sim` (fast), a controller, and workers w1 and w2 connected to it, stopped by the
+/// token.
+async fn two_workers() -> (
+    SimServer,
+    Server,
+    CancellationToken,
+    [JoinHandle<anyhow::Result<()>>; 2],
+) {
+    let sim = start(fast_sim()).await;
+    let server = controller().await;
+    let cancel = CancellationToken::new();
+    let w = [
+        worker(&server, "w1", cancel.child_token()),
+        worker(&server, "w2", cancel.child_token()),
+    ];
+    server
+        .workers
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    (sim, server, cancel, w)
+}
+
 fn target(sim: &SimServer) -> Target {
     Target {
         url: format!("{}{ENDPOINT}", sim.base_url()).parse().unwrap(),
@@ -220,16 +243,7 @@ async fn two_workers_share_a_job_and_return_intact_records() {
 /// after the other, w2 one): their measured runs still start together, once both are warm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_start_the_measured_run_together_after_unequal_warm_ups() {
-    let sim = start(fast_sim()).await;
-    let server = controller().await;
-    let cancel = CancellationToken::new();
-    let _w1 = worker(&server, "w1", cancel.child_token());
-    let _w2 = worker(&server, "w2", cancel.child_token());
-    server
-        .workers
-        .wait_for(2, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (sim, server, cancel, _w) = two_workers().await;
 
     // 153..=159 output tokens at >= 2 ms a step: >= 300 ms a request
     let spec = JobSpec {
@@ -285,16 +299,7 @@ async fn workers_start_the_measured_run_together_after_unequal_warm_ups() {
 /// not come, nothing is measured, every prompt is counted as not sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_cancelled_during_the_warm_up_ends_without_measuring() {
-    let sim = start(fast_sim()).await;
-    let server = controller().await;
-    let cancel = CancellationToken::new();
-    let _w1 = worker(&server, "w1", cancel.child_token());
-    let _w2 = worker(&server, "w2", cancel.child_token());
-    server
-        .workers
-        .wait_for(2, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (sim, server, cancel, _w) = two_workers().await;
     // a warm-up of one ~2000-step request per worker: seconds
     let spec = job(&sim, prompts(8, 2_000), 4);
     let workers = server.workers.clone();
@@ -538,16 +543,7 @@ async fn a_worker_lost_mid_job_is_discarded_and_the_job_rerun_on_the_others() {
 /// one, started after the loss) instead of failing on "1 idle".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_that_needs_two_workers_waits_for_a_replacement() {
-    let sim = start(fast_sim()).await;
-    let server = controller().await;
-    let cancel = CancellationToken::new();
-    let _w1 = worker(&server, "w1", cancel.child_token());
-    let w2 = worker(&server, "w2", cancel.child_token());
-    server
-        .workers
-        .wait_for(2, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (sim, server, cancel, [_w1, w2]) = two_workers().await;
     let spec = JobSpec {
         workers: Some(2),
         ..job(&sim, prompts(8, 200), 4)

@@ -407,6 +407,16 @@ impl Workers {
         result
     }
 
+    /// The latest clock offset estimate of each claimed worker (`None`: it has left).
+    async fn offsets(&self, claimed: &[Claimed]) -> Vec<Option<Offset>> {
+        self.ask(|reply| Command::Offsets {
+            names: claimed.iter().map(|w| w.name.clone()).collect(),
+            reply,
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// Schedules the common start of a gated job [`START_LEAD`] (or more) from now, and tells every worker
     /// when that is on its clock (with the latest offset estimates).
     /// Workers already `done` (ended before the start) are skipped.
@@ -416,13 +426,7 @@ impl Workers {
         claimed: &[Claimed],
         done: &[Option<proto::JobDone>],
     ) -> anyhow::Result<()> {
-        let latest = self
-            .ask(|reply| Command::Offsets {
-                names: claimed.iter().map(|w| w.name.clone()).collect(),
-                reply,
-            })
-            .await
-            .unwrap_or_default();
+        let latest = self.offsets(claimed).await;
         let uncertainty = latest
             .iter()
             .flatten()
@@ -607,13 +611,7 @@ impl Workers {
         }
 
         // The latest estimates (more exchanges than at the start); the claim's if one has left.
-        let latest = self
-            .ask(|reply| Command::Offsets {
-                names: claimed.iter().map(|w| w.name.clone()).collect(),
-                reply,
-            })
-            .await
-            .unwrap_or_default();
+        let latest = self.offsets(claimed).await;
         let mut out = JobResult {
             start_ns: u64::MAX,
             ..Default::default()
