@@ -164,11 +164,11 @@ fn backoff() -> impl Iterator<Item = Duration> {
 }
 
 /// The reconnect delays of agents' and workers' sessions to the controller.
-pub const SESSION_BACKOFF_MIN: Duration = Duration::from_millis(200);
+const SESSION_BACKOFF_MIN: Duration = Duration::from_millis(200);
 pub const SESSION_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Endless jittered exponential delays from `min` up to `max`; build a new one to start over.
-pub fn jittered_backoff(min: Duration, max: Duration) -> impl Iterator<Item = Duration> {
+fn jittered_backoff(min: Duration, max: Duration) -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(min)
         .with_max_delay(max)

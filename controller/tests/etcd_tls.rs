@@ -131,6 +131,18 @@ async fn etcd_tls_client_certificates_and_auth_pass_through() {
     }
 
     // a controller with every option is elected
+    let etcd_opts = [
+        "--etcd",
+        &url,
+        "--etcd-ca",
+        ca.to_str().unwrap(),
+        "--etcd-cert",
+        cert.to_str().unwrap(),
+        "--etcd-key",
+        key.to_str().unwrap(),
+        "--etcd-user",
+        "root",
+    ];
     let log = dir.path().join("controller.log");
     let port = free_port("127.0.0.1");
     let _controller = Proc(
@@ -143,17 +155,8 @@ async fn etcd_tls_client_certificates_and_auth_pass_through() {
                 "off",
                 "--data-dir",
                 dir.path().join("bench_logs").to_str().unwrap(),
-                "--etcd",
-                &url,
-                "--etcd-ca",
-                ca.to_str().unwrap(),
-                "--etcd-cert",
-                cert.to_str().unwrap(),
-                "--etcd-key",
-                key.to_str().unwrap(),
-                "--etcd-user",
-                "root",
             ])
+            .args(etcd_opts)
             .env("BENCHCTL_ETCD_PASSWORD", PASSWORD)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
@@ -178,30 +181,14 @@ async fn etcd_tls_client_certificates_and_auth_pass_through() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // `benchctl sweeps --etcd` reaches it through the same options
-    let out = Command::new(env!("CARGO_BIN_EXE_benchctl"))
-        .args([
-            "sweeps",
-            "--etcd",
-            &url,
-            "--etcd-ca",
-            ca.to_str().unwrap(),
-            "--etcd-cert",
-            cert.to_str().unwrap(),
-            "--etcd-key",
-            key.to_str().unwrap(),
-            "--etcd-user",
-            "root",
-            "--json",
-        ])
-        .env("BENCHCTL_ETCD_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let listed = common::stdout_ok(
+        Command::new(env!("CARGO_BIN_EXE_benchctl"))
+            .arg("sweeps")
+            .args(etcd_opts)
+            .arg("--json")
+            .env("BENCHCTL_ETCD_PASSWORD", PASSWORD),
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    assert_eq!(listed, "[]");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         !text.contains(PASSWORD),

@@ -153,14 +153,7 @@ fn json(out: &Output) -> serde_json::Value {
 
 /// The result array of the sweep `id`.
 fn entries(data: &Path, id: &str) -> Vec<serde_json::Value> {
-    let dir = data.join(id);
-    let f = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with("_vllm_result.json"))
-        .expect("the result array");
-    serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()
+    common::result_array(&data.join(id))
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cluster::testing::Etcd;
-use common::{BIN, Proc, dump_logs, free_port, sibling};
+use common::{BIN, Proc, dump_logs, free_port, result_array, sibling, stdout_ok};
 
 mod common;
 
@@ -198,16 +198,6 @@ fn sweep_dir(data: &Path) -> PathBuf {
         .expect("a sweep directory")
 }
 
-fn array(dir: &Path) -> Vec<serde_json::Value> {
-    let f = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with("_vllm_result.json"))
-        .expect("the result array");
-    serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()
-}
-
 /// Exactly every test of the grid, once.
 fn assert_every_test_once(entries: &[serde_json::Value], grid: &[&str]) {
     let ids: Vec<&str> = entries
@@ -298,7 +288,7 @@ async fn a_sweep_survives_a_worker_an_agent_and_the_leader_killed() {
     let d = mid_test(&etcd, 4, "the leader's kill").await;
     let leader_test = d["in_flight"].as_str().unwrap().to_string();
     let dir = sweep_dir(data.path());
-    let before = array(&dir);
+    let before = result_array(&dir);
     a.kill();
     let t = Instant::now();
 
@@ -325,7 +315,7 @@ async fn a_sweep_survives_a_worker_an_agent_and_the_leader_killed() {
     );
     assert!(cli_text.contains("Sweep summary"), "{cli_text}");
 
-    let entries = array(&dir);
+    let entries = result_array(&dir);
     assert_every_test_once(&entries, &GRID);
     // nothing finished before the failover was run again: those entries are untouched
     for e in &before {
@@ -401,13 +391,7 @@ async fn a_sweep_survives_an_etcd_restart() {
 
     let mut args = sweep_args(&etcd.client_url, &base_url);
     args.push("--detach");
-    let out = Command::new(BIN).args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let id = stdout_ok(Command::new(BIN).args(&args));
 
     mid_test(&etcd, 1, "the etcd kill").await;
     etcd.kill();
@@ -437,7 +421,7 @@ async fn a_sweep_survives_an_etcd_restart() {
         dump_logs(logs);
     }
     assert!(out.status.success(), "{text}");
-    let entries = array(&sweep_dir(data.path()));
+    let entries = result_array(&sweep_dir(data.path()));
     assert_every_test_once(&entries, &GRID);
     let cp = checkpoints(&etcd).await;
     assert_eq!(cp[0]["status"], "done", "{}", cp[0]);
@@ -555,9 +539,9 @@ async fn a_controller_queues_cancels_and_reattaches_without_etcd() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let entries = array(&data.path().join(&a));
+    let entries = result_array(&data.path().join(&a));
     assert_every_test_once(&entries, &["c2_in32_out100", "c4_in32_out100"]);
-    let entries = array(&data.path().join(&b));
+    let entries = result_array(&data.path().join(&b));
     assert!(entries.is_empty(), "the cancelled sweep ran nothing");
     let list = benchctl(&["sweeps", "--controller", &url, "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
@@ -586,25 +570,9 @@ async fn a_cancel_outlives_the_leader_that_took_it() {
     let mut args = sweep_args(&etcd.client_url, &base_url);
     args.push("--detach");
     let ids: Vec<String> = (0..2)
-        .map(|_| {
-            let out = Command::new(BIN).args(&args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
-        })
+        .map(|_| stdout_ok(Command::new(BIN).args(&args)))
         .collect();
-    let out = Command::new(BIN)
-        .args(["sweep", "cancel", &ids[1], "--etcd", &etcd.client_url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stdout_ok(Command::new(BIN).args(["sweep", "cancel", &ids[1], "--etcd", &etcd.client_url]));
     mid_test(&etcd, 1, "the leader's kill").await;
     a.kill();
     let t = Instant::now();
@@ -630,8 +598,8 @@ async fn a_cancel_outlives_the_leader_that_took_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        array(&data.path().join(&ids[1])).is_empty(),
+        result_array(&data.path().join(&ids[1])).is_empty(),
         "the cancelled sweep never ran"
     );
-    assert_every_test_once(&array(&data.path().join(&ids[0])), &GRID);
+    assert_every_test_once(&result_array(&data.path().join(&ids[0])), &GRID);
 }

@@ -9,6 +9,28 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_benchctl");
 
+/// The result array (`*_vllm_result.json`) of the sweep directory `dir`.
+pub fn result_array(dir: &Path) -> Vec<serde_json::Value> {
+    let f = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("_vllm_result.json"))
+        .expect("the result array");
+    serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()
+}
+
+/// Runs `cmd`, asserts it succeeded (showing its stderr if not), returns its trimmed stdout.
+pub fn stdout_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// A free TCP port on `ip` (a loopback address).
 pub fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0))
