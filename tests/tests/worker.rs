@@ -544,16 +544,16 @@ async fn a_worker_lost_mid_job_is_discarded_and_the_job_rerun_on_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_that_needs_two_workers_waits_for_a_replacement() {
     let (sim, server, cancel, [_w1, w2]) = two_workers().await;
-    let spec = JobSpec {
-        workers: Some(2),
-        ..job(&sim, prompts(8, 200), 4)
+    // 8 prompts on 2 workers, up to 3 runs, each rerun waiting up to `wait` for 2 idle workers
+    let run_on_two = |wait: Duration| {
+        let spec = JobSpec {
+            workers: Some(2),
+            ..job(&sim, prompts(8, 200), 4)
+        };
+        let workers = server.workers.clone();
+        tokio::spawn(async move { workers.run_job_retrying(spec, 3, wait).await })
     };
-    let workers = server.workers.clone();
-    let running = tokio::spawn(async move {
-        workers
-            .run_job_retrying(spec, 3, Duration::from_secs(20))
-            .await
-    });
+    let running = run_on_two(Duration::from_secs(20));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!running.is_finished());
     w2.abort();
@@ -563,7 +563,7 @@ async fn a_rerun_that_needs_two_workers_waits_for_a_replacement() {
         !running.is_finished(),
         "the rerun did not wait for a second worker"
     );
-    let _w3 = worker(&server, "w3", cancel.child_token());
+    let w3 = worker(&server, "w3", cancel.child_token());
     let (res, lost) = tokio::time::timeout(Duration::from_secs(60), running)
         .await
         .expect("the rerun finishes")
@@ -578,18 +578,9 @@ async fn a_rerun_that_needs_two_workers_waits_for_a_replacement() {
     assert!(res.records.iter().all(|r| r.ok()));
 
     // w3 lost too, and nobody comes back: the wait is bounded, and the error says what was lost
-    let spec = JobSpec {
-        workers: Some(2),
-        ..job(&sim, prompts(8, 200), 4)
-    };
-    let workers = server.workers.clone();
-    let running = tokio::spawn(async move {
-        workers
-            .run_job_retrying(spec, 3, Duration::from_millis(500))
-            .await
-    });
+    let running = run_on_two(Duration::from_millis(500));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    _w3.abort();
+    w3.abort();
     let err = tokio::time::timeout(Duration::from_secs(30), running)
         .await
         .expect("the wait is bounded")
