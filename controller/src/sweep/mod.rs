@@ -9,6 +9,7 @@ pub mod remote_cli;
 pub mod results;
 pub mod run;
 pub mod search;
+pub mod status;
 pub mod threshold;
 
 pub use plan::SweepArgs;
