@@ -1,14 +1,22 @@
 //! benchctl: the command line and the controller service, and `benchctl sim`, a simulated
 //! OpenAI-compatible server (a test instrument and demo target, not a model).
+//!
+//! Layers, each using only those below it: `cli` and `cmd/` (the commands: clap stops there) →
+//! `sweep/` (plan, engine, results, the controller's queue) → `test_run` (one test) → `target`,
+//! `local`, `service/` (the controller service: agent and worker sessions, the registry, the
+//! pool) → `gpu_stats`, `telemetry`, `clock`, `progress`, `output`.
 
-pub mod agents_cmd;
-pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod cmd;
 pub mod dashboard;
+pub mod gpu_stats;
 pub mod local;
 pub mod output;
+pub mod progress;
 pub mod service;
 pub mod sim;
 pub mod sweep;
+pub mod target;
 pub mod telemetry;
+pub mod test_run;

@@ -4,7 +4,6 @@
 //! network.
 
 pub mod charts;
-pub mod cmd;
 pub mod data;
 pub mod page;
 pub mod server;

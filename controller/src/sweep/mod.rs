@@ -1,15 +1,16 @@
 //! `benchctl sweep`: the grid of input/output combinations × concurrencies, the thresholds a
-//! test must meet, the search for the largest concurrency that meets them, and the seed's result
-//! directory.
+//! test must meet, the search for the largest concurrency that meets them, the engine that runs
+//! the tests, and the seed's result directory; in the distributed mode, the controller's queue of
+//! sweeps and their checkpoints.
 
+pub mod engine;
+pub mod entry;
 pub mod grid;
 pub mod plan;
+pub mod progress;
 pub mod remote;
-pub mod remote_cli;
 pub mod results;
-pub mod run;
 pub mod search;
 pub mod status;
+pub mod summary;
 pub mod threshold;
-
-pub use plan::SweepArgs;

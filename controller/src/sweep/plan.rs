@@ -1,143 +1,21 @@
-//! `benchctl sweep`'s flags, its `--config sweep.toml` file, and the plan both resolve to. The
-//! plan is saved in the result directory (`benchctl_sweep.json`) so that `--resume DIR` runs the
-//! same grid with the same settings.
+//! A sweep's plan: everything that decides which tests run and how they are judged, resolved
+//! from the flags and `--config` (`cmd/sweep_config.rs`) and saved in the result directory
+//! (`benchctl_sweep.json`) so that `--resume DIR` runs the same grid with the same settings; and
+//! what a sweep submitted to a controller carries beside it ([`SweepTarget`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, bail};
-use clap::Args;
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::grid::{Io, parse_concurrency, parse_io};
+use super::grid::Io;
 use super::search::Mode;
-use super::threshold::{self, Thresholds};
-use crate::cli::CommonArgs;
+use super::threshold::{Threshold, Thresholds};
+use crate::target::Target;
 
-/// The seed's default grid (its script's lines 72–100 in spirit): three input/output
-/// combinations, concurrency doubling from 1 to 128.
-pub const DEFAULT_IO: &str = "1024x1024,2048x1024,4096x1024";
-pub const DEFAULT_CONCURRENCY: &str = "1,2,4,8,16,32,64,128";
-/// Prompts per test: max(`DEFAULT_MIN_PROMPTS`, `DEFAULT_PROMPTS_PER_CONCURRENCY` × concurrency).
-pub const DEFAULT_PROMPTS_PER_CONCURRENCY: usize = 4;
-pub const DEFAULT_MIN_PROMPTS: usize = 10;
 /// The name of the saved plan in a result directory.
 pub const PLAN_FILE: &str = "benchctl_sweep.json";
-
-/// `benchctl sweep`: the seed's `vllm_bench_with_gpu.sh`. Grid flags override `--config`.
-#[derive(Clone, Debug, Args)]
-pub struct SweepArgs {
-    #[command(flatten)]
-    pub common: CommonArgs,
-    /// A TOML file with the grid and the search (see deploy/sweep.example.toml); flags win.
-    #[arg(long, env = "BENCHCTL_SWEEP_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// The model's dtype, for the result directory's name (the seed's `--dtype`). Default: auto.
-    #[arg(long, env = "BENCHCTL_DTYPE")]
-    pub dtype: Option<String>,
-    /// Tensor parallelism of the server, for the directory name. Default: the number of GPUs
-    /// monitored (--gpu-num / --gpus), else 1.
-    #[arg(long, env = "BENCHCTL_TP", value_parser = clap::value_parser!(u32).range(1..))]
-    pub tp: Option<u32>,
-    /// Input/output token lengths to test, e.g. 1024x1024,2048x512.
-    #[arg(long, env = "BENCHCTL_IO")]
-    pub io: Option<String>,
-    /// Concurrencies to test per combination, e.g. 1,2,4,8,16.
-    #[arg(long, env = "BENCHCTL_CONCURRENCY")]
-    pub concurrency: Option<String>,
-    /// Requests per test (fixed). Default: max(--min-prompts, --prompts-per-concurrency × C).
-    #[arg(long, env = "BENCHCTL_NUM_PROMPTS", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "prompts_per_concurrency")]
-    pub num_prompts: Option<u64>,
-    /// Requests per test as a multiple of its concurrency [default: 4].
-    #[arg(long, env = "BENCHCTL_PROMPTS_PER_CONCURRENCY", value_parser = clap::value_parser!(u64).range(1..))]
-    pub prompts_per_concurrency: Option<u64>,
-    /// The fewest requests in a test [default: 10].
-    #[arg(long, env = "BENCHCTL_MIN_PROMPTS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub min_prompts: Option<u64>,
-    /// Warm-up requests before each test (own prompts, not measured). Default: the test's
-    /// concurrency (one wave); 0 turns it off.
-    #[arg(long, env = "BENCHCTL_WARMUP_REQUESTS")]
-    pub warmup_requests: Option<u64>,
-    /// Latency bounds a test must meet, in ms: "ttft:400 tpot:50" (the seed's; mean), also
-    /// p99_ttft:400, median_tpot:50, itl, e2el. Without it every grid point is tested.
-    #[arg(long, env = "BENCHCTL_THRESHOLD")]
-    pub threshold: Option<String>,
-    /// The largest fraction of failed requests a passing test may have [default: 0].
-    #[arg(long, env = "BENCHCTL_MAX_ERROR_RATE")]
-    pub max_error_rate: Option<f64>,
-    /// ascending: the seed's walk (stop after a pass then a fail); bisect: then halve the gap
-    /// to the exact boundary [default: ascending].
-    #[arg(long, env = "BENCHCTL_SEARCH", value_enum)]
-    pub search: Option<Mode>,
-    /// Runs of each boundary test (max passing, first failing), judged on the pooled requests;
-    /// without --threshold, runs of every test [default: 1].
-    #[arg(long, env = "BENCHCTL_REPEATS", value_parser = clap::value_parser!(u32).range(1..))]
-    pub repeats: Option<u32>,
-    /// Labels kept with the results: --metadata tp=8 dtype=fp16 (or comma-separated).
-    #[arg(long, env = "BENCHCTL_METADATA", num_args = 1.., value_delimiter = ',', value_parser = parse_kv)]
-    pub metadata: Vec<(String, String)>,
-    /// Where result directories are made.
-    #[arg(long, env = "BENCHCTL_RESULT_DIR", default_value = "bench_logs")]
-    pub result_dir: PathBuf,
-    /// Serve the live dashboard of --result-dir while the sweep runs ("off": none). Port 0
-    /// picks a free port; the URL is printed.
-    #[arg(long, env = "BENCHCTL_DASHBOARD_ADDR", default_value = "127.0.0.1:0")]
-    pub dashboard_addr: String,
-    /// Bearer token of the dashboard (required beyond loopback); never logged.
-    #[arg(long, env = "BENCHCTL_DASHBOARD_TOKEN", hide_env_values = true)]
-    pub dashboard_token: Option<String>,
-    /// Continue the sweep in this result directory: its saved plan is used, finished tests are
-    /// kept, the rest run. Server flags (--base-url, --model-path, API key…) come from this
-    /// command line.
-    #[arg(long, env = "BENCHCTL_RESUME", conflicts_with_all = [
-        "config", "dtype", "tp", "io", "concurrency", "num_prompts", "prompts_per_concurrency",
-        "min_prompts", "warmup_requests", "threshold", "max_error_rate", "search", "repeats",
-        "metadata",
-    ])]
-    pub resume: Option<PathBuf>,
-    /// Distributed mode: submit the sweep to the controller and follow it (Ctrl-C detaches;
-    /// the sweep goes on there).
-    #[command(flatten)]
-    pub remote: super::remote_cli::RemoteArgs,
-    /// With --controller/--etcd: submit, print the sweep's id and return.
-    #[arg(long, env = "BENCHCTL_DETACH")]
-    pub detach: bool,
-}
-
-pub fn parse_kv(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().into(), v.trim().into())),
-        _ => Err(format!("{s:?} is not KEY=VALUE (e.g. tp=8)")),
-    }
-}
-
-/// `--config sweep.toml`: every key optional; unknown keys are errors.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SweepFile {
-    pub io: Option<Vec<String>>,
-    pub concurrency: Option<Vec<u32>>,
-    pub num_prompts: Option<u64>,
-    pub prompts_per_concurrency: Option<u64>,
-    pub min_prompts: Option<u64>,
-    pub warmup_requests: Option<u64>,
-    pub threshold: Option<String>,
-    pub max_error_rate: Option<f64>,
-    pub search: Option<String>,
-    pub repeats: Option<u32>,
-    pub dtype: Option<String>,
-    pub tp: Option<u32>,
-    #[serde(default)]
-    pub metadata: BTreeMap<String, toml::Value>,
-}
-
-impl SweepFile {
-    pub fn load(path: &Path) -> anyhow::Result<SweepFile> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--config {}: cannot read it", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))
-    }
-}
 
 /// How many requests a test sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,9 +34,15 @@ impl Prompts {
     }
 }
 
+/// The plan file's format: 0 before it had a version (it loads the same).
+pub const PLAN_VERSION: u32 = 1;
+
 /// Everything that decides which tests run and how they are judged; saved for `--resume`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
+    /// [`PLAN_VERSION`] when written.
+    #[serde(default)]
+    pub version: u32,
     /// The model name in the directory and file names.
     pub model_label: String,
     pub tp: u32,
@@ -168,7 +52,7 @@ pub struct Plan {
     pub prompts: Prompts,
     /// `None`: the test's concurrency.
     pub warmup_requests: Option<usize>,
-    pub threshold: Option<String>,
+    pub threshold: Option<Threshold>,
     pub max_error_rate: f64,
     pub search: Mode,
     pub repeats: u32,
@@ -184,12 +68,25 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn thresholds(&self) -> anyhow::Result<Option<Thresholds>> {
+    /// The thresholds with the error-rate gate (`None`: every grid point is tested).
+    pub fn thresholds(&self) -> Option<Thresholds> {
         self.threshold
-            .as_deref()
-            .map(|t| threshold::parse(t, self.max_error_rate))
-            .transpose()
-            .map_err(anyhow::Error::msg)
+            .as_ref()
+            .map(|t| t.with_max_error_rate(self.max_error_rate))
+    }
+
+    /// The percentiles every test computes: `--percentiles` and those the thresholds bound.
+    pub fn percentiles(&self) -> anyhow::Result<Vec<f64>> {
+        let mut percentiles =
+            loadgen::stats::parse_percentiles(&self.percentiles).map_err(anyhow::Error::msg)?;
+        if let Some(t) = self.thresholds() {
+            for p in t.percentiles() {
+                if !percentiles.contains(&p) {
+                    percentiles.push(p);
+                }
+            }
+        }
+        Ok(percentiles)
     }
 
     /// Tests are the grid; with thresholds, the search decides which.
@@ -205,274 +102,66 @@ impl Plan {
                 dir.display()
             )
         })?;
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("--resume {}: {PLAN_FILE} is not valid", dir.display()))
+        let plan: Plan = serde_json::from_slice(&bytes)
+            .with_context(|| format!("--resume {}: {PLAN_FILE} is not valid", dir.display()))?;
+        super::threshold::check_max_error_rate(plan.max_error_rate).map_err(|e| {
+            anyhow::anyhow!("--resume {}: {PLAN_FILE}: {e}", dir.display())
+        })?;
+        Ok(plan)
+    }
+
+    /// Writes the plan into a result directory.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        crate::output::write_atomic(&dir.join(PLAN_FILE), &serde_json::to_vec_pretty(self)?)
     }
 }
 
-/// The settings of a new sweep, checked before anything runs: flags, then `--config`, then the
-/// defaults. `served_model`/`model_label`/`tp` are filled in once the server has answered.
-pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
-    let file = match &args.config {
-        Some(p) => SweepFile::load(p)?,
-        None => SweepFile::default(),
-    };
-    let io = match (&args.io, &file.io) {
-        (Some(s), _) => parse_io(s).map_err(anyhow::Error::msg)?,
-        (None, Some(v)) => parse_io(&v.join(","))
-            .map_err(|e| anyhow::anyhow!("--config io: {}", e.trim_start_matches("--io: ")))?,
-        (None, None) => parse_io(DEFAULT_IO).expect("the default grid parses"),
-    };
-    let concurrency = match (&args.concurrency, &file.concurrency) {
-        (Some(s), _) => parse_concurrency(s).map_err(anyhow::Error::msg)?,
-        (None, Some(v)) => {
-            let s: Vec<String> = v.iter().map(u32::to_string).collect();
-            parse_concurrency(&s.join(",")).map_err(|e| {
-                anyhow::anyhow!(
-                    "--config concurrency: {}",
-                    e.trim_start_matches("--concurrency: ")
-                )
-            })?
-        }
-        (None, None) => parse_concurrency(DEFAULT_CONCURRENCY).expect("the default grid parses"),
-    };
-    let positive = |v: Option<u64>, key: &str| -> anyhow::Result<Option<usize>> {
-        match v {
-            Some(0) => bail!("--config {key}: must be at least 1, got 0"),
-            v => Ok(v.map(|v| v as usize)),
-        }
-    };
-    let min = args
-        .min_prompts
-        .map(|n| n as usize)
-        .or(positive(file.min_prompts, "min_prompts")?)
-        .unwrap_or(DEFAULT_MIN_PROMPTS);
-    let file_fixed = positive(file.num_prompts, "num_prompts")?;
-    let file_k = positive(file.prompts_per_concurrency, "prompts_per_concurrency")?;
-    if file_fixed.is_some() && file_k.is_some() {
-        bail!("--config: num_prompts and prompts_per_concurrency cannot both be set");
-    }
-    let prompts = match (args.num_prompts, args.prompts_per_concurrency) {
-        (Some(n), _) => Prompts::Fixed(n as usize),
-        (None, Some(k)) => Prompts::PerConcurrency { k: k as usize, min },
-        (None, None) => match (file_fixed, file_k) {
-            (Some(n), _) => Prompts::Fixed(n),
-            (None, k) => Prompts::PerConcurrency {
-                k: k.unwrap_or(DEFAULT_PROMPTS_PER_CONCURRENCY),
-                min,
-            },
-        },
-    };
-    let threshold = args.threshold.clone().or(file.threshold.clone());
-    let max_error_rate = args.max_error_rate.or(file.max_error_rate).unwrap_or(0.0);
-    if let Some(t) = &threshold {
-        threshold::parse(t, max_error_rate).map_err(anyhow::Error::msg)?;
-    } else if !(0.0..=1.0).contains(&max_error_rate) {
-        bail!("--max-error-rate must be within [0, 1], got {max_error_rate}");
-    }
-    let search = match (args.search, &file.search) {
-        (Some(m), _) => m,
-        (None, Some(s)) => <Mode as clap::ValueEnum>::from_str(s, true)
-            .map_err(|_| anyhow::anyhow!("--config search: {s:?} is not ascending or bisect"))?,
-        (None, None) => Mode::Ascending,
-    };
-    let repeats = match args.repeats.or(file.repeats) {
-        Some(0) => bail!("--config repeats: must be at least 1, got 0"),
-        r => r.unwrap_or(1),
-    };
-    let mut metadata: BTreeMap<String, String> = file
-        .metadata
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => serde_json::to_string(other).unwrap_or_default(),
-            };
-            (k.clone(), v)
-        })
-        .collect();
-    metadata.extend(args.metadata.iter().cloned());
-    let dtype = args
-        .dtype
-        .clone()
-        .or(file.dtype.clone())
-        .unwrap_or_else(|| "auto".into());
-    if dtype.is_empty() || dtype.contains(['/', '\\']) {
-        bail!("--dtype {dtype:?}: expected a dtype name such as fp16 or bfloat16");
-    }
-    if file.tp == Some(0) {
-        bail!("--config tp: must be at least 1, got 0");
-    }
-    let gpus = match (&args.common.gpu_num, &args.common.gpus) {
-        (Some(n), _) => Some(*n),
-        (None, Some(v)) => Some(v.len() as u32),
-        (None, None) => None,
-    };
-    let tp = args.tp.or(file.tp).or(gpus).unwrap_or(1);
-    loadgen::stats::parse_percentiles(&args.common.percentiles).map_err(anyhow::Error::msg)?;
-    Ok(Plan {
-        model_label: String::new(),
-        tp,
-        dtype,
-        io,
-        concurrency,
-        prompts,
-        warmup_requests: args
-            .warmup_requests
-            .or(file.warmup_requests)
-            .map(|n| n as usize),
-        threshold,
-        max_error_rate,
-        search,
-        repeats,
-        metadata,
-        seed: args.common.seed,
-        random_range_ratio: args.common.random_range_ratio,
-        prefix_len: args.common.prefix_len,
-        percentiles: args.common.percentiles.clone(),
-        endpoint: args.common.endpoint.clone(),
-        served_model: String::new(),
-    })
+/// What a sweep submitted to a controller carries beside its plan: the target (never the API
+/// key: the controller uses its own) and how the load is spread. The same keys as the `benchctl
+/// sweep` flags they come from, flat, as the first format (before versions) had them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SweepTarget {
+    #[serde(flatten)]
+    pub target: Target,
+    /// `--workers`: how many load workers share each test (`None`: every connected one).
+    pub workers: Option<u32>,
+    /// `--gpu-num`: the GPUs the sweep waits for before it starts.
+    pub gpu_num: Option<u32>,
+    #[serde(default)]
+    pub no_preflight: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    fn args(extra: &[&str]) -> SweepArgs {
-        let mut argv = vec!["benchctl", "sweep"];
-        argv.extend(extra);
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        match cli.command {
-            crate::cli::Command::Sweep(a) => a.args,
-            _ => unreachable!(),
-        }
-    }
-
+    /// A plan written by benchctl before plans had a version still loads, and is written
+    /// back with the same keys and values (plus the version).
     #[test]
-    fn defaults_are_the_seeds_grid() {
-        let p = resolve(&args(&[])).unwrap();
-        assert_eq!(p.io.len(), 3);
-        assert_eq!(p.concurrency, vec![1, 2, 4, 8, 16, 32, 64, 128]);
-        assert_eq!((p.search, p.repeats, p.tp), (Mode::Ascending, 1, 1));
-        assert_eq!(p.prompts.for_concurrency(1), 10);
-        assert_eq!(p.prompts.for_concurrency(32), 128);
-        assert_eq!(p.warmup_for(32), 32);
-        assert_eq!(p.dtype, "auto");
-        let p = resolve(&args(&["--gpu-num", "8", "--num-prompts", "50"])).unwrap();
-        assert_eq!((p.tp, p.prompts), (8, Prompts::Fixed(50)));
-    }
-
-    #[test]
-    fn the_config_file_and_flags_over_it() {
+    fn a_plan_written_before_versions_loads() {
         let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("s.toml");
-        std::fs::write(
-            &f,
-            r#"
-io = ["128x64", "256x32"]
-concurrency = [4, 1, 2]
-threshold = "p99_ttft:200 tpot:20"
-search = "bisect"
-repeats = 3
-prompts_per_concurrency = 2
-min_prompts = 5
-dtype = "bf16"
-[metadata]
-gpu = "H100"
-tp = 8
-"#,
-        )
-        .unwrap();
-        let c = f.display().to_string();
-        let p = resolve(&args(&["--config", &c])).unwrap();
-        assert_eq!(p.io.len(), 2);
-        assert_eq!(p.concurrency, vec![1, 2, 4]);
-        assert_eq!((p.search, p.repeats), (Mode::Bisect, 3));
-        assert_eq!(p.prompts.for_concurrency(1), 5);
-        assert_eq!(p.prompts.for_concurrency(4), 8);
-        assert_eq!(p.metadata["tp"], "8");
-        assert_eq!(p.dtype, "bf16");
-        let p = resolve(&args(&[
-            "--config",
-            &c,
-            "--concurrency",
-            "16",
-            "--search",
-            "ascending",
-            "--metadata",
-            "gpu=A100",
-            "--num-prompts",
-            "7",
-        ]))
-        .unwrap();
-        assert_eq!(p.concurrency, vec![16]);
-        assert_eq!(p.search, Mode::Ascending);
-        assert_eq!(p.metadata["gpu"], "A100");
-        assert_eq!(p.prompts, Prompts::Fixed(7));
+        let fixture = include_str!("../../tests/fixtures/plan-v0.json");
+        std::fs::write(d.path().join(PLAN_FILE), fixture).unwrap();
+        let p = Plan::load(d.path()).unwrap();
+        assert_eq!(p.version, 0);
+        assert_eq!(p.threshold.as_ref().unwrap().as_str(), "p99_ttft:2000 tpot:50");
+        assert_eq!(p.thresholds().unwrap().bounds.len(), 2);
+        assert_eq!(p.percentiles().unwrap(), vec![50.0, 90.0, 95.0, 99.0]);
+        assert_eq!((p.seed, p.search), (7, Mode::Bisect));
+        let mut old: serde_json::Value = serde_json::from_str(fixture).unwrap();
+        let mut new = serde_json::to_value(&p).unwrap();
+        new.as_object_mut().unwrap().remove("version");
+        old.as_object_mut().unwrap().remove("version");
+        assert_eq!(old, new);
     }
 
     #[test]
-    fn bad_settings_are_refused_before_anything_runs() {
-        let e = |a: &[&str]| resolve(&args(a)).unwrap_err().to_string();
-        assert!(e(&["--threshold", "latency:4"]).contains("\"latency\""));
-        assert!(e(&["--threshold", "ttft:abc"]).contains("ttft:abc"));
-        assert!(e(&["--io", "1024"]).contains("--io"));
-        assert!(e(&["--concurrency", "0"]).contains("--concurrency"));
-        assert!(e(&["--max-error-rate", "2"]).contains("--max-error-rate"));
+    fn a_plan_with_a_bad_threshold_is_refused() {
         let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("s.toml");
-        std::fs::write(&f, "concurency = [1]\n").unwrap();
-        let msg = e(&["--config", &f.display().to_string()]);
-        assert!(msg.contains("concurency"), "{msg}");
-        std::fs::write(&f, "search = \"binary\"\n").unwrap();
-        let msg = e(&["--config", &f.display().to_string()]);
-        assert!(msg.contains("binary"), "{msg}");
-        let cli = crate::cli::Cli::try_parse_from(["benchctl", "sweep", "--metadata", "tp"]);
-        assert!(cli.unwrap_err().to_string().contains("KEY=VALUE"));
-        // --resume runs the saved plan: grid flags beside it are refused, not ignored
-        let e = crate::cli::Cli::try_parse_from([
-            "benchctl",
-            "sweep",
-            "--resume",
-            "d",
-            "--threshold",
-            "ttft:1",
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("--resume") && e.contains("--threshold"), "{e}");
-        // the seed's form: space-separated pairs after one flag
-        let p = resolve(&args(&["--metadata", "tp=8", "dtype=fp16", "--io", "8x8"])).unwrap();
-        assert_eq!(
-            (p.metadata["tp"].as_str(), p.metadata["dtype"].as_str()),
-            ("8", "fp16")
-        );
-        let cli = crate::cli::Cli::try_parse_from([
-            "benchctl",
-            "dashboard",
-            "--json-file",
-            "r.json",
-            "--metadata",
-            "tp=8",
-            "dtype=fp16",
-        ])
-        .unwrap();
-        let crate::cli::Command::Dashboard(d) = cli.command else {
-            unreachable!()
-        };
-        assert_eq!(d.metadata.len(), 2);
-    }
-
-    #[test]
-    fn the_example_config_parses() {
-        let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sweep.example.toml");
-        let c = f.display().to_string();
-        let p = resolve(&args(&["--config", &c])).unwrap();
-        assert!(p.threshold.is_some() && !p.io.is_empty());
+        let fixture = include_str!("../../tests/fixtures/plan-v0.json")
+            .replace("p99_ttft:2000 tpot:50", "latency:4");
+        std::fs::write(d.path().join(PLAN_FILE), fixture).unwrap();
+        let e = format!("{:#}", Plan::load(d.path()).unwrap_err());
+        assert!(e.contains("latency"), "{e}");
     }
 }

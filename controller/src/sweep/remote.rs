@@ -1,7 +1,7 @@
 //! Sweeps run by the controller (distributed mode).
 //!
 //! `benchctl sweep --controller URL` (or `--etcd URLS`, which finds the elected controller)
-//! submits a sweep; the controller runs the same engine as local mode ([`super::run::execute`])
+//! submits a sweep; the controller runs the same engine as local mode ([`super::engine::execute`])
 //! over its load workers and agents, one sweep at a time, with results under its `--data-dir`.
 //!
 //! With etcd, each sweep is checkpointed under `/benchctl/v1/state/sweeps/<id>`: its plan and
@@ -27,8 +27,9 @@ use tonic::{Request, Response, Status};
 
 use super::plan::Plan;
 use super::results::ResultDir;
-use super::run::{Exec, Hook, HookEvent, Progress, Stop};
-use crate::cli::CommonArgs;
+use super::engine::{Exec, Hook, HookEvent, Stop};
+use super::plan::SweepTarget;
+use super::progress::Progress;
 use crate::service::{Registry, Workers};
 
 /// How long a sweep resumed by a new leader waits for the agents to reconnect.
@@ -42,7 +43,7 @@ const BACKLOG: usize = 500;
 pub struct Spec {
     pub plan: Plan,
     /// The server flags (`--base-url`, `--model-name`, `--workers`…), without the API key.
-    pub target: CommonArgs,
+    pub target: SweepTarget,
 }
 
 /// A sweep's checkpoint (`state/sweeps/<id>` in etcd).
@@ -377,17 +378,15 @@ impl Manager {
         if job.cancel.is_cancelled() || doc.cancel_requested {
             return Ok(("interrupted".into(), String::new()));
         }
-        let mut target = doc.spec.target.clone();
+        let run = doc.spec.target.clone();
         // the API key never travels nor lands in etcd: the controller's own
-        target.api_key = std::env::var("OPENAI_API_KEY")
-            .ok()
-            .filter(|k| !k.is_empty());
+        let target = run.target.clone().with_key_from_env();
         let plan = doc.spec.plan.clone();
         let max_c = plan.concurrency.iter().copied().max().unwrap_or(1) as usize;
         // the target may be restarting too (a node failure): retried for a minute
         let mut tries = 0;
         let prep = loop {
-            match super::run::prepare_target(&target, max_c).await {
+            match crate::target::prepare(&target, max_c).await {
                 Ok(p) => break p,
                 Err(e) if tries < 12 && !job.handover.is_cancelled() => {
                     tries += 1;
@@ -459,7 +458,7 @@ impl Manager {
             }
         }
         // agents reconnect to a new leader within seconds: wait for the GPUs the sweep had
-        let want_gpus = doc.gpus.max(target.gpu_num.unwrap_or(0) as usize);
+        let want_gpus = doc.gpus.max(run.gpu_num.unwrap_or(0) as usize);
         let connected_gpus = |agents: &[proto::AgentStatus]| -> usize {
             agents
                 .iter()
@@ -490,7 +489,7 @@ impl Manager {
         job.feed
             .line(format!("sweep {id} running on {}", self.inner.me));
 
-        if let Some(n) = target.gpu_num
+        if let Some(n) = run.gpu_num
             && gpus < n as usize
         {
             anyhow::bail!(
@@ -499,13 +498,13 @@ impl Manager {
         }
         let telemetry = gpus > 0;
         let gpu_note = if telemetry {
-            super::run::telemetry_note(&self.inner.registry).await
+            crate::gpu_stats::note(&self.inner.registry).await
         } else {
             "absent: no agent connected to the controller".to_string()
         };
         job.feed.line(format!("GPU statistics: {gpu_note}"));
-        if !target.no_preflight {
-            super::run::preflight_plan(&plan, &prep).await?;
+        if !run.no_preflight {
+            super::engine::preflight_plan(&plan, &prep).await?;
         }
         let hook = self.hook(job.clone());
         let progress = Progress::new(
@@ -514,9 +513,10 @@ impl Manager {
             true,
             Some(job.feed.clone()),
         );
-        let out = super::run::execute(Exec {
+        let out = super::engine::execute(Exec {
             plan: &plan,
-            common: &target,
+            base_urls: target.base_urls(),
+            want_workers: run.workers.map(|w| w as usize),
             prep,
             workers: self.inner.workers.clone(),
             registry: self.inner.registry.clone(),
@@ -530,7 +530,7 @@ impl Manager {
             failovers: doc.failovers.clone(),
         })
         .await?;
-        let text = super::run::final_table(&out.summary);
+        let text = super::summary::final_table(&out.summary);
         match out.stop {
             None => Ok(("done".into(), text)),
             Some(Stop::Interrupted | Stop::Handover) => Ok(("interrupted".into(), text)),
@@ -566,19 +566,15 @@ impl Manager {
     /// (its name is the sweep's id) and checkpoints it.
     async fn submit(&self, spec: Spec) -> anyhow::Result<(String, PathBuf)> {
         let mut spec = spec;
-        spec.plan.thresholds()?;
         if spec.plan.io.is_empty() || spec.plan.concurrency.is_empty() {
             anyhow::bail!("the sweep's grid is empty (--io, --concurrency)");
         }
-        let mut target = spec.target.clone();
-        target.api_key = std::env::var("OPENAI_API_KEY")
-            .ok()
-            .filter(|k| !k.is_empty());
+        let target = spec.target.target.clone().with_key_from_env();
         let max_c = spec.plan.concurrency.iter().copied().max().unwrap_or(1) as usize;
-        let prep = super::run::prepare_target(&target, max_c)
+        let prep = crate::target::prepare(&target, max_c)
             .await
             .context("the controller cannot reach the target")?;
-        let dir = super::run::create_dir(&self.inner.data_dir, &target, &mut spec.plan, &prep)?;
+        let dir = super::engine::create_dir(&self.inner.data_dir, &target, &mut spec.plan, &prep)?;
         let id = dir
             .dir
             .file_name()
@@ -833,12 +829,12 @@ mod tests {
         let crate::cli::Command::Sweep(cmd) = cli.command else {
             unreachable!()
         };
-        let plan = super::super::plan::resolve(&cmd.args).unwrap();
+        let plan = crate::cmd::sweep_config::resolve(&cmd.args).unwrap();
         let doc = Checkpoint {
             id: "x".into(),
             spec: Spec {
                 plan,
-                target: cmd.args.common.clone(),
+                target: crate::cmd::sweep_remote::sweep_target(&cmd.args.common),
             },
             status: "queued".into(),
             submitted_at_unix_s: 1.0,
@@ -853,8 +849,8 @@ mod tests {
         let json = serde_json::to_string(&doc).unwrap();
         assert!(!json.contains("sk-secret"), "{json}");
         let back: Checkpoint = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.spec.target.base_url, "http://127.0.0.1:9");
-        assert_eq!(back.spec.target.api_key, None);
+        assert_eq!(back.spec.target.target.base_url, "http://127.0.0.1:9");
+        assert_eq!(back.spec.target.target.api_key, None);
         assert_eq!(back.spec.plan, doc.spec.plan);
     }
 }

@@ -5,7 +5,7 @@
 //! `mean_e2el:9000`). Failed requests fail the test unless `--max-error-rate` allows them.
 
 use loadgen::report::{Metric, Summary};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which statistic of a metric is bounded.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -40,6 +40,61 @@ impl Bound {
     }
 }
 
+/// `--threshold` as typed, parsed once: written back (plan files, checkpoints, summaries) as the
+/// text the user gave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Threshold {
+    spec: String,
+    bounds: Vec<Bound>,
+}
+
+impl Threshold {
+    /// Parses `--threshold`. Errors name the bad key or value.
+    pub fn parse(spec: &str) -> Result<Threshold, String> {
+        Ok(Threshold {
+            spec: spec.to_string(),
+            bounds: parse_bounds(spec)?,
+        })
+    }
+
+    /// The text the user gave.
+    pub fn as_str(&self) -> &str {
+        &self.spec
+    }
+
+    pub fn bounds(&self) -> &[Bound] {
+        &self.bounds
+    }
+
+    /// These bounds with the error-rate gate: what judges a test.
+    pub fn with_max_error_rate(&self, max_error_rate: f64) -> Thresholds {
+        Thresholds {
+            bounds: self.bounds.clone(),
+            max_error_rate,
+        }
+    }
+}
+
+impl TryFrom<String> for Threshold {
+    type Error = String;
+    fn try_from(s: String) -> Result<Threshold, String> {
+        Threshold::parse(&s)
+    }
+}
+
+impl From<Threshold> for String {
+    fn from(t: Threshold) -> String {
+        t.spec
+    }
+}
+
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.spec)
+    }
+}
+
 /// Every bound of a test, and the error-rate gate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Thresholds {
@@ -58,11 +113,22 @@ pub struct Verdict {
 
 /// Parses `--threshold` (and `--max-error-rate`). Errors name the bad key or value.
 pub fn parse(spec: &str, max_error_rate: f64) -> Result<Thresholds, String> {
-    if !(0.0..=1.0).contains(&max_error_rate) {
-        return Err(format!(
+    check_max_error_rate(max_error_rate)?;
+    Ok(Threshold::parse(spec)?.with_max_error_rate(max_error_rate))
+}
+
+/// `--max-error-rate` is a fraction.
+pub fn check_max_error_rate(max_error_rate: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&max_error_rate) {
+        Ok(())
+    } else {
+        Err(format!(
             "--max-error-rate must be within [0, 1], got {max_error_rate}"
-        ));
+        ))
     }
+}
+
+fn parse_bounds(spec: &str) -> Result<Vec<Bound>, String> {
     let mut bounds = Vec::new();
     for item in spec.split([' ', ',']).filter(|s| !s.is_empty()) {
         let (key, value) = item.split_once(':').ok_or_else(|| {
@@ -96,10 +162,7 @@ pub fn parse(spec: &str, max_error_rate: f64) -> Result<Thresholds, String> {
             "--threshold: no bound in {spec:?} (expected e.g. \"ttft:400 tpot:50\")"
         ));
     }
-    Ok(Thresholds {
-        bounds,
-        max_error_rate,
-    })
+    Ok(bounds)
 }
 
 fn parse_stat(s: &str, key: &str) -> Result<Stat, String> {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::data::{Source, SweepView};
-use super::server::{DashboardConfig, Sources};
+use crate::dashboard::data::{Source, SweepView};
+use crate::dashboard::server::{DashboardConfig, Sources};
 
 /// `benchctl dashboard`: the seed's realtime page, without Python.
 #[derive(Clone, Debug, Args)]
@@ -20,7 +20,7 @@ pub struct DashboardArgs {
     #[arg(long, env = "BENCHCTL_RESULT_DIR")]
     pub result_dir: Option<PathBuf>,
     /// Labels shown with the results (repeatable or comma-separated): --metadata tp=8 dtype=fp16.
-    #[arg(long, env = "BENCHCTL_METADATA", num_args = 1.., value_delimiter = ',', value_parser = crate::sweep::plan::parse_kv)]
+    #[arg(long, env = "BENCHCTL_METADATA", num_args = 1.., value_delimiter = ',', value_parser = super::parse_kv)]
     pub metadata: Vec<(String, String)>,
     /// Where to serve.
     #[arg(
@@ -43,7 +43,7 @@ pub struct ReportArgs {
     #[arg(long, short, env = "BENCHCTL_REPORT_OUT")]
     pub out: Option<PathBuf>,
     /// Labels shown with the results.
-    #[arg(long, env = "BENCHCTL_METADATA", num_args = 1.., value_delimiter = ',', value_parser = crate::sweep::plan::parse_kv)]
+    #[arg(long, env = "BENCHCTL_METADATA", num_args = 1.., value_delimiter = ',', value_parser = super::parse_kv)]
     pub metadata: Vec<(String, String)>,
 }
 
@@ -65,7 +65,7 @@ pub async fn dashboard(a: DashboardArgs) -> anyhow::Result<()> {
             bail!("give --json-file FILE (one sweep) or --result-dir DIR (every sweep in it)")
         }
     };
-    let d = super::server::start(DashboardConfig {
+    let d = crate::dashboard::server::start(DashboardConfig {
         addr: a.dashboard_addr,
         token: a.dashboard_token.clone(),
         sources,
@@ -110,10 +110,10 @@ pub fn report(a: ReportArgs) -> anyhow::Result<()> {
         Source::File(f) => f.with_extension("report"),
     });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    for (id, _, svg) in super::charts::all(&view) {
+    for (id, _, svg) in crate::dashboard::charts::all(&view) {
         crate::output::write_atomic(&out.join(format!("{id}.svg")), svg.as_bytes())?;
     }
-    let html = super::page::page(&view, None);
+    let html = crate::dashboard::page::page(&view, None);
     crate::output::write_atomic(&out.join("report.html"), html.as_bytes())?;
     eprintln!(
         "report: {} ({} tests; open it in any browser, no network needed) and the charts as SVG beside it",

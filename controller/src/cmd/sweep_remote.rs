@@ -12,8 +12,8 @@ use anyhow::Context;
 use clap::Args;
 use tonic::transport::Channel;
 
-use super::plan::SweepArgs;
-use super::remote::Spec;
+use super::sweep::SweepArgs;
+use crate::sweep::remote::Spec;
 
 /// Where the controller is: `--controller URL`, or `--etcd URLS` (the elected one).
 #[derive(Clone, Debug, Default, Args)]
@@ -131,7 +131,7 @@ pub async fn submit(args: SweepArgs) -> anyhow::Result<ExitCode> {
             "--resume with --controller/--etcd: a controller resumes its sweeps itself; follow one with `benchctl sweep attach ID`"
         );
     }
-    let plan = super::plan::resolve(&args)?;
+    let plan = super::sweep_config::resolve(&args)?;
     if args.common.api_key.is_some() {
         eprintln!(
             "note: the API key is not sent: the controllers use their own OPENAI_API_KEY (so it never lands in etcd)"
@@ -139,7 +139,7 @@ pub async fn submit(args: SweepArgs) -> anyhow::Result<ExitCode> {
     }
     let spec = Spec {
         plan,
-        target: args.common.clone(),
+        target: sweep_target(&args.common),
     };
     let mut conn = Conn::new(&args.remote)?;
     let spec_json = serde_json::to_string(&spec)?;
@@ -239,7 +239,7 @@ pub async fn list(a: SweepsArgs) -> anyhow::Result<ExitCode> {
 
 /// Follows a sweep to its end, reattaching after a failover. Ctrl-C detaches (the sweep goes on).
 async fn follow(mut conn: Conn, id: &str, quiet: bool) -> anyhow::Result<ExitCode> {
-    let bar = crate::bench::progress_bar(0, quiet);
+    let bar = crate::progress::bar(0, quiet);
     let say = |bar: &indicatif::ProgressBar, s: &str| {
         if bar.is_hidden() {
             eprintln!("{s}");
@@ -348,3 +348,15 @@ impl std::fmt::Display for NotFound {
 }
 
 impl std::error::Error for NotFound {}
+
+/// What a submitted sweep carries beside its plan (never the API key).
+pub fn sweep_target(common: &super::common::CommonArgs) -> crate::sweep::plan::SweepTarget {
+    let mut target = common.target();
+    target.api_key = None;
+    crate::sweep::plan::SweepTarget {
+        target,
+        workers: common.workers,
+        gpu_num: common.gpu_num,
+        no_preflight: common.no_preflight,
+    }
+}

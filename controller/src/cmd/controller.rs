@@ -1,6 +1,6 @@
-//! `benchctl controller` (the service) and `benchctl agents` (what it sees).
+//! `benchctl controller`: the service (gRPC for agents and load workers, the sweep queue, the
+//! dashboard), elected through etcd in the distributed mode.
 
-use std::fmt::Write;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -48,30 +48,6 @@ pub struct ControllerArgs {
     #[arg(long, env = "BENCHCTL_LEASE_TTL", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=600))]
     pub lease_ttl: i64,
     /// mTLS: serve TLS and refuse every peer without a certificate signed by --tls-ca.
-    #[command(flatten)]
-    pub tls: cluster::TlsArgs,
-}
-
-/// `benchctl agents`.
-#[derive(Clone, Debug, Args)]
-pub struct AgentsArgs {
-    /// The controller's gRPC URL.
-    #[arg(
-        long,
-        env = "BENCHCTL_CONTROLLER",
-        default_value = "http://127.0.0.1:7400"
-    )]
-    pub controller: String,
-    /// Print JSON instead of a table.
-    #[arg(long, env = "BENCHCTL_JSON")]
-    pub json: bool,
-    /// Change the sampling interval of the connected agents (all, or --node), e.g. 100ms.
-    #[arg(long, env = "BENCHCTL_SET_INTERVAL", value_parser = humantime::parse_duration)]
-    pub set_interval: Option<std::time::Duration>,
-    /// With --set-interval: only this node's agent.
-    #[arg(long, env = "BENCHCTL_NODE", requires = "set_interval")]
-    pub node: Option<String>,
-    /// mTLS towards the controller (an https:// URL).
     #[command(flatten)]
     pub tls: cluster::TlsArgs,
 }
@@ -154,15 +130,7 @@ async fn serve_once(
         .await
         .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
     // the dashboard first: a bad --dashboard-addr stops the command before anything serves
-    let dashboard = if args.dashboard_addr.eq_ignore_ascii_case("off") {
-        None
-    } else {
-        let addr: SocketAddr = args.dashboard_addr.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "--dashboard-addr {:?} is not an address such as 127.0.0.1:8501 (or \"off\")",
-                args.dashboard_addr
-            )
-        })?;
+    let dashboard = if let Some(addr) = super::dashboard_addr(&args.dashboard_addr)? {
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("--data-dir {}: cannot create it", args.data_dir.display()))?;
         Some(
@@ -174,6 +142,8 @@ async fn serve_once(
             })
             .await?,
         )
+    } else {
+        None
     };
     let registry = Registry::spawn();
     let workers = Workers::spawn();
@@ -216,146 +186,4 @@ async fn serve_once(
         d.stop().await;
     }
     Ok(())
-}
-
-/// Prints the agents a controller knows.
-pub async fn list(args: AgentsArgs) -> anyhow::Result<()> {
-    let endpoint = cluster::controller_endpoint(&args.controller, args.tls.client()?.as_ref())?;
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("--controller {}: cannot connect", args.controller))?;
-    let mut client = proto::controller_client::ControllerClient::new(channel);
-    if let Some(interval) = args.set_interval {
-        let interval_ms = u32::try_from(interval.as_millis()).unwrap_or(u32::MAX);
-        let n = client
-            .set_sampling(proto::SetSamplingRequest {
-                node_name: args.node.clone().unwrap_or_default(),
-                settings: Some(proto::SamplingSettings { interval_ms }),
-            })
-            .await
-            .map_err(|s| {
-                anyhow::anyhow!(
-                    "--set-interval {}: {}",
-                    humantime::format_duration(interval),
-                    s.message()
-                )
-            })?
-            .into_inner()
-            .agents;
-        eprintln!(
-            "sampling interval {} sent to {n} agent(s)",
-            humantime::format_duration(interval)
-        );
-    }
-    let agents = client
-        .list_agents(proto::ListAgentsRequest {})
-        .await
-        .with_context(|| format!("--controller {}: ListAgents failed", args.controller))?
-        .into_inner()
-        .agents;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&agents.iter().map(agent_json).collect::<Vec<_>>())?
-        );
-    } else {
-        print!("{}", table(&agents));
-        let workers = client
-            .list_workers(proto::ListWorkersRequest {})
-            .await
-            .with_context(|| format!("--controller {}: ListWorkers failed", args.controller))?
-            .into_inner()
-            .workers;
-        println!("load workers: {}", workers.len());
-        for w in &workers {
-            println!(
-                "  {}  max {} streams  clock offset {:.3} ms",
-                w.name,
-                w.max_streams,
-                w.clock_offset_ns as f64 / 1e6
-            );
-        }
-    }
-    Ok(())
-}
-
-fn agent_json(a: &proto::AgentStatus) -> serde_json::Value {
-    serde_json::json!({
-        "node": a.node_name,
-        "agent_version": a.agent_version,
-        "simulated": a.simulated,
-        "connected": a.connected,
-        "clock_offset_ns": a.clock_offset_ns,
-        "clock_uncertainty_ns": a.clock_uncertainty_ns,
-        "samples_received": a.samples_received,
-        "dropped_samples": a.dropped_samples,
-        "idle_s": a.idle_s,
-        "gpus": a.gpus.iter().map(|g| serde_json::json!({
-            "index": g.index, "uuid": g.uuid, "name": g.name,
-            "memory_total_bytes": g.memory_total_bytes, "driver_version": g.driver_version,
-            "last": a.last_samples.iter().find(|s| s.gpu_index == g.index).map(|s| serde_json::json!({
-                "utilization_pct": s.utilization_pct, "memory_used_bytes": s.memory_used_bytes,
-                "temperature_c": s.temperature_c, "power_w": s.power_w, "sm_clock_mhz": s.sm_clock_mhz,
-                "energy_mj": s.energy_mj, "throttle_reasons": s.throttle_reasons,
-            })),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// The human-readable listing.
-pub fn table(agents: &[proto::AgentStatus]) -> String {
-    let mut t = String::new();
-    if agents.is_empty() {
-        t.push_str("no agent has registered with this controller\n");
-        return t;
-    }
-    for a in agents {
-        let unc = if a.clock_uncertainty_ns == u64::MAX {
-            "not yet estimated".to_string()
-        } else {
-            format!(
-                "{:+.3} ms ± {:.3} ms",
-                a.clock_offset_ns as f64 / 1e6,
-                a.clock_uncertainty_ns as f64 / 1e6
-            )
-        };
-        let _ = writeln!(
-            t,
-            "{}{}  {}  agent {}  clock {}  samples {}  lost {}  idle {:.1} s",
-            a.node_name,
-            if a.simulated { " [SIMULATED]" } else { "" },
-            if a.connected {
-                "connected"
-            } else {
-                "DISCONNECTED"
-            },
-            a.agent_version,
-            unc,
-            a.samples_received,
-            a.dropped_samples,
-            a.idle_s
-        );
-        for g in &a.gpus {
-            let last = a.last_samples.iter().find(|s| s.gpu_index == g.index);
-            let now = match last {
-                Some(s) => format!(
-                    "util {:>3.0}%  mem {:>6.0}/{:.0} MiB  {:>3.0}°C  {:>5.1} W  SM {} MHz",
-                    s.utilization_pct,
-                    s.memory_used_bytes as f64 / 1048576.0,
-                    g.memory_total_bytes as f64 / 1048576.0,
-                    s.temperature_c,
-                    s.power_w,
-                    s.sm_clock_mhz
-                ),
-                None => "no sample yet".into(),
-            };
-            let _ = writeln!(
-                t,
-                "  GPU {} {} ({}, driver {}): {now}",
-                g.index, g.name, g.uuid, g.driver_version
-            );
-        }
-    }
-    t
 }

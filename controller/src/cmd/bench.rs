@@ -1,0 +1,311 @@
+//! `benchctl bench`: one configuration against a running server — preflight, prompts, the run,
+//! the summary and the result files. Flags follow `vllm bench serve` and the seed's
+//! `vllm_bench.sh`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+use loadgen::report::{GoodputBound, parse_goodput, render_text};
+use loadgen::{Arrivals, DatasetSpec, RequestRecord};
+use tokio_util::sync::CancellationToken;
+
+use super::common::CommonArgs;
+use crate::local::LocalSystem;
+use crate::target::{Prepared, preflight, prepare};
+use crate::test_run::{Judging, Measured, TestSpec};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DatasetKind {
+    /// Random token ids decoded to text of an exact token length (`--input-len`).
+    Random,
+    /// ShareGPT JSON (`--dataset-path`).
+    Sharegpt,
+    /// JSONL, one `{"prompt": …, "output_len": …}` a line (`--dataset-path`).
+    Jsonl,
+}
+
+/// `benchctl bench`: flags follow `vllm bench serve` and the seed's `vllm_bench.sh`.
+#[derive(Clone, Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Where prompts come from.
+    #[arg(long, env = "BENCHCTL_DATASET", value_enum, default_value = "random")]
+    pub dataset: DatasetKind,
+    /// The ShareGPT or JSONL file.
+    #[arg(long, env = "BENCHCTL_DATASET_PATH", required_if_eq_any = [("dataset", "sharegpt"), ("dataset", "jsonl")])]
+    pub dataset_path: Option<PathBuf>,
+    /// Prompt tokens of random prompts (exact, by the model's tokenizer).
+    #[arg(long, env = "BENCHCTL_INPUT_LEN", default_value_t = 1024)]
+    pub input_len: u32,
+    /// Output tokens asked for (`max_tokens`); for ShareGPT, overrides the reply's length.
+    #[arg(long, env = "BENCHCTL_OUTPUT_LEN")]
+    pub output_len: Option<u32>,
+    /// Requests in the measured run.
+    #[arg(long, env = "BENCHCTL_NUM_PROMPTS", default_value_t = 1000)]
+    pub num_prompts: usize,
+    /// At most this many requests in flight (closed loop). Combinable with --request-rate.
+    #[arg(long, env = "BENCHCTL_MAX_CONCURRENCY")]
+    pub max_concurrency: Option<usize>,
+    /// Open-loop arrivals per second ("inf": all at once, only --max-concurrency paces).
+    #[arg(long, env = "BENCHCTL_REQUEST_RATE", default_value = "inf", value_parser = parse_rate)]
+    pub request_rate: f64,
+    /// Gamma shape of open-loop gaps: 1 = Poisson, < 1 burstier, > 1 more regular.
+    #[arg(long, env = "BENCHCTL_BURSTINESS", default_value_t = 1.0)]
+    pub burstiness: f64,
+    /// Requests sent (closed loop) before the measured run, not counted.
+    #[arg(long, env = "BENCHCTL_WARMUP_REQUESTS", default_value_t = 0)]
+    pub warmup_requests: usize,
+    /// Goodput bounds in ms, e.g. "ttft:400 tpot:50" (keys ttft, tpot, e2el).
+    #[arg(long, env = "BENCHCTL_GOODPUT", num_args = 1.., value_delimiter = ' ')]
+    pub goodput: Vec<String>,
+    /// Write the vLLM-compatible result JSON here, and the per-request records beside it
+    /// (`NAME.requests.jsonl`).
+    #[arg(long, env = "BENCHCTL_SAVE_RESULT")]
+    pub save_result: Option<PathBuf>,
+    /// Also put per-request lists (input_lens, ttfts, itls, generated_texts…) in the JSON, and
+    /// the generated text in the JSONL, as vLLM's --save-detailed.
+    #[arg(long, env = "BENCHCTL_SAVE_DETAILED")]
+    pub save_detailed: bool,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = if s.eq_ignore_ascii_case("inf") {
+        f64::INFINITY
+    } else {
+        s.parse()
+            .map_err(|_| format!("{s:?} is not a number or \"inf\""))?
+    };
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not a positive rate"))
+    }
+}
+
+
+/// Runs `benchctl bench`.
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let sim = super::start_sim(&mut args.common).await?;
+    let result = run_against(args).await;
+    if let Some(sim) = sim {
+        sim.shutdown().await;
+    }
+    result
+}
+
+async fn run_against(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let percentiles =
+        loadgen::stats::parse_percentiles(&args.common.percentiles).map_err(anyhow::Error::msg)?;
+    let goodput = if args.goodput.is_empty() {
+        Vec::new()
+    } else {
+        parse_goodput(&args.goodput.join(" ")).map_err(anyhow::Error::msg)?
+    };
+    let arrivals = Arrivals {
+        rate: args.request_rate,
+        burstiness: args.burstiness,
+        seed: args.common.seed,
+    };
+    arrivals.validate()?;
+    if args.max_concurrency == Some(0) {
+        bail!("--max-concurrency must be at least 1, got 0");
+    }
+    if args.num_prompts == 0 {
+        bail!("--num-prompts must be at least 1, got 0");
+    }
+    // GPU telemetry first: no NVIDIA driver is an error before any load is sent.
+    let telemetry = args.common.gpus().map(|g| args.common.telemetry(g));
+    // The controller, a load worker and the agent in this process, over loopback gRPC.
+    let system = LocalSystem::start(telemetry, args.common.workers.unwrap_or(1)).await?;
+    let result = measure(&args, &percentiles, &goodput, &system).await;
+    system.stop().await;
+    result
+}
+
+async fn measure(
+    args: &BenchArgs,
+    percentiles: &[f64],
+    goodput: &[GoodputBound],
+    system: &LocalSystem,
+) -> anyhow::Result<ExitCode> {
+    let target = args.common.target();
+    let prep = prepare(
+        &target,
+        args.max_concurrency.unwrap_or(args.num_prompts.min(10_000)),
+    )
+    .await?;
+    let spec = test_spec(args, &prep).await?;
+    if !args.common.no_preflight {
+        preflight(&prep.client, &spec.prompts[0]).await?;
+    }
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: cancelling requests in flight and writing what was measured");
+            on_signal.cancel();
+        }
+    });
+
+    let bar = crate::progress::bar(args.num_prompts as u64, args.common.quiet);
+    let done = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let (bar, done) = (bar.clone(), done.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(done.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let judging = Judging {
+        prep: &prep,
+        endpoint: &target.endpoint,
+        num_prompts: args.num_prompts,
+        request_rate: args.request_rate,
+        burstiness: args.burstiness,
+        max_concurrency: args.max_concurrency,
+        percentiles,
+        goodput,
+        date: chrono::Local::now(),
+    };
+    let job = spec.job(&prep, target.base_urls(), &target.endpoint, done);
+    let run = system.run_job(job);
+    tokio::pin!(run);
+    let result = tokio::select! {
+        r = &mut run => r,
+        _ = cancel.cancelled() => {
+            system.cancel_job().await;
+            run.await
+        }
+    };
+    ticker.abort();
+    bar.finish_and_clear();
+    let m = judging.measure(result?).await?;
+    print!("{}", render_text(&m.info, &m.summary));
+    std::io::stdout().flush().ok();
+    let gpu = match system.has_telemetry() {
+        true => {
+            let nodes = m.gpu_window(&system.server.registry).await;
+            eprint!("{}", crate::gpu_stats::text(&nodes));
+            Some(nodes)
+        }
+        false => None,
+    };
+    if let Some(path) = &args.save_result {
+        save(args, path, &m, gpu.as_deref())?;
+    }
+
+    if cancel.is_cancelled() {
+        eprintln!(
+            "the run was interrupted: {} requests not sent",
+            m.info.not_sent
+        );
+        return Ok(ExitCode::from(130));
+    }
+    if m.summary.completed == 0 {
+        bail!("every request failed: {}", m.summary.failures_text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The prompts: the measured ones, then the warm-up's own (cycled past 1000), so that a server
+/// with prefix caching does not serve measured prompts from its cache.
+async fn test_spec(args: &BenchArgs, prep: &Prepared) -> anyhow::Result<TestSpec> {
+    eprintln!(
+        "building {} prompts ({:?}) with tokenizer {}",
+        args.num_prompts,
+        args.dataset,
+        prep.tokenizer.id()
+    );
+    let warmup_distinct = args.warmup_requests.min(1000);
+    let mut prompts = loadgen::dataset::build(
+        &dataset_spec(args),
+        args.num_prompts + warmup_distinct,
+        &prep.tokenizer,
+        args.common.seed,
+    )
+    .await?;
+    let warmup_prompts = prompts.split_off(args.num_prompts.min(prompts.len()));
+    Ok(TestSpec {
+        prompts,
+        warmup_prompts,
+        warmup_requests: args.warmup_requests,
+        max_concurrency: args.max_concurrency,
+        request_rate: args.request_rate,
+        burstiness: args.burstiness,
+        seed: args.common.seed,
+        workers: args.common.workers.map(|w| w as usize),
+    })
+}
+
+/// `--save-result`: the result JSON (with the GPU statistics), the GPU logs beside it, and the
+/// per-request records.
+fn save(
+    args: &BenchArgs,
+    path: &std::path::Path,
+    m: &Measured,
+    gpu: Option<&[crate::telemetry::NodeWindow]>,
+) -> anyhow::Result<()> {
+    let mut json = m.result(args.save_detailed);
+    if let Some(nodes) = gpu {
+        m.gpu_stats(nodes).add_to(&mut json);
+        let dir = path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(crate::sweep::grid::gpu_dir_name(
+                args.max_concurrency,
+                crate::sweep::grid::Io {
+                    input_len: args.input_len,
+                    output_len: args.output_len.unwrap_or(1024),
+                },
+            ));
+        crate::gpu_stats::write_logs(&dir, nodes, m.from_ns)?;
+        eprintln!("saved GPU logs in {}", dir.display());
+    }
+    crate::output::write_atomic(path, &serde_json::to_vec_pretty(&json)?)?;
+    let records_path = crate::output::records_path(path);
+    let mut buf = Vec::new();
+    for r in &m.records {
+        if args.save_detailed {
+            serde_json::to_writer(&mut buf, r)?;
+        } else {
+            let r = RequestRecord {
+                text: String::new(),
+                ..r.clone()
+            };
+            serde_json::to_writer(&mut buf, &r)?;
+        }
+        buf.push(b'\n');
+    }
+    crate::output::write_atomic(&records_path, &buf)?;
+    eprintln!("saved {} and {}", path.display(), records_path.display());
+    Ok(())
+}
+
+fn dataset_spec(args: &BenchArgs) -> DatasetSpec {
+    let path = args.dataset_path.clone().unwrap_or_default();
+    match args.dataset {
+        DatasetKind::Random => DatasetSpec::Random {
+            input_len: args.input_len,
+            output_len: args.output_len.unwrap_or(1024),
+            range_ratio: args.common.random_range_ratio,
+            prefix_len: args.common.prefix_len,
+        },
+        DatasetKind::Sharegpt => DatasetSpec::Sharegpt {
+            path,
+            output_len: args.output_len,
+        },
+        DatasetKind::Jsonl => DatasetSpec::Jsonl {
+            path,
+            output_len: args.output_len.unwrap_or(1024),
+        },
+    }
+}

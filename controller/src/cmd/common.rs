@@ -1,0 +1,182 @@
+//! The flags `benchctl bench` and `benchctl sweep` share: the server, the requests' form, the
+//! tokenizer, GPU telemetry and output. They stop here: [`CommonArgs::target`] turns them into
+//! the plain [`Target`] the rest of the crate (and a submitted sweep) uses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use loadgen::Backend;
+
+use crate::local::{GpuSelection, TelemetrySpec};
+use crate::target::Target;
+
+/// The server, the requests' form, the tokenizer, GPU telemetry and output. (`Debug` is written
+/// by hand below: it must not show the API key.)
+#[derive(Clone, Args)]
+pub struct CommonArgs {
+    /// Server base URL (loopback or your own servers only). Several replicas, comma-separated:
+    /// requests are spread round-robin over them; the first answers the model and tokenizer
+    /// questions.
+    #[arg(
+        long,
+        env = "BENCHCTL_BASE_URL",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub base_url: String,
+    /// Start an in-process `benchctl sim` (a SIMULATED server, default settings) on a free
+    /// loopback port and benchmark it: a demo and self-test, never a real model's numbers.
+    #[arg(long, env = "BENCHCTL_SIM", conflicts_with = "base_url")]
+    pub sim: bool,
+    /// API path; `…/chat/completions` switches to the chat format.
+    #[arg(long, env = "BENCHCTL_ENDPOINT", default_value = "/v1/completions")]
+    pub endpoint: String,
+    /// Server family: decides which fields beyond the OpenAI standard are sent (`ignore_eos`
+    /// only to vllm and sglang; strict servers answer 422 to unknown fields).
+    #[arg(long, env = "BENCHCTL_BACKEND", value_enum, default_value = "vllm")]
+    pub backend: Backend,
+    /// Model directory: its tokenizer.json counts tokens; also the default model name.
+    #[arg(long, env = "BENCHCTL_MODEL_PATH")]
+    pub model_path: Option<PathBuf>,
+    /// The `model` field sent (vLLM's --served-model-name). Default: the server's first model
+    /// in /v1/models, else --model-path.
+    #[arg(long, env = "BENCHCTL_MODEL_NAME")]
+    pub model_name: Option<String>,
+    /// A tokenizer.json file or a directory holding one (overrides --model-path's). Without
+    /// either, the server's /tokenize endpoint is used.
+    #[arg(long, env = "BENCHCTL_TOKENIZER")]
+    pub tokenizer: Option<PathBuf>,
+    /// Random lengths uniform in [len·(1−r), len·(1+r)].
+    #[arg(long, env = "BENCHCTL_RANDOM_RANGE_RATIO", default_value_t = 0.0)]
+    pub random_range_ratio: f64,
+    /// Tokens of a prefix shared by all random prompts (added to --input-len).
+    #[arg(long, env = "BENCHCTL_PREFIX_LEN", default_value_t = 0)]
+    pub prefix_len: u32,
+    /// Limit for one request, send to end of stream (e.g. 10m, 90s).
+    #[arg(long, env = "BENCHCTL_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Fail a request that receives nothing for this long (off by default).
+    #[arg(long, env = "BENCHCTL_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Option<Duration>,
+    /// Ask the server to ignore EOS so outputs have exactly --output-len tokens (sent only
+    /// with --backend vllm or sglang).
+    #[arg(long, env = "BENCHCTL_IGNORE_EOS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ignore_eos: bool,
+    /// Sampling temperature sent.
+    #[arg(long, env = "BENCHCTL_TEMPERATURE", default_value_t = 0.0)]
+    pub temperature: f64,
+    /// A JSON object merged into every request body, e.g. '{"top_k": 5}'.
+    #[arg(long, env = "BENCHCTL_EXTRA_BODY", value_parser = parse_extra_body)]
+    pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Bearer token for the server; never printed or logged.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Percentiles reported for every latency metric.
+    #[arg(long, env = "BENCHCTL_PERCENTILES", default_value = "50,90,95,99")]
+    pub percentiles: String,
+    /// Seed for prompts and arrival times.
+    #[arg(long, env = "BENCHCTL_SEED", default_value_t = 0)]
+    pub seed: u64,
+    /// Skip the single request sent before the run to catch a rejected payload.
+    #[arg(long, env = "BENCHCTL_NO_PREFLIGHT")]
+    pub no_preflight: bool,
+    /// Record the first N GPUs of this machine during the run (NVML, through an in-process
+    /// agent and controller) and add their statistics to the result, with the seed's raw.log
+    /// and result.log.
+    #[arg(long, env = "BENCHCTL_GPU_NUM", value_parser = clap::value_parser!(u32).range(1..))]
+    pub gpu_num: Option<u32>,
+    /// Record these GPUs (NVML indices, comma-separated) instead of the first N.
+    #[arg(
+        long,
+        env = "BENCHCTL_GPUS",
+        value_delimiter = ',',
+        conflicts_with = "gpu_num"
+    )]
+    pub gpus: Option<Vec<u32>>,
+    /// Where GPU samples come from: nvml, or simulated (made-up values for demos and tests,
+    /// labelled simulated in every output).
+    #[arg(
+        long,
+        env = "BENCHCTL_TELEMETRY_SOURCE",
+        value_enum,
+        default_value = "nvml"
+    )]
+    pub telemetry_source: agent::SourceKind,
+    /// GPU sampling interval.
+    #[arg(long, env = "BENCHCTL_TELEMETRY_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub telemetry_interval: Duration,
+    /// No progress bar.
+    #[arg(long, env = "BENCHCTL_QUIET")]
+    pub quiet: bool,
+    /// Spread each test over this many load workers (its concurrency and prompts divided
+    /// deterministically, each with its own seed) [default: every connected worker]. In local
+    /// mode, starts this many in-process workers.
+    #[arg(long, env = "BENCHCTL_WORKERS", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub workers: Option<u32>,
+}
+
+
+impl CommonArgs {
+    /// The server and the requests' form.
+    pub fn target(&self) -> Target {
+        Target {
+            base_url: self.base_url.clone(),
+            endpoint: self.endpoint.clone(),
+            backend: self.backend,
+            model_path: self.model_path.clone(),
+            model_name: self.model_name.clone(),
+            tokenizer: self.tokenizer.clone(),
+            timeout: self.timeout,
+            stall_timeout: self.stall_timeout,
+            ignore_eos: self.ignore_eos,
+            temperature: self.temperature,
+            extra_body: self.extra_body.clone(),
+            api_key: self.api_key.clone(),
+        }
+    }
+
+    /// The GPUs asked for (`--gpu-num N` or `--gpus LIST`), if any.
+    pub fn gpus(&self) -> Option<GpuSelection> {
+        match (&self.gpu_num, &self.gpus) {
+            (Some(n), _) => Some(GpuSelection::First(*n)),
+            (None, Some(v)) => Some(GpuSelection::Indices(v.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// How many GPUs were asked for (the sweep's default tensor parallelism).
+    pub fn gpu_count(&self) -> Option<u32> {
+        match (&self.gpu_num, &self.gpus) {
+            (Some(n), _) => Some(*n),
+            (None, Some(v)) => Some(v.len() as u32),
+            (None, None) => None,
+        }
+    }
+
+    /// The telemetry of these GPUs, from `--telemetry-source` every `--telemetry-interval`.
+    pub fn telemetry(&self, gpus: GpuSelection) -> TelemetrySpec {
+        TelemetrySpec {
+            gpus,
+            source: self.telemetry_source,
+            interval: self.telemetry_interval,
+        }
+    }
+}
+
+impl std::fmt::Debug for CommonArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommonArgs")
+            .field("target", &self.target())
+            .field("gpu_num", &self.gpu_num)
+            .field("gpus", &self.gpus)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_extra_body(s: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err(format!("{s:?} is not a JSON object")),
+        Err(e) => Err(format!("{s:?} is not JSON: {e}")),
+    }
+}

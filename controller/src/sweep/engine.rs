@@ -1,0 +1,663 @@
+//! The sweep engine: every input/output combination, its concurrencies chosen by the search,
+//! each test run through the controller service (local mode: in this process; the controller's
+//! queue in the distributed mode), judged, and written to the result directory as it finishes.
+//!
+//! The sweep never keeps a verdict it cannot recompute: a concurrency's verdict is the judgement
+//! of all its runs' requests pooled, read back from the directory on `--resume`. The search is a
+//! deterministic function of those verdicts, so replaying it over a directory reruns nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::Context;
+use loadgen::report::{Summary, render_text, summarize};
+use loadgen::{DatasetSpec, RequestRecord};
+use tokio_util::sync::CancellationToken;
+
+use super::entry::{Entry, EntryVerdict};
+use super::grid::{Io, run_dir_name};
+use super::plan::Plan;
+use super::progress::Progress;
+use super::results::{ResultDir, TestKey};
+use super::search::{Mode, Search};
+use super::status::Status;
+use super::summary::{ComboSummary, PointSummary, SweepSummary};
+use super::threshold::{Thresholds, Verdict};
+use crate::service::{JobResult, Registry, Workers};
+use crate::target::{Prepared, Target, preflight};
+use crate::test_run::{Judging, Measured, TestSpec, without_text};
+
+/// Runs of a test when load workers are lost during it (the partial run is discarded).
+const JOB_ATTEMPTS: usize = 3;
+/// How long an interrupted test waits for its workers' last records before it is dropped.
+const CANCEL_DRAIN: Duration = Duration::from_secs(5);
+/// How long a test waits for its load workers to be connected.
+const WORKER_WAIT: Duration = Duration::from_secs(60);
+
+/// Called by the engine around each test: `Start` before its load, `Commit` before its files
+/// are written. An error means this controller may no longer write (it was deposed): the test
+/// is discarded and the sweep handed over.
+pub type Hook = Arc<
+    dyn Fn(HookEvent) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Clone, Debug)]
+pub enum HookEvent {
+    Start(TestKey),
+    Commit(TestKey),
+}
+
+/// Everything the engine runs a sweep with.
+pub struct Exec<'a> {
+    pub plan: &'a Plan,
+    /// The server's base URLs (its replicas).
+    pub base_urls: Vec<String>,
+    /// `--workers`: how many workers share each test (`None`: every idle one).
+    pub want_workers: Option<usize>,
+    pub prep: Prepared,
+    pub workers: Workers,
+    pub registry: Registry,
+    pub telemetry: bool,
+    pub gpu_note: String,
+    pub dir: ResultDir,
+    /// Fires to interrupt (the test in flight is discarded; status `interrupted`).
+    pub cancel: CancellationToken,
+    /// Fires when this controller must stop writing (leadership lost, or stopping while a
+    /// standby takes over): nothing more is written. A parent of `cancel`.
+    pub handover: Option<CancellationToken>,
+    pub progress: Progress,
+    pub hook: Option<Hook>,
+    /// Earlier controllers' losses (distributed mode), kept in the summary.
+    pub failovers: Vec<serde_json::Value>,
+}
+
+/// How the engine ended.
+pub struct Outcome {
+    pub summary: SweepSummary,
+    pub stop: Option<Stop>,
+    pub dir: ResultDir,
+}
+
+/// State of the sweep shared by its steps.
+struct Sweep<'a> {
+    plan: &'a Plan,
+    thresholds: Option<Thresholds>,
+    percentiles: Vec<f64>,
+    prep: Prepared,
+    workers: Workers,
+    registry: Registry,
+    /// The server's base URLs (its replicas).
+    base_urls: Vec<String>,
+    /// `--workers`: how many workers share each test (`None`: every idle one).
+    want_workers: Option<usize>,
+    telemetry: bool,
+    dir: ResultDir,
+    /// Records of finished tests, by test, read back lazily.
+    records: HashMap<TestKey, Arc<Vec<RequestRecord>>>,
+    summary: SweepSummary,
+    cancel: CancellationToken,
+    handover: Option<CancellationToken>,
+    hook: Option<Hook>,
+    progress: Progress,
+}
+
+/// Why the sweep stopped early.
+#[derive(Debug)]
+pub enum Stop {
+    Interrupted,
+    ServerDown(String),
+    /// This controller may no longer write: a new leader continues the sweep.
+    Handover,
+}
+
+/// Creates a new sweep's result directory under `root` (the plan gets its model) and writes the
+/// plan into it. A directory of that name already there gets a suffix.
+pub fn create_dir(
+    root: &std::path::Path,
+    target: &Target,
+    plan: &mut Plan,
+    prep: &Prepared,
+) -> anyhow::Result<ResultDir> {
+    plan.served_model = prep.model.clone();
+    plan.model_label = model_label(target, &prep.model);
+    let name = run_dir_name(
+        &plan.model_label,
+        plan.tp,
+        &plan.dtype,
+        chrono::Local::now(),
+    );
+    let mut path = root.join(&name);
+    let mut k = 2;
+    while path.exists() {
+        path = root.join(format!("{name}-{k}"));
+        k += 1;
+    }
+    let dir = ResultDir::create(path, plan.model_label.clone())?;
+    plan.save(&dir.dir)?;
+    Ok(dir)
+}
+
+/// The one request sent before a sweep to catch a rejected payload.
+pub async fn preflight_plan(plan: &Plan, prep: &Prepared) -> anyhow::Result<()> {
+    let io = plan.io[0];
+    let p = loadgen::dataset::build(&dataset(plan, io), 1, &prep.tokenizer, plan.seed).await?;
+    preflight(&prep.client, &p[0]).await
+}
+
+/// Runs a sweep's missing tests into `x.dir` (new or resumed) and writes its summary. Every
+/// failure of the server or interruption is an [`Outcome`] with its `stop`; an error is a
+/// failure of the sweep itself (its summary says `failed`).
+pub async fn execute(x: Exec<'_>) -> anyhow::Result<Outcome> {
+    let summary = new_summary(&x);
+    let percentiles = x.plan.percentiles()?;
+    // a resumed sweep starts with its finished tests done
+    let finished: u64 = x.dir.kept().map(requests_of).sum();
+    x.progress.already_done(finished);
+    let mut s = Sweep {
+        plan: x.plan,
+        thresholds: x.plan.thresholds(),
+        percentiles,
+        prep: x.prep,
+        workers: x.workers,
+        registry: x.registry,
+        base_urls: x.base_urls,
+        want_workers: x.want_workers,
+        telemetry: x.telemetry,
+        dir: x.dir,
+        records: HashMap::new(),
+        summary,
+        cancel: x.cancel,
+        handover: x.handover,
+        hook: x.hook,
+        progress: x.progress,
+    };
+    let stop = match s.combinations().await {
+        Ok(stop) => stop,
+        Err(e) => {
+            s.summary.status = Status::Failed;
+            s.summary.write(&s.dir.dir).ok();
+            s.progress.finish();
+            return Err(e);
+        }
+    };
+    s.progress.finish();
+    if !matches!(stop, Some(Stop::Handover)) {
+        // (a handed-over sweep belongs to another controller now: nothing more is written)
+        s.summary.status = status_of(stop.as_ref());
+        s.summary.write(&s.dir.dir)?;
+    }
+    Ok(Outcome {
+        summary: s.summary,
+        stop,
+        dir: s.dir,
+    })
+}
+
+/// The summary of a sweep about to run: every combination pending.
+fn new_summary(x: &Exec<'_>) -> SweepSummary {
+    let plan = x.plan;
+    SweepSummary {
+        model: x.prep.model.clone(),
+        tp: plan.tp,
+        dtype: plan.dtype.clone(),
+        threshold: plan.threshold.as_ref().map(ToString::to_string),
+        max_error_rate: plan.max_error_rate,
+        search: match (&plan.threshold, plan.search) {
+            (None, _) => "none (every grid point)".into(),
+            (Some(_), Mode::Ascending) => "ascending".into(),
+            (Some(_), Mode::Bisect) => "bisect".into(),
+        },
+        repeats: plan.repeats,
+        metadata: plan.metadata.clone(),
+        target_is_simulator: x.prep.target_is_simulator,
+        gpu_telemetry: x.gpu_note.clone(),
+        status: Status::Running,
+        failovers: x.failovers.clone(),
+        combinations: plan
+            .io
+            .iter()
+            .map(|io| ComboSummary {
+                input_len: io.input_len,
+                output_len: io.output_len,
+                status: Status::Pending,
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// A sweep's (or a combination's) status once it stopped, early or not.
+fn status_of(stop: Option<&Stop>) -> Status {
+    match stop {
+        None => Status::Done,
+        Some(Stop::ServerDown(_)) => Status::Failed,
+        Some(_) => Status::Interrupted,
+    }
+}
+
+/// Requests a result entry sent (completed and failed).
+fn requests_of(e: &serde_json::Value) -> u64 {
+    e["completed"].as_u64().unwrap_or(0) + e["failed"].as_u64().unwrap_or(0)
+}
+
+#[derive(Debug)]
+struct StopError(Stop);
+
+impl std::fmt::Display for StopError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Stop::Interrupted => write!(f, "interrupted"),
+            Stop::Handover => write!(f, "handed over to another controller"),
+            Stop::ServerDown(w) => write!(f, "{w}"),
+        }
+    }
+}
+
+impl std::error::Error for StopError {}
+
+/// The model name in the directory: `--model-name`, else `--model-path`'s last component (as the
+/// seed), else the served model.
+fn model_label(target: &Target, served: &str) -> String {
+    let raw = target
+        .model_name
+        .clone()
+        .or_else(|| target.model_path.as_ref().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| served.to_string());
+    // the directory name's rules (last path component, safe characters)
+    let name = run_dir_name(&raw, 1, "x", chrono::Local::now());
+    name.rsplit_once("_tp1_dtypex_")
+        .map(|(m, _)| m.to_string())
+        .unwrap_or(name)
+}
+
+fn dataset(plan: &Plan, io: Io) -> DatasetSpec {
+    DatasetSpec::Random {
+        input_len: io.input_len,
+        output_len: io.output_len,
+        range_ratio: plan.random_range_ratio,
+        prefix_len: plan.prefix_len,
+    }
+}
+
+/// Each test's own seed: its prompts differ from every other test's (a server with prefix
+/// caching must not serve a test from an earlier one's cache) and are the same on a rerun.
+fn test_seed(base: u64, key: &TestKey) -> u64 {
+    let mut h = base ^ 0x9e37_79b9_7f4a_7c15;
+    for v in [
+        key.io.input_len as u64,
+        key.io.output_len as u64,
+        key.concurrency as u64,
+        key.run as u64,
+    ] {
+        h = (h ^ v).wrapping_mul(0x100_0000_01b3).rotate_left(29);
+    }
+    h
+}
+
+impl Sweep<'_> {
+    /// Every combination in turn; `Some` when the sweep stopped early. An error is a failure of
+    /// the sweep itself.
+    async fn combinations(&mut self) -> anyhow::Result<Option<Stop>> {
+        for (i, io) in self.plan.io.iter().copied().enumerate() {
+            self.summary.combinations[i].status = Status::Running;
+            match self.combination(i, io).await {
+                Ok(()) => self.summary.combinations[i].status = Status::Done,
+                Err(e) => match e.downcast::<StopError>() {
+                    // another controller owns the directory now: write nothing more
+                    Ok(StopError(Stop::Handover)) => return Ok(Some(Stop::Handover)),
+                    Ok(StopError(why)) => {
+                        self.refresh(i, io, None).await?;
+                        self.summary.combinations[i].status = status_of(Some(&why));
+                        return Ok(Some(why));
+                    }
+                    Err(e) => return Err(e),
+                },
+            }
+            self.summary.write(&self.dir.dir)?;
+        }
+        Ok(None)
+    }
+
+    /// The stop a fired `cancel` means.
+    fn stopped(&self) -> anyhow::Error {
+        if self.handover.as_ref().is_some_and(|h| h.is_cancelled()) {
+            StopError(Stop::Handover).into()
+        } else {
+            StopError(Stop::Interrupted).into()
+        }
+    }
+
+    /// One combination: replays the search over the finished tests and runs what is missing.
+    async fn combination(&mut self, i: usize, io: Io) -> anyhow::Result<()> {
+        // records are pooled within a combination only: keep one combination's in memory
+        self.records.clear();
+        let grid = self.plan.concurrency.clone();
+        if self.thresholds.is_none() {
+            // no thresholds: every grid point, `repeats` runs each
+            for &c in &grid {
+                self.ensure_runs(io, c, self.plan.repeats).await?;
+                self.refresh(i, io, None).await?;
+            }
+            return Ok(());
+        }
+        loop {
+            let mut search = Search::new(self.plan.search, grid.clone());
+            while let Some(c) = search.next_test() {
+                if self.dir.runs_of(io, c).is_empty() {
+                    self.ensure_runs(io, c, 1).await?;
+                }
+                let pass = self.verdict(io, c).await?.pass;
+                search.record(c, pass);
+                self.refresh(i, io, Some(&search)).await?;
+            }
+            // --repeats: the boundary's tests are run `repeats` times and judged pooled; a
+            // verdict that changes moves the boundary, and the search is replayed.
+            let o = search.outcome().clone();
+            let mut changed = false;
+            for c in [o.max_passing, o.first_failing].into_iter().flatten() {
+                let before = self.verdict(io, c).await?.pass;
+                self.ensure_runs(io, c, self.plan.repeats).await?;
+                let after = self.verdict(io, c).await?.pass;
+                if before != after {
+                    self.progress.line(format!(
+                        "{io} c={c}: pooled over {} runs the verdict is now {}; searching again",
+                        self.plan.repeats,
+                        if after { "pass" } else { "fail" }
+                    ));
+                    changed = true;
+                    break;
+                }
+            }
+            self.refresh(i, io, Some(&search)).await?;
+            if !changed {
+                self.progress.skip(io, search.skipped(), self.plan);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs `(io, c)` until it has `runs` finished runs.
+    async fn ensure_runs(&mut self, io: Io, c: u32, runs: u32) -> anyhow::Result<()> {
+        let have = self.dir.runs_of(io, c).len() as u32;
+        for run in have + 1..=runs {
+            self.test(TestKey {
+                io,
+                concurrency: c,
+                run,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn records_of(&mut self, key: &TestKey) -> anyhow::Result<Arc<Vec<RequestRecord>>> {
+        if let Some(r) = self.records.get(key) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(self.dir.load_records(key)?);
+        self.records.insert(*key, r.clone());
+        Ok(r)
+    }
+
+    /// All runs of `(io, c)`, pooled.
+    async fn pooled(&mut self, io: Io, c: u32) -> anyhow::Result<(Summary, u32)> {
+        let keys = self.dir.runs_of(io, c);
+        let mut all = Vec::new();
+        for k in &keys {
+            all.extend(self.records_of(k).await?.iter().cloned());
+        }
+        Ok((summarize(&all, &self.percentiles, &[]), keys.len() as u32))
+    }
+
+    async fn verdict(&mut self, io: Io, c: u32) -> anyhow::Result<Verdict> {
+        let (summary, _) = self.pooled(io, c).await?;
+        Ok(self
+            .thresholds
+            .as_ref()
+            .expect("verdicts only with thresholds")
+            .judge(&summary))
+    }
+
+    /// Recomputes combination `i`'s summary and rewrites the summary files.
+    async fn refresh(&mut self, i: usize, io: Io, search: Option<&Search>) -> anyhow::Result<()> {
+        let mut cs: Vec<u32> = self
+            .dir
+            .kept()
+            .filter_map(TestKey::of)
+            .filter(|k| k.io == io)
+            .map(|k| k.concurrency)
+            .collect();
+        cs.sort_unstable();
+        cs.dedup();
+        let mut points = Vec::new();
+        for c in cs {
+            let (s, runs) = self.pooled(io, c).await?;
+            let verdict = self.thresholds.as_ref().map(|t| t.judge(&s));
+            let entries: Vec<&serde_json::Value> = self
+                .dir
+                .entries()
+                .iter()
+                .filter(|e| TestKey::of(e).is_some_and(|k| k.io == io && k.concurrency == c))
+                .collect();
+            points.push(PointSummary::of(c, runs, &s, verdict, &entries));
+        }
+        let tests_run = self
+            .dir
+            .entries()
+            .iter()
+            .filter_map(TestKey::of)
+            .filter(|k| k.io == io)
+            .count();
+        self.summary.combinations[i].update(points, tests_run, search);
+        self.summary.write(&self.dir.dir)
+    }
+
+    /// Runs one test and commits it. Errors with [`StopError`] when interrupted (the test is
+    /// discarded) or when not one request succeeded (the server is not serving).
+    async fn test(&mut self, key: TestKey) -> anyhow::Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(self.stopped());
+        }
+        let c = key.concurrency;
+        let n = self.plan.prompts.for_concurrency(c);
+        self.progress.start(&key, n);
+        let spec = self.test_spec(&key, n).await?;
+        let judging = Judging {
+            prep: &self.prep,
+            endpoint: &self.plan.endpoint,
+            num_prompts: n,
+            request_rate: f64::INFINITY,
+            burstiness: 1.0,
+            max_concurrency: Some(c as usize),
+            percentiles: &self.percentiles,
+            goodput: &[],
+            date: chrono::Local::now(),
+        };
+        if let Some(hook) = &self.hook
+            && hook(HookEvent::Start(key)).await.is_err()
+        {
+            return Err(StopError(Stop::Handover).into());
+        }
+        let (job, lost_workers) = self.run_job(&key, spec).await?;
+        let m = judging.measure(job).await?;
+        self.commit(key, m, lost_workers).await
+    }
+
+    /// The test's prompts (its own seed: the same on a rerun, other than every other test's)
+    /// and load.
+    async fn test_spec(&self, key: &TestKey, n: usize) -> anyhow::Result<TestSpec> {
+        let c = key.concurrency;
+        let warmup = self.plan.warmup_for(c);
+        let seed = test_seed(self.plan.seed, key);
+        let mut prompts = loadgen::dataset::build(
+            &dataset(self.plan, key.io),
+            n + warmup.min(1000),
+            &self.prep.tokenizer,
+            seed,
+        )
+        .await
+        .with_context(|| format!("building the prompts of test {}", key.id()))?;
+        let warmup_prompts = prompts.split_off(n);
+        Ok(TestSpec {
+            prompts,
+            warmup_prompts,
+            warmup_requests: warmup,
+            max_concurrency: Some(c as usize),
+            request_rate: f64::INFINITY,
+            burstiness: 1.0,
+            seed,
+            workers: self.want_workers,
+        })
+    }
+
+    /// Runs the test's job on the workers (waited for, not failed on, while they reconnect);
+    /// a worker lost mid-test discards the run and runs it again (3 runs at most). Returns the
+    /// job and the workers lost.
+    async fn run_job(
+        &self,
+        key: &TestKey,
+        spec: TestSpec,
+    ) -> anyhow::Result<(JobResult, Vec<String>)> {
+        let want = self.want_workers.unwrap_or(1);
+        tokio::select! {
+            r = self.workers.wait_for(want, WORKER_WAIT) => { r.with_context(|| format!("test {}", key.id()))?; }
+            _ = self.cancel.cancelled() => return Err(self.stopped()),
+        }
+        let counter = Arc::new(AtomicU64::new(0));
+        let ticker = self.progress.follow(counter.clone());
+        let job = spec.job(&self.prep, self.base_urls.clone(), &self.plan.endpoint, counter);
+        let run = self
+            .workers
+            .run_job_retrying(job, JOB_ATTEMPTS, WORKER_WAIT);
+        tokio::pin!(run);
+        let result = tokio::select! {
+            r = &mut run => r,
+            _ = self.cancel.cancelled() => {
+                self.workers.cancel_all().await;
+                // the workers stop and report within moments; a job between two attempts, or
+                // not yet assigned, is dropped (its guard cancels whoever is still on it)
+                let _ = tokio::time::timeout(CANCEL_DRAIN, &mut run).await;
+                ticker.abort();
+                return Err(self.stopped());
+            }
+        };
+        ticker.abort();
+        if self.cancel.is_cancelled() {
+            return Err(self.stopped());
+        }
+        result.with_context(|| format!("test {}", key.id()))
+    }
+
+    /// Judges a measured test, writes its files (after the commit hook) and keeps its records
+    /// for pooling.
+    async fn commit(
+        &mut self,
+        key: TestKey,
+        m: Measured,
+        lost_workers: Vec<String>,
+    ) -> anyhow::Result<()> {
+        let verdict = self.thresholds.as_ref().map(|t| t.judge(&m.summary));
+        // the test's window in Unix time, for charts over time (one anchor for the entry and the
+        // GPU samples)
+        let unix_of = unix_clock();
+        let (mut entry, mut log) = self.entry(&key, &m, verdict.as_ref(), lost_workers, &unix_of);
+        if let Some(hook) = &self.hook
+            && hook(HookEvent::Commit(key)).await.is_err()
+        {
+            // deposed: the new leader runs this test again
+            return Err(StopError(Stop::Handover).into());
+        }
+        if self.telemetry {
+            let nodes = m.gpu_window(&self.registry).await;
+            entry.gpu = Some(m.gpu_stats(&nodes));
+            let gpu_dir = self.dir.dir.join(key.gpu_dir());
+            crate::gpu_stats::write_logs(&gpu_dir, &nodes, m.from_ns)?;
+            crate::output::write_atomic(
+                &gpu_dir.join("samples.csv"),
+                crate::telemetry::samples_csv(&nodes, &unix_of).as_bytes(),
+            )?;
+            log.push_str(&crate::gpu_stats::text(&nodes));
+        }
+        let all_failed = m.summary.completed == 0;
+        if all_failed {
+            // kept, with its failures counted, but not a verdict: `--resume` runs it again
+            entry.aborted = Some("every request failed".into());
+        }
+        self.dir.commit(&key, &entry, &m.records, &log)?;
+        let (summary, records) = (m.summary, m.records);
+        self.records.insert(key, Arc::new(without_text(records)));
+        self.progress.finished(&key, &summary, verdict.as_ref());
+        if all_failed {
+            return Err(StopError(Stop::ServerDown(format!(
+                "every request of test {} failed: {}",
+                key.id(),
+                summary.failures_text()
+            )))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The test's result entry (without GPU statistics) and its printed log.
+    fn entry(
+        &self,
+        key: &TestKey,
+        m: &Measured,
+        verdict: Option<&Verdict>,
+        lost_workers: Vec<String>,
+        unix_of: &impl Fn(u64) -> f64,
+    ) -> (Entry, String) {
+        let mut log = render_text(&m.info, &m.summary);
+        let threshold = self.plan.threshold.as_ref().map(ToString::to_string);
+        if let (Some(t), Some(v)) = (&threshold, verdict) {
+            log.push_str(&format!(
+                "threshold {t}: {}\n",
+                if v.pass {
+                    "PASS".to_string()
+                } else {
+                    format!("FAIL ({})", v.violations.join("; "))
+                }
+            ));
+        }
+        let serde_json::Value::Object(run_result) = m.vllm_result(false) else {
+            unreachable!("a result is an object")
+        };
+        let entry = Entry {
+            version: crate::test_run::RESULT_VERSION,
+            concurrency: key.concurrency,
+            input_len: key.io.input_len,
+            output_len: key.io.output_len,
+            run: key.run,
+            test_id: key.id(),
+            verdict: threshold
+                .as_deref()
+                .zip(verdict)
+                .map(|(t, v)| EntryVerdict::new(t, v)),
+            metadata: (!self.plan.metadata.is_empty()).then(|| self.plan.metadata.clone()),
+            started_at_unix_s: unix_of(m.from_ns),
+            ended_at_unix_s: unix_of(m.to_ns),
+            load_workers: m.load_workers.clone(),
+            start_skew_ms: m.start_skew_ms,
+            attempts: (!lost_workers.is_empty()).then(|| lost_workers.len() + 1),
+            lost_workers,
+            aborted: None,
+            gpu: None,
+            run_result,
+        };
+        (entry, log)
+    }
+}
+
+/// Converts this process's `CLOCK_MONOTONIC` (ns) to Unix seconds, anchored now.
+fn unix_clock() -> impl Fn(u64) -> f64 {
+    let mono_now = loadgen::clock::mono_ns();
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    move |t_ns| unix_now - (mono_now as f64 - t_ns as f64) / 1e9
+}

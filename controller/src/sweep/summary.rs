@@ -1,0 +1,328 @@
+//! A sweep's summary: per input/output combination, what the search concluded and each tested
+//! concurrency's pooled numbers; written as `summary.json`, `summary.csv` and `summary.md`, and
+//! printed as the closing table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use loadgen::report::Metric::{self, E2el, Itl, Tpot, Ttft};
+use loadgen::report::Summary;
+
+use super::search::Search;
+use super::status::Status;
+use super::threshold::Verdict;
+use crate::output::write_atomic;
+
+/// The pooled result of one concurrency of a combination (all its runs).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PointSummary {
+    pub concurrency: u32,
+    pub runs: u32,
+    /// `None` without thresholds.
+    pub pass: Option<bool>,
+    pub violations: Vec<String>,
+    pub completed: usize,
+    pub failed: usize,
+    /// Mean over the runs.
+    pub output_throughput: f64,
+    pub request_throughput: f64,
+    /// Pooled over the runs' requests.
+    pub mean_ttft_ms: Option<f64>,
+    pub p99_ttft_ms: Option<f64>,
+    pub mean_tpot_ms: Option<f64>,
+    pub p99_tpot_ms: Option<f64>,
+    pub mean_itl_ms: Option<f64>,
+    pub mean_e2el_ms: Option<f64>,
+    pub p99_e2el_ms: Option<f64>,
+    pub gpu_utilization_mean_pct: Option<f64>,
+    /// Every statistic of the pooled requests, by result-JSON key (`mean_ttft_ms`,
+    /// `p99_tpot_ms`, `median_e2el_ms`…): what the verdict judged, for charts.
+    pub pooled: BTreeMap<String, f64>,
+}
+
+impl PointSummary {
+    /// Concurrency `c` pooled over its `runs` (`s`, judged: `verdict`); means over its runs'
+    /// result `entries` where the numbers are per run (throughputs, GPU utilisation).
+    pub fn of(
+        c: u32,
+        runs: u32,
+        s: &Summary,
+        verdict: Option<Verdict>,
+        entries: &[&serde_json::Value],
+    ) -> PointSummary {
+        let mean_of = |key: &str| {
+            let v: Vec<f64> = entries.iter().filter_map(|e| e[key].as_f64()).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let m = |metric: Metric| s.metrics.get(&metric);
+        let mut pooled = BTreeMap::new();
+        for metric in [Ttft, Tpot, Itl, E2el] {
+            if let Some(d) = m(metric) {
+                let k = metric.key();
+                pooled.insert(format!("mean_{k}_ms"), d.mean);
+                pooled.insert(format!("median_{k}_ms"), d.median);
+                for &(p, v) in &d.percentiles {
+                    pooled.insert(
+                        format!("p{}_{k}_ms", loadgen::stats::percentile_label(p)),
+                        v,
+                    );
+                }
+            }
+        }
+        PointSummary {
+            concurrency: c,
+            runs,
+            pass: verdict.as_ref().map(|v| v.pass),
+            violations: verdict.map(|v| v.violations).unwrap_or_default(),
+            completed: s.completed,
+            failed: s.failed,
+            output_throughput: mean_of("output_throughput").unwrap_or(0.0),
+            request_throughput: mean_of("request_throughput").unwrap_or(0.0),
+            mean_ttft_ms: m(Ttft).map(|d| d.mean),
+            p99_ttft_ms: m(Ttft).and_then(|d| d.get(99.0)),
+            mean_tpot_ms: m(Tpot).map(|d| d.mean),
+            p99_tpot_ms: m(Tpot).and_then(|d| d.get(99.0)),
+            mean_itl_ms: m(Itl).map(|d| d.mean),
+            mean_e2el_ms: m(E2el).map(|d| d.mean),
+            p99_e2el_ms: m(E2el).and_then(|d| d.get(99.0)),
+            gpu_utilization_mean_pct: mean_of("gpu_utilization_mean_pct"),
+            pooled,
+        }
+    }
+}
+
+/// What the search concluded for one combination.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ComboSummary {
+    pub input_len: u32,
+    pub output_len: u32,
+    pub status: Status,
+    pub max_passing: Option<u32>,
+    pub first_failing: Option<u32>,
+    /// The thresholds the first failing concurrency broke (pooled over its runs).
+    pub bound_by: Vec<String>,
+    /// Concurrencies tested, in order.
+    pub tested: Vec<u32>,
+    /// Failures that a pass at a higher concurrency overruled (latency was not monotone there).
+    pub failed_below_a_pass: Vec<u32>,
+    /// Grid points the search did not need.
+    pub skipped: Vec<u32>,
+    pub tests_run: usize,
+    pub points: Vec<PointSummary>,
+}
+
+impl ComboSummary {
+    /// The combination's points and `tests_run` as they are now, and what the search (if any)
+    /// concluded.
+    pub fn update(&mut self, points: Vec<PointSummary>, tests_run: usize, search: Option<&Search>) {
+        self.tests_run = tests_run;
+        if let Some(search) = search {
+            let o = search.outcome();
+            self.max_passing = o.max_passing;
+            self.first_failing = o.first_failing;
+            self.tested = o.tested.clone();
+            self.failed_below_a_pass = o.failed_below_a_pass.clone();
+            self.skipped = search.skipped().to_vec();
+            self.bound_by = o
+                .first_failing
+                .and_then(|f| points.iter().find(|p| p.concurrency == f))
+                .map(|p| p.violations.clone())
+                .unwrap_or_default();
+        } else {
+            self.tested = points.iter().map(|p| p.concurrency).collect();
+        }
+        self.points = points;
+    }
+}
+
+/// The summary files.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SweepSummary {
+    pub model: String,
+    pub tp: u32,
+    pub dtype: String,
+    pub threshold: Option<String>,
+    pub max_error_rate: f64,
+    pub search: String,
+    pub repeats: u32,
+    pub metadata: BTreeMap<String, String>,
+    pub target_is_simulator: bool,
+    /// `nvml: N GPUs`, `SIMULATED`, or why there are none.
+    pub gpu_telemetry: String,
+    pub status: Status,
+    /// Distributed mode: each time a new leader took the sweep over (when, from whom, the test
+    /// in flight that was discarded).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failovers: Vec<serde_json::Value>,
+    pub combinations: Vec<ComboSummary>,
+}
+
+impl SweepSummary {
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(self)?)?;
+        write_atomic(&dir.join("summary.csv"), self.csv().as_bytes())?;
+        write_atomic(&dir.join("summary.md"), self.markdown().as_bytes())?;
+        Ok(())
+    }
+
+    fn at_max<'a>(&self, c: &'a ComboSummary) -> Option<&'a PointSummary> {
+        c.max_passing
+            .and_then(|m| c.points.iter().find(|p| p.concurrency == m))
+    }
+
+    /// One row per combination: the max passing concurrency and its pooled numbers.
+    pub fn csv(&self) -> String {
+        let mut s = String::from(
+            "input_len,output_len,status,max_passing_concurrency,first_failing_concurrency,bound_by,tests_run,output_throughput_tok_s,request_throughput_req_s,mean_ttft_ms,p99_ttft_ms,mean_tpot_ms,p99_tpot_ms,mean_e2el_ms\n",
+        );
+        let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+        for c in &self.combinations {
+            let p = self.at_max(c);
+            let _ = writeln!(
+                s,
+                "{},{},{},{},{},\"{}\",{},{},{},{},{},{},{},{}",
+                c.input_len,
+                c.output_len,
+                c.status,
+                c.max_passing.map(|v| v.to_string()).unwrap_or_default(),
+                c.first_failing.map(|v| v.to_string()).unwrap_or_default(),
+                c.bound_by.join("; ").replace('"', "'"),
+                c.tests_run,
+                o(p.map(|p| p.output_throughput)),
+                o(p.map(|p| p.request_throughput)),
+                o(p.and_then(|p| p.mean_ttft_ms)),
+                o(p.and_then(|p| p.p99_ttft_ms)),
+                o(p.and_then(|p| p.mean_tpot_ms)),
+                o(p.and_then(|p| p.p99_tpot_ms)),
+                o(p.and_then(|p| p.mean_e2el_ms)),
+            );
+        }
+        s
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# Sweep: {} (tp {}, dtype {})\n",
+            self.model, self.tp, self.dtype
+        );
+        if self.target_is_simulator {
+            let _ = writeln!(
+                s,
+                "> The target is `benchctl sim`, a SIMULATOR: these numbers describe no real model.\n"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "- threshold: {} (max error rate {})\n- search: {}, repeats {}\n- GPU telemetry: {}\n- status: {}",
+            self.threshold
+                .as_deref()
+                .unwrap_or("none (every grid point)"),
+            self.max_error_rate,
+            self.search,
+            self.repeats,
+            self.gpu_telemetry,
+            self.status
+        );
+        for (k, v) in &self.metadata {
+            let _ = writeln!(s, "- {k}: {v}");
+        }
+        let f = |v: Option<f64>, d: usize| v.map(|v| format!("{v:.d$}")).unwrap_or("–".into());
+        if self.threshold.is_some() {
+            let _ = writeln!(
+                s,
+                "\n## Largest concurrency within the thresholds\n\n| input | output | max passing | first failing | bound by | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | tests |\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+            );
+            for c in &self.combinations {
+                let p = self.at_max(c);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    c.input_len,
+                    c.output_len,
+                    c.max_passing.map_or("none".into(), |v| v.to_string()),
+                    c.first_failing.map_or("–".into(), |v| v.to_string()),
+                    if c.bound_by.is_empty() {
+                        "–".into()
+                    } else {
+                        c.bound_by.join("; ")
+                    },
+                    f(p.map(|p| p.output_throughput), 1),
+                    f(p.and_then(|p| p.mean_ttft_ms), 1),
+                    f(p.and_then(|p| p.p99_ttft_ms), 1),
+                    f(p.and_then(|p| p.mean_tpot_ms), 2),
+                    c.tests_run,
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n## Every concurrency tested\n\n| input | output | concurrency | runs | verdict | ok/failed | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | p99 TPOT ms | mean E2EL ms | GPU util % |\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for c in &self.combinations {
+            for p in &c.points {
+                let verdict = match p.pass {
+                    None => "–".to_string(),
+                    Some(true) => "pass".into(),
+                    Some(false) => format!("FAIL: {}", p.violations.join("; ")),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} |",
+                    c.input_len,
+                    c.output_len,
+                    p.concurrency,
+                    p.runs,
+                    verdict,
+                    p.completed,
+                    p.failed,
+                    f(Some(p.output_throughput), 1),
+                    f(p.mean_ttft_ms, 1),
+                    f(p.p99_ttft_ms, 1),
+                    f(p.mean_tpot_ms, 2),
+                    f(p.p99_tpot_ms, 2),
+                    f(p.mean_e2el_ms, 1),
+                    f(p.gpu_utilization_mean_pct, 1),
+                );
+            }
+        }
+        s
+    }
+}
+
+/// The closing table printed to stderr.
+pub fn final_table(s: &SweepSummary) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "{:=^72}", " Sweep summary ");
+    if s.target_is_simulator {
+        let _ = writeln!(t, "target: benchctl sim (a SIMULATOR, not a model)");
+    }
+    let _ = writeln!(
+        t,
+        "threshold: {}   search: {}   status: {}",
+        s.threshold.as_deref().unwrap_or("none"),
+        s.search,
+        s.status
+    );
+    let _ = writeln!(
+        t,
+        "{:>7} {:>7}  {:>11} {:>13}  bound by",
+        "input", "output", "max passing", "first failing"
+    );
+    for c in &s.combinations {
+        let _ = writeln!(
+            t,
+            "{:>7} {:>7}  {:>11} {:>13}  {}",
+            c.input_len,
+            c.output_len,
+            c.max_passing.map_or("-".into(), |v| v.to_string()),
+            c.first_failing.map_or("-".into(), |v| v.to_string()),
+            c.bound_by.join("; ")
+        );
+    }
+    t
+}

@@ -1,0 +1,172 @@
+//! One test, as `benchctl bench` and the sweep engine both run it: the job over the load
+//! workers, then its records turned into the numbers — tokens counted, the summary, the
+//! vLLM-compatible result object, the test's window on the controller's clock and the GPU
+//! statistics of that window.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use loadgen::report::{GoodputBound, RunInfo, Summary, result_json, summarize};
+use loadgen::{Prompt, RequestRecord};
+
+use crate::gpu_stats::GpuStats;
+use crate::service::{JobResult, JobSpec, Registry};
+use crate::target::Prepared;
+use crate::telemetry::NodeWindow;
+
+/// The format of a result object (a bench's result file, an entry of a sweep's result array):
+/// 0 before results had a version (they load the same). Written as `benchctl_result_version`.
+pub const RESULT_VERSION: u32 = 1;
+
+/// What one test sends, and how.
+pub struct TestSpec {
+    /// The measured requests, one per prompt.
+    pub prompts: Vec<Prompt>,
+    /// Prompts of the warm-up (cycled), never measured.
+    pub warmup_prompts: Vec<Prompt>,
+    pub warmup_requests: usize,
+    pub max_concurrency: Option<usize>,
+    /// Open-loop arrivals per second (infinite: closed loop).
+    pub request_rate: f64,
+    pub burstiness: f64,
+    pub seed: u64,
+    /// Workers sharing the test (`None`: every idle one).
+    pub workers: Option<usize>,
+}
+
+impl TestSpec {
+    /// The job for the workers; `progress` counts its finished requests.
+    pub fn job(
+        self,
+        prep: &Prepared,
+        base_urls: Vec<String>,
+        endpoint: &str,
+        progress: Arc<AtomicU64>,
+    ) -> JobSpec {
+        JobSpec {
+            target_urls: base_urls,
+            spec: loadgen::wire::request_spec(endpoint, prep.client.target()),
+            prompts: self.prompts,
+            max_concurrency: self.max_concurrency,
+            request_rate: self.request_rate,
+            burstiness: self.burstiness,
+            seed: self.seed,
+            warmup_requests: self.warmup_requests,
+            warmup_prompts: self.warmup_prompts,
+            progress: Some(progress),
+            workers: self.workers,
+        }
+    }
+}
+
+/// A finished test's numbers.
+pub struct Measured {
+    pub records: Vec<RequestRecord>,
+    pub info: RunInfo,
+    pub summary: Summary,
+    /// The test's window on the controller's clock: the first send to the last end.
+    pub from_ns: u64,
+    pub to_ns: u64,
+    /// Who ran it (`[{name, records}]`).
+    pub load_workers: serde_json::Value,
+    /// The spread of the workers' measured-run starts.
+    pub start_skew_ms: f64,
+}
+
+/// How a test's numbers are computed and labelled.
+pub struct Judging<'a> {
+    pub prep: &'a Prepared,
+    pub endpoint: &'a str,
+    pub num_prompts: usize,
+    pub request_rate: f64,
+    pub burstiness: f64,
+    pub max_concurrency: Option<usize>,
+    pub percentiles: &'a [f64],
+    pub goodput: &'a [GoodputBound],
+    /// When the test started (local time, for the result's `date`).
+    pub date: chrono::DateTime<chrono::Local>,
+}
+
+impl Judging<'_> {
+    /// Counts the records' tokens (off the async threads), summarises them, and finds the window.
+    pub async fn measure(&self, job: JobResult) -> anyhow::Result<Measured> {
+        let load_workers = job.load_workers_json();
+        let start_skew_ms = job.start_skew_ns as f64 / 1e6;
+        let tok = self.prep.tokenizer.clone();
+        let mut records = job.records;
+        let (records, chunk_tokens) = tokio::task::spawn_blocking(move || {
+            let how = loadgen::runner::count_tokens(&mut records, Some(&tok));
+            (records, how)
+        })
+        .await?;
+        let info = RunInfo {
+            backend: self.prep.client.body_spec().backend.as_str().into(),
+            endpoint: self.endpoint.into(),
+            model_id: self.prep.model.clone(),
+            tokenizer_id: self.prep.tokenizer.id(),
+            num_prompts: self.num_prompts,
+            request_rate: self.request_rate,
+            burstiness: self.burstiness,
+            max_concurrency: self.max_concurrency,
+            warmup_requests: job.warmup_sent,
+            warmup_failed: job.warmup_failed,
+            not_sent: job.not_sent,
+            chunk_tokens,
+            target_is_simulator: self.prep.target_is_simulator,
+            date: self.date,
+        };
+        let summary = summarize(&records, self.percentiles, self.goodput);
+        let from_ns = records
+            .iter()
+            .map(|r| r.send_ns)
+            .min()
+            .unwrap_or(job.start_ns);
+        let to_ns = records.iter().map(|r| r.end_ns).max().unwrap_or(job.end_ns);
+        Ok(Measured {
+            records,
+            info,
+            summary,
+            from_ns,
+            to_ns,
+            load_workers,
+            start_skew_ms,
+        })
+    }
+}
+
+impl Measured {
+    /// The vLLM-compatible result object (vLLM's keys and benchctl's run keys).
+    pub fn vllm_result(&self, detailed: bool) -> serde_json::Value {
+        result_json(&self.info, &self.summary, &self.records, detailed)
+    }
+
+    /// [`Measured::vllm_result`] with who ran it and their start skew.
+    pub fn result(&self, detailed: bool) -> serde_json::Value {
+        let mut json = self.vllm_result(detailed);
+        json["load_workers"] = self.load_workers.clone();
+        json["start_skew_ms"] = self.start_skew_ms.into();
+        json["benchctl_result_version"] = RESULT_VERSION.into();
+        json
+    }
+
+    /// The GPU telemetry of the test's window.
+    pub async fn gpu_window(&self, registry: &Registry) -> Vec<NodeWindow> {
+        registry.window(self.from_ns, self.to_ns, None).await
+    }
+
+    /// The GPU statistics of that telemetry.
+    pub fn gpu_stats(&self, nodes: &[NodeWindow]) -> GpuStats {
+        GpuStats::of(nodes, self.summary.total_output_tokens)
+    }
+}
+
+/// Records without their generated text (what is kept in memory and written, unless asked).
+pub fn without_text(records: Vec<RequestRecord>) -> Vec<RequestRecord> {
+    records
+        .into_iter()
+        .map(|r| RequestRecord {
+            text: String::new(),
+            ..r
+        })
+        .collect()
+}
