@@ -2,6 +2,7 @@
 //! test must meet, the search for the largest concurrency that meets them, and the seed's result
 //! directory.
 
+pub mod feed;
 pub mod grid;
 pub mod plan;
 pub mod remote;

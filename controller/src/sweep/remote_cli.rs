@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 
 use super::plan::SweepArgs;
 use super::remote::Spec;
+use super::status::Status;
 
 /// Where the controller is: `--controller URL`, or `--etcd URLS` (the elected one).
 #[derive(Clone, Debug, Default, Args)]
@@ -305,9 +306,9 @@ async fn follow(mut conn: Conn, id: &str, quiet: bool) -> anyhow::Result<ExitCod
                     eprint!("{}", f.summary_text);
                 }
                 eprintln!("results on the controller in {}", f.result_dir);
-                return match f.status.as_str() {
-                    "done" => Ok(ExitCode::SUCCESS),
-                    "interrupted" => {
+                return match Status::parse(&f.status) {
+                    Some(Status::Done) => Ok(ExitCode::SUCCESS),
+                    Some(Status::Interrupted) => {
                         anyhow::bail!("sweep {id} was cancelled; its finished tests are kept")
                     }
                     _ => anyhow::bail!("sweep {id} {}: {}", f.status, f.error),
