@@ -541,3 +541,75 @@ impl Owner {
         self.current = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::status::Status;
+
+    const V0: &str = include_str!("../../../tests/fixtures/checkpoint-v0.json");
+
+    /// Without etcd and without a target: a sweep queued directly (as `submit` does once the
+    /// target answered), changed, cancelled, then run: the runner ends it at once.
+    #[tokio::test]
+    async fn the_owner_queues_changes_cancels_and_finishes_a_sweep() {
+        let data = tempfile::tempdir().unwrap();
+        let m = Manager::start(
+            Workers::spawn(),
+            Registry::spawn(),
+            data.path().to_path_buf(),
+            None,
+            "http://me".into(),
+        )
+        .await
+        .unwrap();
+        let mut doc = Checkpoint::parse(V0.as_bytes()).unwrap();
+        doc.status = Status::Queued;
+        let queued = m
+            .ask(|reply| Command::Submit {
+                doc: Box::new(doc),
+                reply,
+            })
+            .await
+            .unwrap();
+        queued.unwrap();
+        let id = "m_tp2_20260101-120000";
+        let feed = m.feed(id).await.unwrap();
+        assert!(m.feed("other").await.is_none());
+        assert!(m.update("other", Change::CancelRequested).await.is_err());
+
+        m.update(id, Change::TestStarted("c1_in1024_out128".into()))
+            .await
+            .unwrap();
+        let listed = m.list().await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].status, Status::Queued);
+        assert_eq!(listed[0].in_flight.as_deref(), Some("c1_in1024_out128"));
+
+        m.update(id, Change::CancelRequested).await.unwrap();
+        m.interrupt(id).await;
+        let (backlog, mut rx) = feed.subscribe();
+        assert!(backlog.iter().any(|e| matches!(
+            &e.event,
+            Some(proto::sweep_event::Event::Line(l)) if l == &format!("sweep {id} queued on http://me")
+        )));
+        m.begin();
+        let finished = loop {
+            if let Some(proto::sweep_event::Event::Finished(f)) = rx.recv().await.unwrap().event {
+                break f;
+            }
+        };
+        assert_eq!(finished.status, "interrupted");
+        assert_eq!(
+            finished.result_dir,
+            data.path().join(id).display().to_string()
+        );
+        let d = &m.list().await[0];
+        assert_eq!(
+            (d.status, d.leader.as_str()),
+            (Status::Interrupted, "http://me")
+        );
+        assert!(d.cancel_requested && d.in_flight.is_none());
+        m.shutdown().await;
+    }
+}
