@@ -46,9 +46,8 @@ impl GpuStats {
             let v = gauges(f);
             (!v.is_empty()).then(|| v.iter().map(|g| g.mean).sum::<f64>() / v.len() as f64)
         };
-        let max = |f: fn(&GpuWindow) -> Option<Gauge>| {
-            gauges(f).iter().map(|g| g.max).reduce(f64::max)
-        };
+        let max =
+            |f: fn(&GpuWindow) -> Option<Gauge>| gauges(f).iter().map(|g| g.max).reduce(f64::max);
         let energy: Option<f64> = gpus.iter().map(|g| g.energy_j).sum();
         let seed = nodes.first().map(|n| &n.seed_filter);
         let coverage = nodes.iter().map(|n| n.coverage).fold(1.0, f64::min);
@@ -172,4 +171,3 @@ pub async fn note(registry: &crate::service::Registry) -> String {
     eprintln!("GPU statistics: {note}");
     note
 }
-

@@ -162,10 +162,7 @@ pub async fn prepare(target: &Target, conns: usize) -> anyhow::Result<Prepared> 
 
 /// The models `/v1/models` lists, with their owners. One GET also tells a refused connection
 /// from a server that answers; a server without the endpoint lists none.
-async fn list_models(
-    probe: &reqwest::Client,
-    base: &str,
-) -> anyhow::Result<Vec<(String, String)>> {
+async fn list_models(probe: &reqwest::Client, base: &str) -> anyhow::Result<Vec<(String, String)>> {
     let models = match probe.get(format!("{base}/v1/models")).send().await {
         Err(e) if e.is_connect() || e.is_timeout() => bail!(
             "cannot reach the server at {base}: {}; is it running? (`benchctl sim` starts a simulated one)",

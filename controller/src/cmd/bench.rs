@@ -89,7 +89,6 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-
 /// Runs `benchctl bench`.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     let sim = super::start_sim(&mut args.common).await?;
@@ -257,16 +256,15 @@ fn save(
     let mut json = m.result(args.save_detailed);
     if let Some(nodes) = gpu {
         m.gpu_stats(nodes).add_to(&mut json);
-        let dir = path
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(crate::sweep::grid::gpu_dir_name(
+        let dir = path.parent().unwrap_or(std::path::Path::new(".")).join(
+            crate::sweep::grid::gpu_dir_name(
                 args.max_concurrency,
                 crate::sweep::grid::Io {
                     input_len: args.input_len,
                     output_len: args.output_len.unwrap_or(1024),
                 },
-            ));
+            ),
+        );
         crate::gpu_stats::write_logs(&dir, nodes, m.from_ns)?;
         eprintln!("saved GPU logs in {}", dir.display());
     }

@@ -115,7 +115,6 @@ pub struct CommonArgs {
     pub workers: Option<u32>,
 }
 
-
 impl CommonArgs {
     /// The server and the requests' form.
     pub fn target(&self) -> Target {

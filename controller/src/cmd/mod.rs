@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 
 /// `--sim`: starts an in-process `benchctl sim` (a SIMULATED server) on a free loopback port and
 /// points `--base-url` at it.
-async fn start_sim(common: &mut common::CommonArgs) -> anyhow::Result<Option<crate::sim::SimServer>> {
+async fn start_sim(
+    common: &mut common::CommonArgs,
+) -> anyhow::Result<Option<crate::sim::SimServer>> {
     if !common.sim {
         return Ok(None);
     }

@@ -140,9 +140,7 @@ pub async fn run(mut args: SweepArgs) -> anyhow::Result<ExitCode> {
         args.resume = Some(abs);
     }
     let mut plan = match &args.resume {
-        Some(dir) => {
-            Plan::load(dir)?
-        }
+        Some(dir) => Plan::load(dir)?,
         None => super::sweep_config::resolve(&args)?,
     };
     let sim = super::start_sim(&mut args.common).await?;
@@ -344,4 +342,3 @@ async fn sweep(
         ),
     }
 }
-

@@ -146,11 +146,7 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
     if file.tp == Some(0) {
         bail!("--config tp: must be at least 1, got 0");
     }
-    let tp = args
-        .tp
-        .or(file.tp)
-        .or(args.common.gpu_count())
-        .unwrap_or(1);
+    let tp = args.tp.or(file.tp).or(args.common.gpu_count()).unwrap_or(1);
     loadgen::stats::parse_percentiles(&args.common.percentiles).map_err(anyhow::Error::msg)?;
     Ok(Plan {
         version: PLAN_VERSION,
@@ -196,7 +192,13 @@ mod tests {
     #[test]
     fn a_plan_round_trips_through_its_file() {
         let d = tempfile::tempdir().unwrap();
-        let p = resolve(&args(&["--threshold", "p99_ttft:200 tpot:20", "--io", "8x8"])).unwrap();
+        let p = resolve(&args(&[
+            "--threshold",
+            "p99_ttft:200 tpot:20",
+            "--io",
+            "8x8",
+        ]))
+        .unwrap();
         assert_eq!(p.version, PLAN_VERSION);
         p.save(d.path()).unwrap();
         assert_eq!(Plan::load(d.path()).unwrap(), p);

@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 
 use super::sweep::SweepArgs;
 use crate::sweep::remote::Spec;
+use crate::sweep::status::Status;
 
 /// Where the controller is: `--controller URL`, or `--etcd URLS` (the elected one).
 #[derive(Clone, Debug, Default, Args)]
@@ -240,13 +241,6 @@ pub async fn list(a: SweepsArgs) -> anyhow::Result<ExitCode> {
 /// Follows a sweep to its end, reattaching after a failover. Ctrl-C detaches (the sweep goes on).
 async fn follow(mut conn: Conn, id: &str, quiet: bool) -> anyhow::Result<ExitCode> {
     let bar = crate::progress::bar(0, quiet);
-    let say = |bar: &indicatif::ProgressBar, s: &str| {
-        if bar.is_hidden() {
-            eprintln!("{s}");
-        } else {
-            bar.println(s);
-        }
-    };
     // lines already printed, to skip them when a reattach replays the backlog
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut failures = 0u32;
@@ -255,41 +249,9 @@ async fn follow(mut conn: Conn, id: &str, quiet: bool) -> anyhow::Result<ExitCod
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        let attempt = async {
-            let (mut client, url) = conn.client().await?;
-            let mut stream = client
-                .watch_sweep(proto::WatchSweepRequest { id: id.to_string() })
-                .await
-                .map_err(|s| {
-                    if s.code() == tonic::Code::NotFound {
-                        anyhow::Error::new(NotFound(s.message().to_string()))
-                    } else {
-                        anyhow::anyhow!("controller {url}: {}", s.message())
-                    }
-                })?
-                .into_inner();
-            while let Some(e) = stream.message().await? {
-                // attached again once the controller sends something (a controller that
-                // accepts the watch and ends it at once does not reset the backoff)
-                lost_since = None;
-                failures = 0;
-                match e.event {
-                    Some(proto::sweep_event::Event::Line(l)) if seen.insert(l.clone()) => {
-                        say(&bar, &l);
-                    }
-                    Some(proto::sweep_event::Event::Progress(p)) => {
-                        bar.set_length(p.total.max(p.done));
-                        bar.set_position(p.done);
-                        bar.set_message(p.message);
-                    }
-                    Some(proto::sweep_event::Event::Finished(f)) => return Ok(Some(f)),
-                    Some(proto::sweep_event::Event::Line(_)) | None => {}
-                }
-            }
-            Ok::<_, anyhow::Error>(None)
-        };
+        let mut attached = false;
         let r = tokio::select! {
-            r = attempt => r,
+            r = watch(&mut conn, id, &bar, &mut seen, &mut attached) => r,
             _ = &mut ctrl_c => {
                 bar.finish_and_clear();
                 eprintln!(
@@ -298,20 +260,16 @@ async fn follow(mut conn: Conn, id: &str, quiet: bool) -> anyhow::Result<ExitCod
                 return Ok(ExitCode::from(130));
             }
         };
+        // attached again once the controller sent something (a controller that accepts the
+        // watch and ends it at once does not reset the backoff)
+        if attached {
+            lost_since = None;
+            failures = 0;
+        }
         match r {
             Ok(Some(f)) => {
                 bar.finish_and_clear();
-                if !f.summary_text.is_empty() {
-                    eprint!("{}", f.summary_text);
-                }
-                eprintln!("results on the controller in {}", f.result_dir);
-                return match f.status.as_str() {
-                    "done" => Ok(ExitCode::SUCCESS),
-                    "interrupted" => {
-                        anyhow::bail!("sweep {id} was cancelled; its finished tests are kept")
-                    }
-                    _ => anyhow::bail!("sweep {id} {}: {}", f.status, f.error),
-                };
+                return finished(id, f);
             }
             Ok(None) | Err(_) if lost_since.is_some_and(|t| t.elapsed() > give_up) => {
                 anyhow::bail!(
@@ -335,6 +293,69 @@ async fn follow(mut conn: Conn, id: &str, quiet: bool) -> anyhow::Result<ExitCod
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(failures.min(6)))).await;
             }
         }
+    }
+}
+
+/// Prints a line above the progress bar (or alone when it is hidden).
+fn say(bar: &indicatif::ProgressBar, s: &str) {
+    if bar.is_hidden() {
+        eprintln!("{s}");
+    } else {
+        bar.println(s);
+    }
+}
+
+/// Watches a sweep on the controller now, showing its lines and progress, until its end
+/// (`Some`) or the stream's (`None`). `attached`: the controller sent something.
+async fn watch(
+    conn: &mut Conn,
+    id: &str,
+    bar: &indicatif::ProgressBar,
+    seen: &mut std::collections::HashSet<String>,
+    attached: &mut bool,
+) -> anyhow::Result<Option<proto::SweepFinished>> {
+    let (mut client, url) = conn.client().await?;
+    let mut stream = client
+        .watch_sweep(proto::WatchSweepRequest { id: id.to_string() })
+        .await
+        .map_err(|s| {
+            if s.code() == tonic::Code::NotFound {
+                anyhow::Error::new(NotFound(s.message().to_string()))
+            } else {
+                anyhow::anyhow!("controller {url}: {}", s.message())
+            }
+        })?
+        .into_inner();
+    while let Some(e) = stream.message().await? {
+        *attached = true;
+        match e.event {
+            Some(proto::sweep_event::Event::Line(l)) if seen.insert(l.clone()) => {
+                say(bar, &l);
+            }
+            Some(proto::sweep_event::Event::Progress(p)) => {
+                bar.set_length(p.total.max(p.done));
+                bar.set_position(p.done);
+                bar.set_message(p.message);
+            }
+            Some(proto::sweep_event::Event::Finished(f)) => return Ok(Some(f)),
+            Some(proto::sweep_event::Event::Line(_)) | None => {}
+        }
+    }
+    Ok(None)
+}
+
+/// The end of a sweep followed: its closing table, where its results are, the exit status.
+fn finished(id: &str, f: proto::SweepFinished) -> anyhow::Result<ExitCode> {
+    if !f.summary_text.is_empty() {
+        eprint!("{}", f.summary_text);
+    }
+    eprintln!("results on the controller in {}", f.result_dir);
+    match Status::parse(&f.status) {
+        Some(Status::Done) => Ok(ExitCode::SUCCESS),
+        Some(Status::Interrupted) => {
+            anyhow::bail!("sweep {id} was cancelled; its finished tests are kept")
+        }
+        _ => anyhow::bail!("sweep {id} {}: {}", f.status, f.error),
     }
 }
 

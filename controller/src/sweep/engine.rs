@@ -529,7 +529,12 @@ impl Sweep<'_> {
         }
         let counter = Arc::new(AtomicU64::new(0));
         let ticker = self.progress.follow(counter.clone());
-        let job = spec.job(&self.prep, self.base_urls.clone(), &self.plan.endpoint, counter);
+        let job = spec.job(
+            &self.prep,
+            self.base_urls.clone(),
+            &self.plan.endpoint,
+            counter,
+        );
         let run = self
             .workers
             .run_job_retrying(job, JOB_ATTEMPTS, WORKER_WAIT);

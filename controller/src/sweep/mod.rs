@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod entry;
+pub mod feed;
 pub mod grid;
 pub mod plan;
 pub mod progress;

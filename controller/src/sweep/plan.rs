@@ -104,9 +104,8 @@ impl Plan {
         })?;
         let plan: Plan = serde_json::from_slice(&bytes)
             .with_context(|| format!("--resume {}: {PLAN_FILE} is not valid", dir.display()))?;
-        super::threshold::check_max_error_rate(plan.max_error_rate).map_err(|e| {
-            anyhow::anyhow!("--resume {}: {PLAN_FILE}: {e}", dir.display())
-        })?;
+        super::threshold::check_max_error_rate(plan.max_error_rate)
+            .map_err(|e| anyhow::anyhow!("--resume {}: {PLAN_FILE}: {e}", dir.display()))?;
         Ok(plan)
     }
 
@@ -144,7 +143,10 @@ mod tests {
         std::fs::write(d.path().join(PLAN_FILE), fixture).unwrap();
         let p = Plan::load(d.path()).unwrap();
         assert_eq!(p.version, 0);
-        assert_eq!(p.threshold.as_ref().unwrap().as_str(), "p99_ttft:2000 tpot:50");
+        assert_eq!(
+            p.threshold.as_ref().unwrap().as_str(),
+            "p99_ttft:2000 tpot:50"
+        );
         assert_eq!(p.thresholds().unwrap().bounds.len(), 2);
         assert_eq!(p.percentiles().unwrap(), vec![50.0, 90.0, 95.0, 99.0]);
         assert_eq!((p.seed, p.search), (7, Mode::Bisect));

@@ -18,7 +18,7 @@ pub struct Progress {
     bar: indicatif::ProgressBar,
     quiet: bool,
     /// Distributed mode: what clients following the sweep see.
-    feed: Option<Arc<super::remote::Feed>>,
+    feed: Option<Arc<super::feed::Feed>>,
     /// Requests of finished tests.
     done: Arc<AtomicU64>,
 }
@@ -28,7 +28,7 @@ impl Progress {
         plan: &Plan,
         searching: bool,
         quiet: bool,
-        feed: Option<Arc<super::remote::Feed>>,
+        feed: Option<Arc<super::feed::Feed>>,
     ) -> Progress {
         let runs = if searching { 1 } else { plan.repeats as u64 };
         let per_io: u64 = plan
@@ -147,7 +147,7 @@ impl Progress {
 }
 
 /// Sends the bar's state to the clients following the sweep (distributed mode).
-fn publish(feed: Option<&super::remote::Feed>, bar: &indicatif::ProgressBar) {
+fn publish(feed: Option<&super::feed::Feed>, bar: &indicatif::ProgressBar) {
     if let Some(f) = feed {
         f.progress(
             bar.position(),
@@ -156,4 +156,3 @@ fn publish(feed: Option<&super::remote::Feed>, bar: &indicatif::ProgressBar) {
         );
     }
 }
-
