@@ -29,7 +29,7 @@ pub struct Prepared {
 /// Runs `benchctl bench`.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     let sim = if args.common.sim {
-        let sim = crate::sim::SimServer::start(crate::sim::SimConfig::default()).await?;
+        let sim = sim::SimServer::start(sim::SimConfig::default()).await?;
         eprintln!(
             "started benchctl sim (a SIMULATOR, not a model) at {}",
             sim.base_url()

@@ -9,6 +9,5 @@ pub mod dashboard;
 pub mod local;
 pub mod output;
 pub mod service;
-pub mod sim;
 pub mod sweep;
 pub mod telemetry;

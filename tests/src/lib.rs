@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use controller::cli::{Cli, Command};
-pub use controller::sim::{SimConfig, SimServer};
 use loadgen::RequestRecord;
+pub use sim::{SimConfig, SimServer};
 
 /// A fast simulator: 2 ms decode steps, tiny prefill cost.
 pub fn fast_sim() -> SimConfig {
@@ -28,7 +28,7 @@ pub async fn start(cfg: SimConfig) -> SimServer {
 /// Writes the simulator's tokenizer to `dir/tokenizer.json` (a model directory).
 pub fn write_tokenizer(dir: &Path) -> PathBuf {
     let p = dir.join("tokenizer.json");
-    std::fs::write(&p, controller::sim::TOKENIZER_JSON).unwrap();
+    std::fs::write(&p, sim::TOKENIZER_JSON).unwrap();
     p
 }
 

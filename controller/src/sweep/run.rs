@@ -56,7 +56,7 @@ pub async fn run(mut args: SweepArgs) -> anyhow::Result<ExitCode> {
         None => super::plan::resolve(&args)?,
     };
     let sim = if args.common.sim {
-        let sim = crate::sim::SimServer::start(crate::sim::SimConfig::default()).await?;
+        let sim = sim::SimServer::start(sim::SimConfig::default()).await?;
         eprintln!(
             "started benchctl sim (a SIMULATOR, not a model) at {}",
             sim.base_url()
