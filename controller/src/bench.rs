@@ -28,22 +28,13 @@ pub struct Prepared {
 
 /// Runs `benchctl bench`.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let sim = if args.common.sim {
-        let sim = sim::SimServer::start(sim::SimConfig::default()).await?;
-        eprintln!(
-            "started benchctl sim (a SIMULATOR, not a model) at {}",
-            sim.base_url()
-        );
-        args.common.base_url = sim.base_url();
-        Some(sim)
-    } else {
-        None
-    };
-    let result = run_against(args).await;
-    if let Some(sim) = sim {
-        sim.shutdown().await;
-    }
-    result
+    sim::with_sim(args.common.sim, |sim_url| async move {
+        if let Some(url) = sim_url {
+            args.common.base_url = url;
+        }
+        run_against(args).await
+    })
+    .await
 }
 
 async fn run_against(args: BenchArgs) -> anyhow::Result<ExitCode> {

@@ -8,7 +8,7 @@
 //! `/metrics` with vLLM's metric names) and can inject faults deterministically.
 //!
 //! The controller serves it as `benchctl sim` and starts it in-process for
-//! `--sim`; the end-to-end tests drive the client against it.
+//! `--sim` ([`with_sim`]); the end-to-end tests drive the client against it.
 //!
 //! # Timing model
 //!
@@ -320,6 +320,29 @@ impl Drop for SimServer {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// `--sim`: when `enabled`, starts a simulator with the defaults (an ephemeral
+/// port), says so on stderr, runs `f` with `Some(its base URL)`, and shuts it
+/// down after `f` ends, whatever `f` returned. When not enabled, runs `f(None)`.
+pub async fn with_sim<T, Fut>(
+    enabled: bool,
+    f: impl FnOnce(Option<String>) -> Fut,
+) -> anyhow::Result<T>
+where
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    if !enabled {
+        return f(None).await;
+    }
+    let sim = SimServer::start(SimConfig::default()).await?;
+    eprintln!(
+        "started benchctl sim (a SIMULATOR, not a model) at {}",
+        sim.base_url()
+    );
+    let result = f(Some(sim.base_url())).await;
+    sim.shutdown().await;
+    result
 }
 
 /// `benchctl sim`: starts the simulator, logs where it listens, and runs

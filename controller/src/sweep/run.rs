@@ -55,22 +55,13 @@ pub async fn run(mut args: SweepArgs) -> anyhow::Result<ExitCode> {
         }
         None => super::plan::resolve(&args)?,
     };
-    let sim = if args.common.sim {
-        let sim = sim::SimServer::start(sim::SimConfig::default()).await?;
-        eprintln!(
-            "started benchctl sim (a SIMULATOR, not a model) at {}",
-            sim.base_url()
-        );
-        args.common.base_url = sim.base_url();
-        Some(sim)
-    } else {
-        None
-    };
-    let result = run_with_target(&args, &mut plan).await;
-    if let Some(sim) = sim {
-        sim.shutdown().await;
-    }
-    result
+    sim::with_sim(args.common.sim, |sim_url| async move {
+        if let Some(url) = sim_url {
+            args.common.base_url = url;
+        }
+        run_with_target(&args, &mut plan).await
+    })
+    .await
 }
 
 async fn run_with_target(args: &SweepArgs, plan: &mut Plan) -> anyhow::Result<ExitCode> {
