@@ -1,9 +1,9 @@
-"""Make the tokenizer that `benchctl sim` embeds (controller/src/sim/tokenizer.json).
+"""Make the tokenizer that `benchctl sim` embeds (sim/src/tokenizer.json).
 
 A byte-level BPE, 4096 tokens, trained on a seeded pseudo-English corpus: the same kind of
 tokenizer real models ship (Qwen, Llama 3), so random prompts of an exact token length are tested
 against merges that cross word boundaries, not a toy word-level vocabulary. No network needed.
-Usage: pip install tokenizers==0.23.3 && python3 scripts/make_sim_tokenizer.py controller/src/sim/tokenizer.json
+Usage: pip install tokenizers==0.23.3 && python3 scripts/make_sim_tokenizer.py sim/src/tokenizer.json
 """
 import random, sys
 from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders

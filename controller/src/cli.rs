@@ -35,7 +35,7 @@ pub enum Command {
     Report(cmd::dashboard::ReportArgs),
     /// Run a SIMULATED OpenAI-compatible server (continuous-batching latency model, no GPU,
     /// no model): a test instrument and demo target, never a stand-in for real numbers.
-    Sim(Box<crate::sim::SimConfig>),
+    Sim(Box<sim::SimConfig>),
     /// Run the controller service: agents (GPU telemetry) and load workers connect to it.
     Controller(Box<cmd::controller::ControllerArgs>),
     /// List the agents connected to a controller, their GPUs and last samples.
@@ -82,7 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sim(cfg) => {
-            crate::sim::run(*cfg).await?;
+            sim::run(*cfg).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Controller(a) => {

@@ -15,7 +15,6 @@ pub mod local;
 pub mod output;
 pub mod progress;
 pub mod service;
-pub mod sim;
 pub mod sweep;
 pub mod target;
 pub mod telemetry;

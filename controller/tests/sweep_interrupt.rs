@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use controller::sim::{SimConfig, SimServer};
 use serde_json::Value;
+use sim::{SimConfig, SimServer};
 
 const PROMPTS: u64 = 6;
 const GRID: [u64; 6] = [1, 2, 3, 4, 5, 6];

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use controller::cli::{Cli, Command};
-pub use controller::sim::{SimConfig, SimServer};
 use loadgen::RequestRecord;
+pub use sim::{SimConfig, SimServer};
 
 /// A fast simulator: 2 ms decode steps, tiny prefill cost.
 pub fn fast_sim() -> SimConfig {
@@ -28,7 +28,7 @@ pub async fn start(cfg: SimConfig) -> SimServer {
 /// Writes the simulator's tokenizer to `dir/tokenizer.json` (a model directory).
 pub fn write_tokenizer(dir: &Path) -> PathBuf {
     let p = dir.join("tokenizer.json");
-    std::fs::write(&p, controller::sim::TOKENIZER_JSON).unwrap();
+    std::fs::write(&p, sim::TOKENIZER_JSON).unwrap();
     p
 }
 
@@ -70,7 +70,7 @@ pub async fn bench(base_url: &str, dir: &Path, args: &[&str]) -> BenchRun {
     let Command::Bench(b) = cli.command else {
         unreachable!()
     };
-    let result = controller::bench::run(*b).await;
+    let result = controller::cmd::bench::run(*b).await;
     let json = std::fs::read(&result_path)
         .ok()
         .map(|b| serde_json::from_slice(&b).expect("result JSON parses"));
@@ -145,7 +145,7 @@ pub async fn sweep(base_url: &str, root: &Path, args: &[&str]) -> SweepRun {
     let Command::Sweep(a) = cli.command else {
         unreachable!()
     };
-    let result = controller::sweep::run::run(a.args).await;
+    let result = controller::cmd::sweep::run(a.args).await;
     let dir = std::fs::read_dir(root)
         .ok()
         .and_then(|rd| rd.flatten().map(|e| e.path()).find(|p| p.is_dir()));

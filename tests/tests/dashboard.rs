@@ -354,7 +354,7 @@ async fn the_report_opens_from_a_file_url_offline_with_every_chart() {
     sim.shutdown().await;
     run.result.as_ref().expect("the sweep succeeds");
     let out = root.path().join("shared-report");
-    controller::dashboard::cmd::report(controller::dashboard::cmd::ReportArgs {
+    controller::cmd::dashboard::report(controller::cmd::dashboard::ReportArgs {
         dir: run.dir().to_path_buf(),
         out: Some(out.clone()),
         metadata: vec![("reviewer".into(), "ci".into())],

@@ -51,7 +51,7 @@ const VLLM_KEYS: &[&str] = &[
 async fn result_files_match_the_schema_and_carry_vllms_keys() {
     let validator = jsonschema::validator_for(&schema()).expect("the schema is valid JSON Schema");
     let dir = tempfile::tempdir().unwrap();
-    let sim = start(controller::sim::SimConfig {
+    let sim = start(sim::SimConfig {
         fault_error_rate: 0.3,
         ..fast_sim()
     })

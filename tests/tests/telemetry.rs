@@ -63,7 +63,7 @@ async fn an_agent_registers_and_streams() {
     assert_eq!(a.gpus.len(), 2);
     assert_eq!(a.last_samples.len(), 2);
     assert_eq!(a.dropped_samples, 0);
-    let listing = controller::agents_cmd::table(&server.registry.list().await);
+    let listing = controller::cmd::agents::table(&server.registry.list().await);
     assert!(
         listing.contains("test-node [SIMULATED]") && listing.contains("GPU 1"),
         "{listing}"

@@ -15,17 +15,11 @@ use std::net::SocketAddr;
 
 /// `--sim`: starts an in-process `benchctl sim` (a SIMULATED server) on a free loopback port and
 /// points `--base-url` at it.
-async fn start_sim(
-    common: &mut common::CommonArgs,
-) -> anyhow::Result<Option<crate::sim::SimServer>> {
+async fn start_sim(common: &mut common::CommonArgs) -> anyhow::Result<Option<sim::SimServer>> {
     if !common.sim {
         return Ok(None);
     }
-    let sim = crate::sim::SimServer::start(crate::sim::SimConfig::default()).await?;
-    eprintln!(
-        "started benchctl sim (a SIMULATOR, not a model) at {}",
-        sim.base_url()
-    );
+    let sim = sim::start_announced().await?;
     common.base_url = sim.base_url();
     Ok(Some(sim))
 }

@@ -157,6 +157,13 @@ fn check_model(st: &AppState, m: &Map<String, Value>) -> Result<(), ApiError> {
     }
 }
 
+/// The body of a `/tokenize` or `/detokenize` request: a JSON object that names no model or ours.
+fn parse_for_model(st: &AppState, body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let m = parse_object(body)?;
+    check_model(st, &m)?;
+    Ok(m)
+}
+
 fn encode_len(text: &str) -> Result<Vec<u32>, ApiError> {
     tokenizer()
         .encode(text, false)
@@ -461,49 +468,34 @@ async fn models(State(st): St) -> Response {
 /// vLLM's `/tokenize`: `{model?, prompt | messages, add_special_tokens?}` →
 /// `{"count", "max_model_len", "tokens", "token_strs": null}`; messages use
 /// the same chat template as `/v1/chat/completions`.
-async fn tokenize(State(st): St, body: Bytes) -> Response {
-    let m = match parse_object(&body) {
-        Ok(m) => m,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(e) = check_model(&st, &m) {
-        return e.into_response();
-    }
+async fn tokenize(State(st): St, body: Bytes) -> Result<Response, ApiError> {
+    let m = parse_for_model(&st, &body)?;
     let add_special = m
         .get("add_special_tokens")
         .and_then(Value::as_bool)
         .unwrap_or(true);
     let text = if let Some(msgs) = m.get("messages") {
-        match chat_template(msgs) {
-            Ok(t) => t,
-            Err(e) => return e.into_response(),
-        }
+        chat_template(msgs)?
     } else if let Some(p) = m.get("prompt").and_then(Value::as_str) {
         p.to_owned()
     } else {
-        return bad_request("`prompt` (a string) or `messages` is required").into_response();
+        return Err(bad_request("`prompt` (a string) or `messages` is required"));
     };
-    match tokenizer().encode(text.as_str(), add_special) {
-        Ok(enc) => axum::Json(json!({
-            "count": enc.len(),
-            "max_model_len": st.cfg.max_model_len,
-            "tokens": enc.get_ids(),
-            "token_strs": null,
-        }))
-        .into_response(),
-        Err(e) => bad_request(format!("tokenization failed: {e}")).into_response(),
-    }
+    let enc = tokenizer()
+        .encode(text.as_str(), add_special)
+        .map_err(|e| bad_request(format!("tokenization failed: {e}")))?;
+    Ok(axum::Json(json!({
+        "count": enc.len(),
+        "max_model_len": st.cfg.max_model_len,
+        "tokens": enc.get_ids(),
+        "token_strs": null,
+    }))
+    .into_response())
 }
 
 /// vLLM's `/detokenize`: `{model?, tokens}` → `{"prompt"}`.
-async fn detokenize(State(st): St, body: Bytes) -> Response {
-    let m = match parse_object(&body) {
-        Ok(m) => m,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(e) = check_model(&st, &m) {
-        return e.into_response();
-    }
+async fn detokenize(State(st): St, body: Bytes) -> Result<Response, ApiError> {
+    let m = parse_for_model(&st, &body)?;
     let vocab_size = tokenizer().get_vocab_size(true) as u64;
     let ids: Option<Vec<u32>> = m.get("tokens").and_then(Value::as_array).and_then(|a| {
         a.iter()
@@ -511,15 +503,14 @@ async fn detokenize(State(st): St, body: Bytes) -> Response {
             .collect()
     });
     let Some(ids) = ids else {
-        return bad_request(format!(
+        return Err(bad_request(format!(
             "`tokens` must be a list of token ids below {vocab_size}"
-        ))
-        .into_response();
+        )));
     };
-    match tokenizer().decode(&ids, false) {
-        Ok(s) => axum::Json(json!({"prompt": s})).into_response(),
-        Err(e) => bad_request(format!("detokenization failed: {e}")).into_response(),
-    }
+    let prompt = tokenizer()
+        .decode(&ids, false)
+        .map_err(|e| bad_request(format!("detokenization failed: {e}")))?;
+    Ok(axum::Json(json!({ "prompt": prompt })).into_response())
 }
 
 async fn metrics(State(st): St) -> Response {

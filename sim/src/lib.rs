@@ -1,11 +1,14 @@
-//! `benchctl sim`: a **simulated** OpenAI-compatible LLM inference server.
+//! `benchctl sim`: a **SIMULATED** OpenAI-compatible LLM inference server.
 //!
-//! It is a test instrument and a demo target, not a model: the "generated"
-//! text is random tokens of an embedded 4096-token byte-level BPE tokenizer,
-//! and its timing comes from a simple continuous-batching model (below). It
-//! speaks vLLM's wire format (SSE streaming
-//! of `/v1/completions` and `/v1/chat/completions`, `/tokenize`, `/metrics`
-//! with vLLM's metric names) and can inject faults deterministically.
+//! It is a test instrument and a demo target, not a model, and what is measured
+//! against it is never a real number: the "generated" text is random tokens of
+//! an embedded 4096-token byte-level BPE tokenizer, and its timing comes from a
+//! simple continuous-batching model (below). It speaks vLLM's wire format (SSE
+//! streaming of `/v1/completions` and `/v1/chat/completions`, `/tokenize`,
+//! `/metrics` with vLLM's metric names) and can inject faults deterministically.
+//!
+//! The controller serves it as `benchctl sim` and starts it in-process for
+//! `--sim` ([`start_announced`]); the end-to-end tests drive the client against it.
 //!
 //! # Timing model
 //!
@@ -317,6 +320,17 @@ impl Drop for SimServer {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// `--sim`: starts a simulator with the defaults (an ephemeral loopback port) and says so on
+/// stderr, so that no run against it passes for a real model's.
+pub async fn start_announced() -> anyhow::Result<SimServer> {
+    let sim = SimServer::start(SimConfig::default()).await?;
+    eprintln!(
+        "started benchctl sim (a SIMULATOR, not a model) at {}",
+        sim.base_url()
+    );
+    Ok(sim)
 }
 
 /// `benchctl sim`: starts the simulator, logs where it listens, and runs
