@@ -114,24 +114,32 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// A config for in-process tests: `gpu_num` GPUs of `source`, default buffer.
-    pub fn for_test(
+    /// An agent started in code, in the controller's process (local mode) or a test: `gpus` of
+    /// `source` sampled every `interval`, named `node_name`; the flags' defaults otherwise (no
+    /// etcd, no TLS).
+    pub fn in_process(
         controller: String,
+        node_name: String,
         source: SourceKind,
-        gpu_num: usize,
+        gpus: GpuSelection,
         interval: Duration,
-        clock_skew_ns: i64,
     ) -> Self {
+        // the flags that [`AgentConfig::gpu_selection`] reads back
+        let (gpus, gpu_num) = match gpus {
+            GpuSelection::All => (None, None),
+            GpuSelection::First(n) => (None, Some(u32::try_from(n).unwrap_or(u32::MAX))),
+            GpuSelection::Indices(indices) => (Some(indices), None),
+        };
         Self {
             controller: Some(controller),
-            node_name: Some("test-node".into()),
-            gpus: None,
-            gpu_num: Some(u32::try_from(gpu_num).unwrap_or(u32::MAX)),
+            node_name: Some(node_name),
+            gpus,
+            gpu_num,
             interval,
             energy_interval: Duration::ZERO,
             source,
             buffer_samples: 100_000,
-            clock_skew_ns,
+            clock_skew_ns: 0,
             measure_cost: None,
             etcd: cluster::EtcdArgs::default(),
             tls: cluster::TlsArgs::default(),
@@ -252,14 +260,37 @@ mod tests {
             text.contains("--interval") && text.contains("fast"),
             "{text}"
         );
-        let mut cfg =
-            AgentConfig::for_test("x".into(), SourceKind::Simulated, 1, Duration::ZERO, 0);
-        cfg.interval = Duration::from_millis(1);
+        let cfg = AgentConfig::in_process(
+            "x".into(),
+            "n".into(),
+            SourceKind::Simulated,
+            GpuSelection::First(1),
+            Duration::from_millis(1),
+        );
         let text = cfg.validate().unwrap_err().to_string();
         assert!(
             text.contains("--interval") && text.contains("1ms"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn in_process_keeps_the_gpu_selection() {
+        for gpus in [
+            GpuSelection::All,
+            GpuSelection::First(2),
+            GpuSelection::Indices(vec![3, 1]),
+        ] {
+            let cfg = AgentConfig::in_process(
+                "x".into(),
+                "n".into(),
+                SourceKind::Simulated,
+                gpus.clone(),
+                Duration::from_millis(500),
+            );
+            assert_eq!(cfg.gpu_selection(), gpus);
+            cfg.validate().unwrap();
+        }
     }
 
     #[test]

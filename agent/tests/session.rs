@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent::clock::monotonic_ns;
-use agent::{AgentConfig, SourceKind};
+use agent::{AgentConfig, GpuSelection, SourceKind};
 use proto::controller_server::{Controller, ControllerServer};
 use proto::{
     AgentMessage, AgentRegister, AgentRegistered, ClockPing, ClockPong, ControllerToAgent,
@@ -241,13 +241,14 @@ async fn streams_answers_pings_and_replays_after_reconnect() {
     let (first, server) = TestController::start(listener, 0, 40);
 
     let started_ns = monotonic_ns();
-    let cfg = AgentConfig::for_test(
+    let mut cfg = AgentConfig::in_process(
         format!("http://{addr}"),
+        "test-node".into(),
         SourceKind::Simulated,
-        2,
+        GpuSelection::First(2),
         Duration::from_millis(20),
-        SKEW_NS,
     );
+    cfg.clock_skew_ns = SKEW_NS;
     let cancel = CancellationToken::new();
     let agent = tokio::spawn(agent::run(cfg, cancel.clone()));
 
@@ -330,12 +331,12 @@ async fn nvml_without_driver_fails_before_connecting() {
         return; // A GPU node: nothing to check here.
     }
     // Nothing listens on port 1; the error must come from NVML, at once.
-    let cfg = AgentConfig::for_test(
+    let cfg = AgentConfig::in_process(
         "http://127.0.0.1:1".into(),
+        "test-node".into(),
         SourceKind::Nvml,
-        1,
+        GpuSelection::First(1),
         Duration::from_millis(500),
-        0,
     );
     let err = tokio::time::timeout(
         Duration::from_secs(10),

@@ -25,9 +25,9 @@ pub enum Command {
     Bench(Box<cmd::bench::BenchArgs>),
     /// Sweep a grid of input/output lengths × concurrencies, find the largest concurrency that
     /// meets --threshold per combination, record the GPUs (the seed's vllm_bench_with_gpu.sh).
-    Sweep(Box<cmd::sweep::SweepCmd>),
+    Sweep(Box<cmd::sweep_args::SweepCmd>),
     /// The sweeps a controller runs or ran (distributed mode).
-    Sweeps(cmd::sweep_remote::SweepsArgs),
+    Sweeps(cmd::sweep_args::SweepsArgs),
     /// Serve the live dashboard of a result file (the seed's realtime page) or of every sweep in
     /// a directory.
     Dashboard(cmd::dashboard::DashboardArgs),

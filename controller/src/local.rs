@@ -7,21 +7,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::service::{JobResult, JobSpec, Registry, Server};
+use crate::service::{JobResult, JobSpec, Server, ServerOptions};
 use crate::telemetry::NodeWindow;
 
-pub use agent::SourceKind;
-
-/// Which GPUs of this machine to monitor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GpuSelection {
-    /// The first N (the seed's `--gpu-num`).
-    First(u32),
-    /// These NVML indices.
-    Indices(Vec<u32>),
-    /// Every GPU the source finds.
-    All,
-}
+// what to monitor is said in the agent's own types
+pub use agent::{GpuSelection, SourceKind};
 
 /// What to monitor in local mode.
 #[derive(Clone, Debug)]
@@ -51,7 +41,7 @@ impl LocalSystem {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the local controller")?;
-        let server = Server::start(listener, Registry::spawn())?;
+        let server = Server::start(listener, ServerOptions::default())?;
         let cancel = CancellationToken::new();
         let agent = match telemetry {
             Some(t) => match start_agent(&server, t, &cancel).await {
@@ -135,19 +125,13 @@ async fn start_agent(
     t: TelemetrySpec,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Task> {
-    let (gpu_num, indices) = match &t.gpus {
-        GpuSelection::First(n) => (*n as usize, None),
-        GpuSelection::Indices(v) => (v.len(), Some(v.clone())),
-        GpuSelection::All => (0, None),
-    };
-    let mut cfg = agent::AgentConfig::for_test(server.url(), t.source, gpu_num, t.interval, 0);
-    cfg.node_name = Some(local_node_name());
-    if let Some(v) = indices {
-        cfg.gpus = Some(v);
-        cfg.gpu_num = None;
-    } else if t.gpus == GpuSelection::All {
-        cfg.gpu_num = None;
-    }
+    let cfg = agent::AgentConfig::in_process(
+        server.url(),
+        local_node_name(),
+        t.source,
+        t.gpus,
+        t.interval,
+    );
     let mut agent = tokio::spawn(agent::run(cfg, cancel.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -126,15 +126,14 @@ async fn agents_and_workers_follow_the_leader_through_a_kill_and_an_etcd_restart
     let b = Controller::spawn(&etcd);
 
     let cancel = CancellationToken::new();
-    let mut agent_cfg = agent::AgentConfig::for_test(
+    let mut agent_cfg = agent::AgentConfig::in_process(
         String::new(),
+        "node-a".into(),
         agent::SourceKind::Simulated,
-        1,
+        agent::GpuSelection::First(1),
         Duration::from_millis(50),
-        0,
     );
     agent_cfg.controller = None;
-    agent_cfg.node_name = Some("node-a".into());
     agent_cfg.etcd = etcd.args();
     let agent = tokio::spawn(agent::run(agent_cfg, cancel.clone()));
     let worker = tokio::spawn(loadgen::worker::run_worker(

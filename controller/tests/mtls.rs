@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::pki;
-use controller::service::{Registry, Server};
+use controller::service::{Server, ServerOptions};
 use tokio_util::sync::CancellationToken;
 
 fn tls(ca: &Path, cert: &Path, key: &Path) -> cluster::TlsArgs {
@@ -20,14 +20,13 @@ fn tls(ca: &Path, cert: &Path, key: &Path) -> cluster::TlsArgs {
 }
 
 fn agent_cfg(url: &str, node: &str, tls: cluster::TlsArgs) -> agent::AgentConfig {
-    let mut c = agent::AgentConfig::for_test(
+    let mut c = agent::AgentConfig::in_process(
         url.to_string(),
+        node.into(),
         agent::SourceKind::Simulated,
-        1,
+        agent::GpuSelection::First(1),
         Duration::from_millis(50),
-        0,
     );
-    c.node_name = Some(node.into());
     c.tls = tls;
     c
 }
@@ -40,8 +39,11 @@ async fn only_peers_with_a_certificate_from_the_controllers_ca_get_in() {
     let server_tls = tls(&ca, &cert, &key);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server =
-        Server::start_with(listener, Registry::spawn(), server_tls.server().unwrap()).unwrap();
+    let options = ServerOptions {
+        tls: server_tls.server().unwrap(),
+        ..Default::default()
+    };
+    let server = Server::start(listener, options).unwrap();
     let url = server.url();
     assert!(url.starts_with("https://"), "{url}");
     let cancel = CancellationToken::new();

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use agent::{AgentConfig, SourceKind};
+use agent::{AgentConfig, GpuSelection, SourceKind};
 use benchctl_tests::{bench, fast_sim, start};
-use controller::service::{Registry, Server};
+use controller::service::{Server, ServerOptions};
 use tokio_util::sync::CancellationToken;
 
 async fn server_on(addr: &str) -> Server {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    Server::start(listener, Registry::spawn()).unwrap()
+    Server::start(listener, ServerOptions::default()).unwrap()
 }
 
 async fn wait_until<F: std::future::Future<Output = bool>>(
@@ -29,13 +29,15 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
 }
 
 fn simulated_agent(url: String, gpus: usize, skew_ns: i64) -> AgentConfig {
-    AgentConfig::for_test(
+    let mut cfg = AgentConfig::in_process(
         url,
+        "test-node".into(),
         SourceKind::Simulated,
-        gpus,
+        GpuSelection::First(gpus),
         Duration::from_millis(20),
-        skew_ns,
-    )
+    );
+    cfg.clock_skew_ns = skew_ns;
+    cfg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

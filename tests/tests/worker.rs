@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use benchctl_tests::{SimServer, fast_sim, start};
-use controller::service::{JobSpec, Registry, Server, Workers};
+use controller::service::{JobSpec, Server, ServerOptions, Workers};
 use loadgen::worker::{WorkerConfig, run_worker};
 use loadgen::{
     Arrivals, Backend, BodySpec, EndpointKind, HttpClient, Prompt, RequestRecord, RunConfig, Target,
@@ -17,7 +17,7 @@ const ENDPOINT: &str = "/v1/completions";
 
 async fn controller() -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Server::start(listener, Registry::spawn()).unwrap()
+    Server::start(listener, ServerOptions::default()).unwrap()
 }
 
 fn worker(

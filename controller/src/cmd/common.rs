@@ -137,7 +137,7 @@ impl CommonArgs {
     /// The GPUs asked for (`--gpu-num N` or `--gpus LIST`), if any.
     pub fn gpus(&self) -> Option<GpuSelection> {
         match (&self.gpu_num, &self.gpus) {
-            (Some(n), _) => Some(GpuSelection::First(*n)),
+            (Some(n), _) => Some(GpuSelection::First(*n as usize)),
             (None, Some(v)) => Some(GpuSelection::Indices(v.clone())),
             (None, None) => None,
         }

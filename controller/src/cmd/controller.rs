@@ -8,7 +8,7 @@ use clap::Args;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::service::{Registry, Server, Workers};
+use crate::service::{Registry, Server, ServerOptions, Workers};
 use crate::sweep::remote::Manager;
 
 /// `benchctl controller`.
@@ -165,12 +165,14 @@ async fn serve_once(
             return Err(e);
         }
     };
-    let server = Server::start_full(
+    let server = Server::start(
         listener,
-        registry,
-        workers,
-        args.tls.server()?,
-        Some(sweeps.service()),
+        ServerOptions {
+            registry: Some(registry),
+            workers: Some(workers),
+            tls: args.tls.server()?,
+            extra: Some(tonic::service::Routes::new(sweeps.service())),
+        },
     )?;
     // the agents and workers can connect now; the sweeps left running wait for them
     sweeps.begin();

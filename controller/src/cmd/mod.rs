@@ -8,6 +8,7 @@ pub mod common;
 pub mod controller;
 pub mod dashboard;
 pub mod sweep;
+pub mod sweep_args;
 pub mod sweep_config;
 pub mod sweep_remote;
 

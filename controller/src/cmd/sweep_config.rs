@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use super::sweep::SweepArgs;
+use super::sweep_args::SweepArgs;
 use crate::sweep::grid::{parse_concurrency, parse_io};
 use crate::sweep::plan::{PLAN_VERSION, Plan, Prompts};
 use crate::sweep::search::Mode;

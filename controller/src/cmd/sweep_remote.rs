@@ -9,54 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
 use tonic::transport::Channel;
 
-use super::sweep::SweepArgs;
+use super::sweep_args::{AttachArgs, RemoteArgs, SweepArgs, SweepsArgs};
 use crate::sweep::remote::Spec;
 use crate::sweep::status::Status;
-
-/// Where the controller is: `--controller URL`, or `--etcd URLS` (the elected one).
-#[derive(Clone, Debug, Default, Args)]
-pub struct RemoteArgs {
-    /// Distributed mode: the controller's gRPC URL (`benchctl controller --listen`).
-    #[arg(long, env = "BENCHCTL_CONTROLLER")]
-    pub controller: Option<String>,
-    /// Distributed mode: find the elected controller through etcd.
-    #[command(flatten)]
-    pub etcd: cluster::EtcdArgs,
-    /// mTLS towards the controller (an https:// URL).
-    #[command(flatten)]
-    pub tls: cluster::TlsArgs,
-}
-
-impl RemoteArgs {
-    pub fn enabled(&self) -> bool {
-        self.controller.is_some() || self.etcd.enabled()
-    }
-}
-
-/// `benchctl sweep attach ID` / `benchctl sweep cancel ID`.
-#[derive(Clone, Debug, Args)]
-pub struct AttachArgs {
-    /// The sweep's id (`benchctl sweeps` lists them).
-    pub id: String,
-    #[command(flatten)]
-    pub remote: RemoteArgs,
-    /// No progress bar.
-    #[arg(long, env = "BENCHCTL_QUIET")]
-    pub quiet: bool,
-}
-
-/// `benchctl sweeps`.
-#[derive(Clone, Debug, Args)]
-pub struct SweepsArgs {
-    #[command(flatten)]
-    pub remote: RemoteArgs,
-    /// Print JSON instead of a table.
-    #[arg(long, env = "BENCHCTL_JSON")]
-    pub json: bool,
-}
 
 /// A connection to the controller, found again after a failover.
 struct Conn {

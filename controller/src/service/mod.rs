@@ -1,30 +1,34 @@
-//! The controller's gRPC service: agent sessions (registration, telemetry, clock exchanges) and
-//! the agent listing. State lives in the [`Registry`] task.
+//! The controller's gRPC service: agent sessions (registration, telemetry, clock exchanges),
+//! load worker sessions and jobs, and the listings. State lives in the [`Registry`] and
+//! [`Workers`] tasks.
 
+mod agent_session;
+mod job_result;
+mod job_spec;
+mod jobs;
+mod mailbox;
+mod ping;
+mod pool;
 mod registry;
-mod workers;
+mod worker_session;
 
 use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status, Streaming};
 
+pub use job_result::JobResult;
+pub use job_spec::JobSpec;
+pub use pool::{WorkerInfo, Workers};
 pub use registry::Registry;
-pub use workers::{JobResult, JobSpec, WorkerInfo, Workers};
 
-use crate::clock::Exchange;
 use loadgen::clock::mono_ns;
 
 type Outgoing<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// How often each peer's clock is probed (faster for the first exchanges).
-const PING_EVERY: Duration = Duration::from_secs(1);
-const FIRST_PINGS: usize = 8;
 
 /// The gRPC service.
 #[derive(Clone)]
@@ -48,6 +52,20 @@ impl ControllerService {
     }
 }
 
+/// What a [`Server`] serves and how; the default: fresh state, plain HTTP, no sweep queue.
+#[derive(Default)]
+pub struct ServerOptions {
+    /// The agents' state (`None`: a fresh [`Registry`]).
+    pub registry: Option<Registry>,
+    /// The load workers' pool (`None`: a fresh [`Workers`]).
+    pub workers: Option<Workers>,
+    /// TLS, and a client certificate signed by its CA required of every peer.
+    pub tls: Option<ServerTlsConfig>,
+    /// Further gRPC services served beside the controller's (the `Sweeps` queue of
+    /// `benchctl controller`).
+    pub extra: Option<tonic::service::Routes>,
+}
+
 /// A running controller server.
 pub struct Server {
     pub addr: std::net::SocketAddr,
@@ -62,27 +80,15 @@ pub struct Server {
 
 impl Server {
     /// Serves on `listener` until [`Server::shutdown`].
-    pub fn start(listener: TcpListener, registry: Registry) -> std::io::Result<Server> {
-        Self::start_with(listener, registry, None)
-    }
-
-    /// With `tls`: TLS, and a client certificate signed by its CA required of every peer.
-    pub fn start_with(
-        listener: TcpListener,
-        registry: Registry,
-        tls: Option<tonic::transport::ServerTlsConfig>,
-    ) -> std::io::Result<Server> {
-        Self::start_full(listener, registry, Workers::spawn(), tls, None)
-    }
-
-    /// Also serves the `Sweeps` service (the controller's sweep queue), when given.
-    pub fn start_full(
-        listener: TcpListener,
-        registry: Registry,
-        workers: Workers,
-        tls: Option<tonic::transport::ServerTlsConfig>,
-        sweeps: Option<proto::sweeps_server::SweepsServer<crate::sweep::remote::Manager>>,
-    ) -> std::io::Result<Server> {
+    pub fn start(listener: TcpListener, options: ServerOptions) -> std::io::Result<Server> {
+        let ServerOptions {
+            registry,
+            workers,
+            tls,
+            extra,
+        } = options;
+        let registry = registry.unwrap_or_else(Registry::spawn);
+        let workers = workers.unwrap_or_else(Workers::spawn);
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let cancel = CancellationToken::new();
@@ -95,15 +101,14 @@ impl Server {
                 std::io::Error::other(format!("--tls-cert/--tls-key/--tls-ca: {e}"))
             })?;
         }
-        let task = tokio::spawn(
-            builder
-                .add_service(svc)
-                .add_optional_service(sweeps)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    stop.cancelled_owned(),
-                ),
-        );
+        let routes = match extra {
+            Some(r) => r.add_service(svc),
+            None => tonic::service::Routes::new(svc),
+        };
+        let task = tokio::spawn(builder.add_routes(routes).serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stop.cancelled_owned(),
+        ));
         Ok(Server {
             addr,
             scheme,
@@ -144,95 +149,26 @@ impl proto::controller_server::Controller for ControllerService {
         &self,
         request: Request<Streaming<proto::AgentMessage>>,
     ) -> Result<Response<Self::AgentSessionStream>, Status> {
-        let mut incoming = request.into_inner();
-        let first = incoming.message().await?.ok_or_else(|| {
-            Status::invalid_argument("the agent session ended before AgentRegister")
-        })?;
-        let Some(proto::agent_message::Msg::Register(reg)) = first.msg else {
-            return Err(Status::invalid_argument(
-                "the first message of an agent session must be AgentRegister",
-            ));
-        };
-        if reg.node_name.is_empty() {
-            return Err(Status::invalid_argument(
-                "AgentRegister.node_name is empty: give the agent --node-name",
-            ));
-        }
-        let node = reg.node_name.clone();
-        let instance = reg.instance_id;
-        let (settings_tx, mut settings_rx) = mpsc::channel::<proto::SamplingSettings>(8);
-        let resume = self.registry.register(reg, settings_tx).await;
-        let (tx, rx) = mpsc::channel::<Result<proto::ControllerToAgent, Status>>(64);
-        let registered = proto::AgentRegistered {
-            controller_id: self.controller_id.clone(),
-            resume_from_seq: resume,
-        };
-        let _ = tx
-            .send(Ok(msg_to_agent(
-                proto::controller_to_agent::Msg::Registered(registered),
-            )))
-            .await;
-
-        let registry = self.registry.clone();
-        let cancel = self.cancel.clone();
-        tokio::spawn(async move {
-            let mut ping_id = 0u64;
-            let mut next_ping = tokio::time::Instant::now();
-            // a session the agent closed (it is stopping) is not a loss
-            let mut clean = false;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("the controller is shutting down"))).await;
-                        break;
-                    }
-                    Some(settings) = settings_rx.recv() => {
-                        if tx.send(Ok(msg_to_agent(proto::controller_to_agent::Msg::Settings(settings)))).await.is_err() {
-                            break;
-                        }
-                    }
-                    m = incoming.message() => match m {
-                        Ok(Some(m)) => match m.msg {
-                            Some(proto::agent_message::Msg::Telemetry(b)) => registry.telemetry(node.clone(), instance, b).await,
-                            Some(proto::agent_message::Msg::Pong(p)) => {
-                                let t4 = mono_ns();
-                                registry.pong(node.clone(), Exchange { t1: p.t1_ns, t2: p.t2_ns, t3: p.t3_ns, t4 }).await;
-                            }
-                            Some(proto::agent_message::Msg::Register(_)) | None => {}
-                        },
-                        Ok(None) => {
-                            clean = true;
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::debug!("agent {node}: stream error: {e}");
-                            break;
-                        }
-                    },
-                    _ = tokio::time::sleep_until(next_ping) => {
-                        ping_id += 1;
-                        let ping = proto::ClockPing { ping_id, t1_ns: mono_ns() };
-                        if tx.send(Ok(msg_to_agent(proto::controller_to_agent::Msg::Ping(ping)))).await.is_err() {
-                            break;
-                        }
-                        let every = if (ping_id as usize) < FIRST_PINGS { PING_EVERY / 10 } else { PING_EVERY };
-                        next_ping += every;
-                    }
-                }
-            }
-            registry.disconnected(node, instance, clean).await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let outgoing = agent_session::open(
+            &self.registry,
+            self.controller_id.clone(),
+            self.cancel.clone(),
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(Box::pin(outgoing)))
     }
 
     async fn worker_session(
         &self,
         request: Request<Streaming<proto::WorkerMessage>>,
     ) -> Result<Response<Self::WorkerSessionStream>, Status> {
-        let outgoing = self
-            .workers
-            .session(self.controller_id.clone(), request.into_inner())
-            .await?;
+        let outgoing = worker_session::open(
+            &self.workers,
+            self.controller_id.clone(),
+            request.into_inner(),
+        )
+        .await?;
         // on shutdown the stream ends, so the worker reconnects (to a successor, or to this
         // controller's next term); the session's task then sees the stream dropped
         use futures_util::StreamExt;
@@ -285,8 +221,4 @@ impl proto::controller_server::Controller for ControllerService {
         let agents = self.registry.set_sampling(&r.node_name, settings).await;
         Ok(Response::new(proto::SetSamplingResponse { agents }))
     }
-}
-
-fn msg_to_agent(m: proto::controller_to_agent::Msg) -> proto::ControllerToAgent {
-    proto::ControllerToAgent { msg: Some(m) }
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::mailbox::Mailbox;
 use crate::clock::{ClockEstimator, Exchange, Offset};
 use crate::telemetry::{NodeSeries, NodeWindow, Sample};
 
@@ -71,21 +72,19 @@ enum Command {
 /// A handle on the registry task.
 #[derive(Clone)]
 pub struct Registry {
-    tx: mpsc::Sender<Command>,
+    mailbox: Mailbox<Command>,
 }
 
 impl Registry {
     /// Spawns the owner task; it ends when every handle is dropped.
     pub fn spawn() -> Registry {
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(rx));
-        Registry { tx }
+        Registry {
+            mailbox: Mailbox::spawn(run),
+        }
     }
 
     async fn ask<T>(&self, f: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(f(reply)).await.ok()?;
-        rx.await.ok()
+        self.mailbox.ask(f).await
     }
 
     /// Registers (or re-registers) an agent; returns the seq it should resume from.
@@ -118,9 +117,8 @@ impl Registry {
     }
 
     pub async fn telemetry(&self, node: String, instance_id: u64, batch: proto::TelemetryBatch) {
-        let _ = self
-            .tx
-            .send(Command::Telemetry {
+        self.mailbox
+            .tell(Command::Telemetry {
                 node,
                 instance_id,
                 batch,
@@ -129,13 +127,12 @@ impl Registry {
     }
 
     pub async fn pong(&self, node: String, exchange: Exchange) {
-        let _ = self.tx.send(Command::Pong { node, exchange }).await;
+        self.mailbox.tell(Command::Pong { node, exchange }).await;
     }
 
     pub async fn disconnected(&self, node: String, instance_id: u64, clean: bool) {
-        let _ = self
-            .tx
-            .send(Command::Disconnected {
+        self.mailbox
+            .tell(Command::Disconnected {
                 node,
                 instance_id,
                 clean,
@@ -177,107 +174,40 @@ impl Registry {
 }
 
 async fn run(mut rx: mpsc::Receiver<Command>) {
-    let mut agents: HashMap<String, AgentEntry> = HashMap::new();
+    let mut agents = Agents::default();
     while let Some(cmd) = rx.recv().await {
+        agents.handle(cmd);
+    }
+}
+
+/// The owner task's state: every agent seen, by node name.
+#[derive(Default)]
+struct Agents(HashMap<String, AgentEntry>);
+
+impl Agents {
+    fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::SetSampling {
                 node,
                 settings,
                 reply,
             } => {
-                let mut sent = 0;
-                for a in agents
-                    .values()
-                    .filter(|a| a.connected && (node.is_empty() || a.register.node_name == node))
-                {
-                    if let Some(tx) = &a.settings {
-                        sent += u32::from(tx.try_send(settings).is_ok());
-                    }
-                }
-                let _ = reply.send(sent);
+                let _ = reply.send(self.set_sampling(&node, settings));
             }
             Command::Register {
                 reg,
                 settings,
                 reply,
             } => {
-                let node = reg.node_name.clone();
-                let resume = match agents.get_mut(&node) {
-                    // the same agent process again: resume after what we have
-                    Some(a) if a.register.instance_id == reg.instance_id => {
-                        let want = a.last_seq.map_or(reg.oldest_buffered_seq, |s| s + 1);
-                        if want < reg.oldest_buffered_seq {
-                            a.gaps += reg.oldest_buffered_seq - want;
-                        }
-                        a.register = reg;
-                        a.connected = true;
-                        a.settings = Some(settings);
-                        a.last_seen = Instant::now();
-                        want
-                    }
-                    _ => {
-                        // a new agent, or a restarted one (its seq starts again): take all it has
-                        let from = reg.oldest_buffered_seq;
-                        tracing::info!(
-                            "agent {node} registered: {} GPUs{}",
-                            reg.gpus.len(),
-                            if reg.simulated {
-                                " (SIMULATED source)"
-                            } else {
-                                ""
-                            }
-                        );
-                        agents.remove(&node);
-                        let clock = ClockEstimator::for_peer(&reg.boot_id);
-                        agents.insert(
-                            node,
-                            AgentEntry {
-                                register: reg,
-                                connected: true,
-                                clock,
-                                series: NodeSeries::default(),
-                                last_seq: None,
-                                samples_received: 0,
-                                dropped_samples: 0,
-                                gaps: 0,
-                                last_seen: Instant::now(),
-                                last_by_gpu: HashMap::new(),
-                                settings: Some(settings),
-                            },
-                        );
-                        from
-                    }
-                };
-                let _ = reply.send(resume);
+                let _ = reply.send(self.register(reg, settings));
             }
             Command::Telemetry {
                 node,
                 instance_id,
                 batch,
-            } => {
-                let Some(a) = agents
-                    .get_mut(&node)
-                    .filter(|a| a.register.instance_id == instance_id)
-                else {
-                    continue;
-                };
-                a.last_seen = Instant::now();
-                a.dropped_samples = a.dropped_samples.max(batch.dropped_samples);
-                for s in batch.samples {
-                    if a.last_seq.is_some_and(|l| s.seq <= l) {
-                        continue; // already have it
-                    }
-                    if let Some(l) = a.last_seq {
-                        a.gaps += s.seq - l - 1;
-                    }
-                    a.last_seq = Some(s.seq);
-                    a.samples_received += 1;
-                    a.series.push(Sample::from(&s));
-                    a.last_by_gpu.insert(s.gpu_index, s);
-                }
-            }
+            } => self.telemetry(&node, instance_id, batch),
             Command::Pong { node, exchange } => {
-                if let Some(a) = agents.get_mut(&node) {
+                if let Some(a) = self.0.get_mut(&node) {
                     a.clock.add(exchange);
                     a.last_seen = Instant::now();
                 }
@@ -286,47 +216,10 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                 node,
                 instance_id,
                 clean,
-            } => {
-                if let Some(a) = agents
-                    .get_mut(&node)
-                    .filter(|a| a.register.instance_id == instance_id)
-                {
-                    a.connected = false;
-                    a.settings = None;
-                    if clean {
-                        tracing::info!("agent {node} closed its session");
-                    } else {
-                        tracing::warn!("agent {node} disconnected");
-                    }
-                }
-            }
+            } => self.disconnected(&node, instance_id, clean),
             Command::List { reply } => {
-                let mut out: Vec<proto::AgentStatus> = agents
-                    .values()
-                    .map(|a| {
-                        let o = a.clock.estimate();
-                        let mut last: Vec<proto::GpuSample> =
-                            a.last_by_gpu.values().cloned().collect();
-                        last.sort_by_key(|s| s.gpu_index);
-                        if let Some(o) = o {
-                            last.iter_mut()
-                                .for_each(|s| s.t_ns = o.to_controller(s.t_ns));
-                        }
-                        proto::AgentStatus {
-                            node_name: a.register.node_name.clone(),
-                            agent_version: a.register.agent_version.clone(),
-                            simulated: a.register.simulated,
-                            connected: a.connected,
-                            gpus: a.register.gpus.clone(),
-                            last_samples: last,
-                            clock_offset_ns: o.map_or(0, |o| o.offset_ns),
-                            clock_uncertainty_ns: o.map_or(u64::MAX, |o| o.uncertainty_ns),
-                            samples_received: a.samples_received,
-                            dropped_samples: a.dropped_samples + a.gaps,
-                            idle_s: a.last_seen.elapsed().as_secs_f64(),
-                        }
-                    })
-                    .collect();
+                let mut out: Vec<proto::AgentStatus> =
+                    self.0.values().map(AgentEntry::status).collect();
                 out.sort_by(|a, b| a.node_name.cmp(&b.node_name));
                 let _ = reply.send(out);
             }
@@ -336,30 +229,175 @@ async fn run(mut rx: mpsc::Receiver<Command>) {
                 gpus,
                 reply,
             } => {
-                let mut out: Vec<NodeWindow> = agents
+                let mut out: Vec<NodeWindow> = self
+                    .0
                     .values()
-                    .map(|a| {
-                        let o = a.clock.estimate().unwrap_or(Offset {
-                            offset_ns: 0,
-                            uncertainty_ns: u64::MAX,
-                            samples: 0,
-                        });
-                        a.series.window(
-                            &a.register.node_name,
-                            a.register.simulated,
-                            o,
-                            from_ns,
-                            to_ns,
-                            gpus.as_deref(),
-                        )
-                    })
+                    .map(|a| a.window(from_ns, to_ns, gpus.as_deref()))
                     .collect();
                 out.sort_by(|a, b| a.node.cmp(&b.node));
                 let _ = reply.send(out);
             }
             Command::Offset { node, reply } => {
-                let _ = reply.send(agents.get(&node).and_then(|a| a.clock.estimate()));
+                let _ = reply.send(self.0.get(&node).and_then(|a| a.clock.estimate()));
             }
         }
+    }
+
+    /// Sends `settings` to the connected agents on `node` ("" for all); returns how many.
+    fn set_sampling(&self, node: &str, settings: proto::SamplingSettings) -> u32 {
+        let mut sent = 0;
+        for a in self
+            .0
+            .values()
+            .filter(|a| a.connected && (node.is_empty() || a.register.node_name == node))
+        {
+            if let Some(tx) = &a.settings {
+                sent += u32::from(tx.try_send(settings).is_ok());
+            }
+        }
+        sent
+    }
+
+    /// Registers an agent; returns the seq it should resume from.
+    fn register(
+        &mut self,
+        reg: proto::AgentRegister,
+        settings: mpsc::Sender<proto::SamplingSettings>,
+    ) -> u64 {
+        let node = reg.node_name.clone();
+        match self.0.get_mut(&node) {
+            // the same agent process again: resume after what we have
+            Some(a) if a.register.instance_id == reg.instance_id => {
+                let want = a.last_seq.map_or(reg.oldest_buffered_seq, |s| s + 1);
+                if want < reg.oldest_buffered_seq {
+                    a.gaps += reg.oldest_buffered_seq - want;
+                }
+                a.register = reg;
+                a.connected = true;
+                a.settings = Some(settings);
+                a.last_seen = Instant::now();
+                want
+            }
+            _ => {
+                // a new agent, or a restarted one (its seq starts again): take all it has
+                let from = reg.oldest_buffered_seq;
+                tracing::info!(
+                    "agent {node} registered: {} GPUs{}",
+                    reg.gpus.len(),
+                    if reg.simulated {
+                        " (SIMULATED source)"
+                    } else {
+                        ""
+                    }
+                );
+                self.0.remove(&node);
+                self.0.insert(node, AgentEntry::new(reg, settings));
+                from
+            }
+        }
+    }
+
+    fn telemetry(&mut self, node: &str, instance_id: u64, batch: proto::TelemetryBatch) {
+        let Some(a) = self
+            .0
+            .get_mut(node)
+            .filter(|a| a.register.instance_id == instance_id)
+        else {
+            return;
+        };
+        a.last_seen = Instant::now();
+        a.dropped_samples = a.dropped_samples.max(batch.dropped_samples);
+        for s in batch.samples {
+            if a.last_seq.is_some_and(|l| s.seq <= l) {
+                continue; // already have it
+            }
+            if let Some(l) = a.last_seq {
+                a.gaps += s.seq - l - 1;
+            }
+            a.last_seq = Some(s.seq);
+            a.samples_received += 1;
+            a.series.push(Sample::from(&s));
+            a.last_by_gpu.insert(s.gpu_index, s);
+        }
+    }
+
+    fn disconnected(&mut self, node: &str, instance_id: u64, clean: bool) {
+        if let Some(a) = self
+            .0
+            .get_mut(node)
+            .filter(|a| a.register.instance_id == instance_id)
+        {
+            a.connected = false;
+            a.settings = None;
+            if clean {
+                tracing::info!("agent {node} closed its session");
+            } else {
+                tracing::warn!("agent {node} disconnected");
+            }
+        }
+    }
+}
+
+impl AgentEntry {
+    fn new(
+        register: proto::AgentRegister,
+        settings: mpsc::Sender<proto::SamplingSettings>,
+    ) -> Self {
+        let clock = ClockEstimator::for_peer(&register.boot_id);
+        AgentEntry {
+            register,
+            connected: true,
+            clock,
+            series: NodeSeries::default(),
+            last_seq: None,
+            samples_received: 0,
+            dropped_samples: 0,
+            gaps: 0,
+            last_seen: Instant::now(),
+            last_by_gpu: HashMap::new(),
+            settings: Some(settings),
+        }
+    }
+
+    /// Its line of the agent listing, its last samples on the controller's clock.
+    fn status(&self) -> proto::AgentStatus {
+        let o = self.clock.estimate();
+        let mut last: Vec<proto::GpuSample> = self.last_by_gpu.values().cloned().collect();
+        last.sort_by_key(|s| s.gpu_index);
+        if let Some(o) = o {
+            last.iter_mut()
+                .for_each(|s| s.t_ns = o.to_controller(s.t_ns));
+        }
+        proto::AgentStatus {
+            node_name: self.register.node_name.clone(),
+            agent_version: self.register.agent_version.clone(),
+            simulated: self.register.simulated,
+            connected: self.connected,
+            gpus: self.register.gpus.clone(),
+            last_samples: last,
+            clock_offset_ns: o.map_or(0, |o| o.offset_ns),
+            clock_uncertainty_ns: o.map_or(u64::MAX, |o| o.uncertainty_ns),
+            samples_received: self.samples_received,
+            dropped_samples: self.dropped_samples + self.gaps,
+            idle_s: self.last_seen.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Its telemetry over `[from_ns, to_ns]` of the controller's clock (with no clock estimate
+    /// yet: unshifted, of unbounded uncertainty).
+    fn window(&self, from_ns: u64, to_ns: u64, gpus: Option<&[u32]>) -> NodeWindow {
+        let o = self.clock.estimate().unwrap_or(Offset {
+            offset_ns: 0,
+            uncertainty_ns: u64::MAX,
+            samples: 0,
+        });
+        self.series.window(
+            &self.register.node_name,
+            self.register.simulated,
+            o,
+            from_ns,
+            to_ns,
+            gpus,
+        )
     }
 }

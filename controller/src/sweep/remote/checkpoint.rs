@@ -212,7 +212,7 @@ pub(super) fn unix_now() -> f64 {
 mod tests {
     use super::*;
 
-    fn sweep_cmd(flags: &[&str]) -> crate::cmd::sweep::SweepArgs {
+    fn sweep_cmd(flags: &[&str]) -> crate::cmd::sweep_args::SweepArgs {
         use clap::Parser;
         let argv = ["benchctl", "sweep"].iter().chain(flags);
         let cli = crate::cli::Cli::try_parse_from(argv).unwrap();

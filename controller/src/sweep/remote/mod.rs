@@ -13,14 +13,16 @@
 //! failover (from whom, the test in flight that was discarded) in the sweep's summary.
 //!
 //! - `checkpoint`: the checkpoint's schema, its changes, its reads and fenced writes;
-//! - `queue`: the [`Manager`], the task that owns the sweeps and runs them one at a time;
+//! - `manager`: the [`Manager`] handle, what callers send the owner task;
+//! - `queue`: the owner task: the sweeps, their checkpoints, the queue run one at a time;
 //! - `runner`: one sweep run or resumed;
 //! - `rpc`: the gRPC service over the manager.
 
 pub mod checkpoint;
+mod manager;
 mod queue;
 mod rpc;
 mod runner;
 
 pub use checkpoint::{Checkpoint, Spec, TargetSpec};
-pub use queue::Manager;
+pub use manager::Manager;

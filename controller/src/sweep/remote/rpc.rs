@@ -8,7 +8,7 @@ use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response};
 
 use super::checkpoint::{Change, Checkpoint, Spec};
-use super::queue::Manager;
+use super::manager::Manager;
 use crate::sweep::feed::event;
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::SweepEvent, tonic::Status>> + Send>>;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{Change, Checkpoint, TargetSpec, unix_now};
-use super::queue::Manager;
+use super::manager::{Ending, Manager};
 use crate::sweep::engine::{self, Exec, Hook, HookEvent, Stop};
 use crate::sweep::feed::Feed;
 use crate::sweep::plan::Plan;
@@ -23,32 +23,6 @@ const AGENT_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a resumed sweep waits for a deposed controller to release its result directory.
 const DIR_WAIT: Duration = Duration::from_secs(30);
-
-/// How one run of a sweep ended: its final status and what its followers are shown.
-pub(super) struct Ending {
-    pub status: Status,
-    /// The closing table (empty when the sweep did not run).
-    pub table: String,
-    pub error: Option<String>,
-}
-
-impl Ending {
-    fn ran(status: Status, table: String) -> Ending {
-        Ending {
-            status,
-            table,
-            error: None,
-        }
-    }
-
-    pub(super) fn failed(e: &anyhow::Error) -> Ending {
-        Ending {
-            status: Status::Failed,
-            table: String::new(),
-            error: Some(format!("{e:#}")),
-        }
-    }
-}
 
 /// One sweep to run, as the owner hands it to its runner.
 pub(super) struct Run {

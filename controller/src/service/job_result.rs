@@ -1,0 +1,87 @@
+//! What a job produced: the workers' records merged onto the controller's clock.
+
+use anyhow::bail;
+use loadgen::RequestRecord;
+
+use super::pool::Claimed;
+use crate::clock::Offset;
+
+/// What a job produced, on the controller's clock.
+#[derive(Debug, Default)]
+pub struct JobResult {
+    /// One per dispatched request, sorted by index; `index` is the prompt's index in
+    /// [`JobSpec::prompts`](super::JobSpec::prompts) (unique across workers).
+    pub records: Vec<RequestRecord>,
+    /// The earliest start and the latest end of the workers' measured runs.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub warmup_sent: usize,
+    pub warmup_failed: usize,
+    /// Requests never dispatched (the job was cancelled).
+    pub not_sent: usize,
+    /// Records each worker delivered, in worker order.
+    pub per_worker: Vec<(String, usize)>,
+    /// The spread of the workers' measured-run starts on the controller's clock (0 with one
+    /// worker): how well the common start, scheduled after every worker's warm-up, held.
+    pub start_skew_ns: u64,
+}
+
+impl JobResult {
+    /// `load_workers` of a result: who ran the job and the records each returned.
+    pub fn load_workers_json(&self) -> serde_json::Value {
+        self.per_worker
+            .iter()
+            .map(|(name, records)| serde_json::json!({"name": name, "records": records}))
+            .collect()
+    }
+}
+
+/// Every worker's records on the controller's clock (with the `latest` offsets, else the
+/// claim's), as one result indexed like the job's prompts.
+pub(super) fn merge(
+    job_id: &str,
+    claimed: &[Claimed],
+    latest: &[Option<Offset>],
+    mut records: Vec<Vec<RequestRecord>>,
+    done: Vec<Option<proto::JobDone>>,
+) -> anyhow::Result<JobResult> {
+    let n = claimed.len();
+    let mut out = JobResult {
+        start_ns: u64::MAX,
+        ..Default::default()
+    };
+    let mut latest_start = 0u64;
+    for (k, (w, d)) in claimed.iter().zip(done).enumerate() {
+        let d = d.expect("every worker is done");
+        let mut recs = std::mem::take(&mut records[k]);
+        if d.records_sent != recs.len() as u64 {
+            bail!(
+                "load worker {} sent {} records for job {job_id} but {} arrived",
+                w.name,
+                d.records_sent,
+                recs.len()
+            );
+        }
+        let offset = latest.get(k).copied().flatten().unwrap_or(w.offset);
+        for r in &mut recs {
+            loadgen::wire::map_times(r, |t| offset.to_controller(t));
+            // the worker's l-th prompt is prompt k + l·n of the job
+            r.index = r.index * n as u64 + k as u64;
+        }
+        let start = offset.to_controller(d.start_ns);
+        out.start_ns = out.start_ns.min(start);
+        latest_start = latest_start.max(start);
+        out.end_ns = out.end_ns.max(offset.to_controller(d.end_ns));
+        out.warmup_sent += d.warmup_sent as usize;
+        out.warmup_failed += d.warmup_failed as usize;
+        out.not_sent += d.not_sent as usize;
+        out.per_worker.push((w.name.clone(), recs.len()));
+        out.records.append(&mut recs);
+    }
+    out.start_skew_ns = latest_start.saturating_sub(out.start_ns);
+    out.records.sort_by_key(|r| r.index);
+    if out.records.windows(2).any(|w| w[0].index == w[1].index) {
+        bail!("job {job_id}: two workers returned a record for the same prompt");
+    }
+    Ok(out)
+}
