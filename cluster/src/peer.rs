@@ -209,16 +209,22 @@ pub async fn reconnect(
             continue;
         }
         let delay = backoff.next().unwrap_or(SESSION_BACKOFF_MAX);
-        let reason = match result {
-            Ok(()) => "the controller ended the session".to_owned(),
-            Err(e) => chain(&e),
-        };
-        warn!(
-            controller = %endpoint.uri(),
-            attempt,
-            retry_in = ?delay,
-            "controller session failed: {reason}"
-        );
+        let controller = endpoint.uri();
+        match result {
+            Ok(()) => info!(
+                %controller,
+                attempt,
+                retry_in = ?delay,
+                "the controller ended the session"
+            ),
+            Err(e) => warn!(
+                %controller,
+                attempt,
+                retry_in = ?delay,
+                "controller session failed: {}",
+                chain(&e)
+            ),
+        }
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
