@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::builder::TypedValueParser;
 
-use crate::poller::{MIN_INTERVAL, Schedule};
+use crate::poller::{Schedule, check_interval};
 use crate::source::{GpuSelection, SourceKind};
 
 /// benchctl-agent: samples this node's GPUs through NVML and streams the samples to the benchctl
@@ -57,7 +57,8 @@ pub struct AgentConfig {
     )]
     pub gpu_num: Option<u32>,
 
-    /// Sampling interval (humantime: 500ms, 1s, …; at least 10ms). The controller may change it.
+    /// Sampling interval (500ms, 1s, …; a bare number is seconds; at least 10ms). The controller
+    /// may change it.
     #[arg(
         long,
         env = "BENCHCTL_AGENT_INTERVAL",
@@ -67,7 +68,7 @@ pub struct AgentConfig {
     )]
     pub interval: Duration,
 
-    /// Read the energy counter at most this often (0s: every poll). NVML's energy query can cost
+    /// Read the energy counter at most this often (0s: every poll; a bare number is seconds). NVML's energy query can cost
     /// milliseconds of CPU per GPU (about 4 ms on an H100), more than the rest of a poll
     /// together; samples between reads carry energy_mj 0 with the energy bit set in
     /// missing_fields.
@@ -76,7 +77,7 @@ pub struct AgentConfig {
         env = "BENCHCTL_AGENT_ENERGY_INTERVAL",
         value_name = "DURATION",
         default_value = "0s",
-        value_parser = humantime::parse_duration
+        value_parser = cluster::duration::parse
     )]
     pub energy_interval: Duration,
 
@@ -169,12 +170,7 @@ impl AgentConfig {
             .clone()
             .filter(|n| !n.is_empty())
             .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
-            .unwrap_or_else(|| {
-                rustix::system::uname()
-                    .nodename()
-                    .to_string_lossy()
-                    .into_owned()
-            })
+            .unwrap_or_else(cluster::process::host_name)
     }
 
     /// Checks what clap's parsers check, for configs built in code.
@@ -192,20 +188,10 @@ impl AgentConfig {
     }
 }
 
-fn check_interval(interval: Duration) -> Result<Duration, String> {
-    if interval < MIN_INTERVAL {
-        return Err(format!(
-            "{} is below the minimum of {}",
-            humantime::format_duration(interval),
-            humantime::format_duration(MIN_INTERVAL)
-        ));
-    }
-    Ok(interval)
-}
-
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    let interval = humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 500ms, 1s)"))?;
-    check_interval(interval)
+    let interval = cluster::duration::parse(s)?;
+    check_interval(interval)?;
+    Ok(interval)
 }
 
 #[cfg(test)]
@@ -291,6 +277,28 @@ mod tests {
             assert_eq!(cfg.gpu_selection(), gpus);
             cfg.validate().unwrap();
         }
+    }
+
+    #[test]
+    fn duration_flags_take_units_and_bare_seconds() {
+        for (value, expected) in [
+            ("5s", Duration::from_secs(5)),
+            ("500ms", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            ("5", Duration::from_secs(5)),
+        ] {
+            let cfg = parse(&["--controller", "x", "--interval", value]).unwrap();
+            assert_eq!(cfg.interval, expected, "--interval {value}");
+            let cfg = parse(&["--controller", "x", "--energy-interval", value]).unwrap();
+            assert_eq!(cfg.energy_interval, expected, "--energy-interval {value}");
+        }
+        let text = parse(&["--controller", "x", "--energy-interval", "often"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("--energy-interval") && text.contains("often"),
+            "{text}"
+        );
     }
 
     #[test]

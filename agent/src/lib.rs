@@ -9,14 +9,6 @@
 //! ```
 
 pub mod buffer;
-
-/// This boot of this machine (`/proc/sys/kernel/random/boot_id`), "" where unknown.
-fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 pub mod clock;
 pub mod config;
 pub mod nvml;
@@ -46,21 +38,10 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
     cfg.validate()?;
     let node_name = cfg.resolved_node_name();
     // the controller: fixed, or whichever etcd says is the leader
-    let (_fixed, target, shown) = if cfg.etcd.enabled() {
-        let rx = cluster::follow_leader(cfg.etcd.clone(), cancel.clone());
-        (
-            None,
-            rx,
-            format!("the leader in etcd {}", cfg.etcd.endpoints.join(",")),
-        )
-    } else {
-        let controller = cfg
-            .controller
-            .clone()
-            .context("--controller or --etcd is required")?;
-        cluster::controller_endpoint(&controller, None)?; // a bad URL stops here, not in the loop
-        let (tx, rx) = tokio::sync::watch::channel(Some(controller.clone()));
-        (Some(tx), rx, controller)
+    let target = cluster::Target::new(&cfg.etcd, cfg.controller.as_deref(), &cancel)?;
+    let shown = match &cfg.controller {
+        Some(c) if !cfg.etcd.enabled() => c.clone(),
+        _ => format!("the leader in etcd {}", cfg.etcd.endpoints.join(",")),
     };
 
     // NVML loading blocks (dlopen, driver handshake): keep it off the async workers.
@@ -105,7 +86,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
     });
     let ctx = SessionContext {
         tls: cfg.tls.client()?,
-        target,
+        target: target.url(),
         register: proto::AgentRegister {
             node_name,
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -114,7 +95,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
             simulated,
             // an injected skew (tests) must be estimated like a remote clock, not assumed away
             boot_id: if cfg.clock_skew_ns == 0 {
-                boot_id()
+                cluster::clock::boot_id()
             } else {
                 String::new()
             },

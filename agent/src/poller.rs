@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cluster::clock::thread_cpu_time;
 use proto::GpuSample;
 
 use crate::buffer::RingBuffer;
-use crate::clock::{Clock, thread_cpu_time};
+use crate::clock::Clock;
 use crate::source::{GpuSelection, Source, SourceKind};
 
 /// The smallest sampling interval (`--interval`, SamplingSettings).
@@ -273,6 +274,18 @@ pub fn measure_sampling_cost(
     )
 }
 
+/// Refuses a sampling interval below [`MIN_INTERVAL`] (the message names both).
+pub(crate) fn check_interval(interval: Duration) -> Result<(), String> {
+    if interval < MIN_INTERVAL {
+        return Err(format!(
+            "{} is below the minimum of {}",
+            humantime::format_duration(interval),
+            humantime::format_duration(MIN_INTERVAL)
+        ));
+    }
+    Ok(())
+}
+
 /// [`measure_sampling_cost`] for any GPU selection.
 pub fn measure_selection(
     source: SourceKind,
@@ -282,12 +295,7 @@ pub fn measure_selection(
 ) -> anyhow::Result<SamplingCost> {
     let interval = schedule.interval;
     anyhow::ensure!(polls > 0, "--measure-cost: need at least one poll");
-    anyhow::ensure!(
-        interval >= MIN_INTERVAL,
-        "--interval {}: must be at least {}",
-        humantime::format_duration(interval),
-        humantime::format_duration(MIN_INTERVAL)
-    );
+    check_interval(interval).map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
     let source = crate::source::open(source, selection)?;
     let inventory = source.inventory();
     tracing::debug!(?inventory, "measuring the poller");

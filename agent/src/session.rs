@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use cluster::Link;
 use proto::controller_client::ControllerClient;
 use proto::{
     AgentMessage, AgentRegister, ClockPong, ControllerToAgent, TelemetryBatch, agent_message,
@@ -16,7 +17,6 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::Streaming;
-use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 use crate::buffer::RingBuffer;
@@ -49,59 +49,12 @@ pub struct SessionContext {
 
 /// Runs sessions until `cancel` fires, reconnecting after every failure.
 pub async fn run(ctx: &SessionContext, cancel: &CancellationToken) {
-    let mut backoff = cluster::session_backoff();
-    let mut attempt: u64 = 0;
-    let mut target = ctx.target.clone();
-    loop {
-        attempt += 1;
-        let mut registered = false;
-        // the controller to dial: wait until one is known
-        let Some(url) = cluster::next_controller(&mut target, cancel).await else {
-            return;
-        };
-        let endpoint = match cluster::controller_endpoint(&url, ctx.tls.as_ref()) {
-            Ok(e) => e,
-            Err(e) => {
-                warn!("{e:#}; waiting for another controller URL");
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    r = target.changed() => if r.is_err() { return },
-                }
-                continue;
-            }
-        };
-        let result = session(ctx, &url, &endpoint, &mut target, cancel, &mut registered).await;
-        if cancel.is_cancelled() {
-            return;
-        }
-        if registered {
-            // The controller was reachable: start the next series of retries from the minimum.
-            backoff = cluster::session_backoff();
-            attempt = 1;
-        }
-        if let Err(e) = &result
-            && e.is::<cluster::LeaderMoved>()
-        {
-            info!("{e}");
-            backoff = cluster::session_backoff();
-            attempt = 0;
-            continue;
-        }
-        let delay = backoff.next().unwrap_or(cluster::SESSION_BACKOFF_MAX);
-        let reason = match result {
-            Ok(()) => "the session ended".to_owned(),
-            Err(e) => format!("{e:#}"),
-        };
-        warn!(
-            controller = %endpoint.uri(),
-            attempt,
-            retry_in = ?delay,
-            "controller session failed: {reason}"
-        );
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
+    cluster::reconnect(ctx, ctx.target.clone(), ctx.tls.as_ref(), cancel).await;
+}
+
+impl cluster::Session for SessionContext {
+    async fn run(&self, link: &mut Link<'_>) -> anyhow::Result<()> {
+        session(self, link).await
     }
 }
 
@@ -110,14 +63,8 @@ fn message(msg: agent_message::Msg) -> AgentMessage {
 }
 
 /// One connection: Ok when shut down, Err when anything failed (the caller reconnects).
-async fn session(
-    ctx: &SessionContext,
-    url: &str,
-    endpoint: &Endpoint,
-    target: &mut tokio::sync::watch::Receiver<Option<String>>,
-    cancel: &CancellationToken,
-    registered: &mut bool,
-) -> anyhow::Result<()> {
+async fn session(ctx: &SessionContext, link: &mut Link<'_>) -> anyhow::Result<()> {
+    let (endpoint, cancel) = (link.endpoint, link.cancel);
     let channel = tokio::select! {
         () = cancel.cancelled() => return Ok(()),
         r = endpoint.connect() => r.context("cannot connect")?,
@@ -149,7 +96,7 @@ async fn session(
         Some(other) => bail!("expected AgentRegistered first, got {other:?}"),
         None => bail!("the controller closed the session before registering"),
     };
-    *registered = true;
+    link.registered();
     let mut cursor = ctx.buffer.resume_from(registered_msg.resume_from_seq);
     info!(
         controller = %endpoint.uri(),
@@ -159,19 +106,12 @@ async fn session(
         "registered with the controller"
     );
 
-    let mut watching = true;
     loop {
         let has_data = ctx.buffer.has_from(cursor);
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
-            r = target.changed(), if watching => {
-                if r.is_err() {
-                    watching = false; // a fixed --controller: nothing will change
-                } else if let Some(now) = target.borrow_and_update().clone().filter(|n| n != url) {
-                    return Err(cluster::LeaderMoved(now).into());
-                }
-            }
+            moved = link.leader_moved() => return Err(moved.into()),
             msg = inbound.message() => {
                 let t2_ns = ctx.clock.now_ns();
                 let Some(msg) = msg.context("controller stream failed")? else {

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent::clock::monotonic_ns;
 use agent::{AgentConfig, GpuSelection, SourceKind};
+use cluster::clock::mono_ns;
 use proto::controller_server::{Controller, ControllerServer};
 use proto::{
     AgentMessage, AgentRegister, AgentRegistered, ClockPing, ClockPong, ControllerToAgent,
@@ -86,7 +86,7 @@ impl TestController {
                             tokio::time::sleep(Duration::from_millis(30)).await;
                             let ping = ClockPing {
                                 ping_id,
-                                t1_ns: monotonic_ns(),
+                                t1_ns: mono_ns(),
                             };
                             let _ = tx
                                 .send(to_agent(controller_to_agent::Msg::Ping(ping)))
@@ -100,7 +100,7 @@ impl TestController {
                     seen.samples.extend(batch.samples);
                 }
                 agent_message::Msg::Pong(pong) => {
-                    self.seen.lock().unwrap().pongs.push((pong, monotonic_ns()));
+                    self.seen.lock().unwrap().pongs.push((pong, mono_ns()));
                 }
             }
         }
@@ -240,7 +240,7 @@ async fn streams_answers_pings_and_replays_after_reconnect() {
     let addr = listener.local_addr().unwrap();
     let (first, server) = TestController::start(listener, 0, 40);
 
-    let started_ns = monotonic_ns();
+    let started_ns = mono_ns();
     let mut cfg = AgentConfig::in_process(
         format!("http://{addr}"),
         "test-node".into(),
@@ -269,7 +269,7 @@ async fn streams_answers_pings_and_replays_after_reconnect() {
     first.seen(|s| {
         assert_contiguous(&s.samples, 0, 2);
         assert_eq!(s.max_dropped, 0);
-        let now = monotonic_ns();
+        let now = mono_ns();
         for sample in &s.samples {
             let unskewed = sample.t_ns - SKEW_NS as u64;
             assert!(unskewed >= started_ns && unskewed <= now, "{sample:?}");

@@ -56,15 +56,8 @@ pub fn init_tracing(cli: &Cli) {
         (1, _) => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // escape sequences only for a terminal: `benchctl controller 2> log` writes plain text
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    cluster::logging::init(default);
 }
 
 /// Runs a parsed command line; the exit code says whether the run succeeded.

@@ -6,16 +6,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster::testing::Etcd;
+use cluster::testing::{Etcd, free_port};
 use tokio_util::sync::CancellationToken;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Controller {
     child: Child,
@@ -24,7 +16,7 @@ struct Controller {
 
 impl Controller {
     fn spawn(etcd: &Etcd) -> Controller {
-        let port = free_port();
+        let port = free_port("127.0.0.1");
         let child = Command::new(env!("CARGO_BIN_EXE_benchctl"))
             .args([
                 "controller",

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use cluster::Link;
 use proto::controller_client::ControllerClient;
 use proto::controller_to_worker::Msg as FromController;
 use proto::worker_message::Msg as ToController;
@@ -20,7 +21,6 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 use crate::client::HttpClient;
@@ -77,95 +77,35 @@ pub async fn run_worker(cfg: WorkerConfig, cancel: CancellationToken) -> anyhow:
         bail!("--name is empty: every worker needs a name, unique among the controller's workers");
     }
     // the controller: fixed, or whichever etcd says is the leader
-    let (_fixed, mut target, registration) = match &cfg.etcd {
-        Some(e) if e.enabled() => {
-            let reg = cluster::register(
-                e.clone(),
-                cluster::worker_key(&cfg.name),
-                format!(
-                    "{{\"version\":\"{}\",\"max_streams\":{}}}",
-                    env!("CARGO_PKG_VERSION"),
-                    cfg.max_streams
-                ),
-                10,
-                cancel.clone(),
-            );
-            (
-                None,
-                cluster::follow_leader(e.clone(), cancel.clone()),
-                Some(reg),
-            )
-        }
-        _ => {
-            cluster::controller_endpoint(&cfg.controller, None)?; // a bad URL stops here
-            let (tx, rx) = tokio::sync::watch::channel(Some(cfg.controller.clone()));
-            (Some(tx), rx, None)
-        }
-    };
-    let result = sessions(&cfg, &mut target, &cancel).await;
+    let etcd = cfg.etcd.clone().unwrap_or_default();
+    let target = cluster::Target::new(&etcd, Some(&cfg.controller), &cancel)?;
+    let registration = etcd.enabled().then(|| {
+        cluster::register(
+            etcd.clone(),
+            cluster::worker_key(&cfg.name),
+            format!(
+                "{{\"version\":\"{}\",\"max_streams\":{}}}",
+                env!("CARGO_PKG_VERSION"),
+                cfg.max_streams
+            ),
+            10,
+            cancel.clone(),
+        )
+    });
+    cluster::reconnect(&Sessions(&cfg), target.url(), cfg.tls.as_ref(), &cancel).await;
     if let Some(r) = registration {
         let _ = tokio::time::timeout(Duration::from_secs(3), r).await;
     }
-    result
+    Ok(())
 }
 
-async fn sessions(
-    cfg: &WorkerConfig,
-    target: &mut tokio::sync::watch::Receiver<Option<String>>,
-    cancel: &CancellationToken,
-) -> anyhow::Result<()> {
-    let mut backoff = cluster::session_backoff();
-    loop {
-        let mut registered = false;
-        let Some(url) = cluster::next_controller(target, cancel).await else {
-            return Ok(());
-        };
-        let endpoint = match cluster::controller_endpoint(&url, cfg.tls.as_ref()) {
-            Ok(e) => e,
-            Err(e) => {
-                warn!("{e:#}; waiting for another controller URL");
-                tokio::select! {
-                    _ = cancel.cancelled() => return Ok(()),
-                    r = target.changed() => if r.is_err() { return Ok(()) },
-                }
-                continue;
-            }
-        };
-        let result = session(&endpoint, &url, target, cfg, cancel, &mut registered).await;
-        if cancel.is_cancelled() {
-            return Ok(());
-        }
-        match result {
-            Err(e) if e.is::<cluster::LeaderMoved>() => {
-                info!("{e}");
-                backoff = cluster::session_backoff();
-                continue;
-            }
-            Ok(()) => info!("the controller ended the session"),
-            Err(e) => warn!("session with the controller at {url}: {}", chain(&e)),
-        }
-        if registered {
-            backoff = cluster::session_backoff();
-        }
-        let wait = backoff.next().unwrap_or(cluster::SESSION_BACKOFF_MAX);
-        debug!("reconnecting in {wait:?}");
-        tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
-}
+/// The worker's side of a session, for [`cluster::reconnect`].
+struct Sessions<'a>(&'a WorkerConfig);
 
-/// `a: b: c`, each cause once (tonic's transport errors repeat their source's message).
-fn chain(e: &anyhow::Error) -> String {
-    let mut out: Vec<String> = Vec::new();
-    for c in e.chain() {
-        let m = c.to_string();
-        if !out.iter().any(|o| o.contains(&m)) {
-            out.push(m);
-        }
+impl cluster::Session for Sessions<'_> {
+    async fn run(&self, link: &mut Link<'_>) -> anyhow::Result<()> {
+        session(link, self.0).await
     }
-    out.join(": ")
 }
 
 fn message(m: ToController) -> proto::WorkerMessage {
@@ -182,15 +122,8 @@ struct Running {
 }
 
 /// One session: register, then serve the controller until the session ends or `cancel` fires.
-async fn session(
-    endpoint: &Endpoint,
-    url: &str,
-    target: &mut tokio::sync::watch::Receiver<Option<String>>,
-    cfg: &WorkerConfig,
-    cancel: &CancellationToken,
-    registered: &mut bool,
-) -> anyhow::Result<()> {
-    let mut watching = true;
+async fn session(link: &mut Link<'_>, cfg: &WorkerConfig) -> anyhow::Result<()> {
+    let (endpoint, cancel) = (link.endpoint, link.cancel);
     let channel = tokio::select! {
         _ = cancel.cancelled() => return Ok(()),
         c = endpoint.connect() => c.context("connecting")?,
@@ -232,7 +165,7 @@ async fn session(
         }
         other => bail!("expected WorkerRegistered, the controller sent {other:?}"),
     }
-    *registered = true;
+    link.registered();
 
     let mut job: Option<Running> = None;
     // a CancelJob that came before its JobAssignment (the controller cancelled while still
@@ -241,13 +174,7 @@ async fn session(
     let result = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
-            r = target.changed(), if watching => {
-                if r.is_err() {
-                    watching = false; // a fixed --controller: nothing will change
-                } else if let Some(now) = target.borrow_and_update().clone().filter(|n| n != url) {
-                    break Err(cluster::LeaderMoved(now).into());
-                }
-            }
+            moved = link.leader_moved() => break Err(moved.into()),
             r = async { (&mut job.as_mut().expect("guarded").task).await }, if job.is_some() => {
                 let done = job.take().expect("guarded");
                 if let Err(e) = r {

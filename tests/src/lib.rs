@@ -102,13 +102,7 @@ impl SweepRun {
 
     /// The result array (`<model>_vllm_result.json`).
     pub fn results(&self) -> Vec<serde_json::Value> {
-        let f = std::fs::read_dir(self.dir())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.to_string_lossy().ends_with("_vllm_result.json"))
-            .expect("a result array");
-        serde_json::from_slice(&std::fs::read(f).unwrap()).expect("the result array parses")
+        cluster::testing::result_array(self.dir())
     }
 
     pub fn summary(&self) -> serde_json::Value {

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use benchctl_tests::{SimConfig, start, sweep};
+use cluster::testing::{free_port, try_result_array};
 use controller::dashboard::data::Source;
 use controller::dashboard::server::{DashboardConfig, Sources};
 use serde_json::{Value, json};
@@ -123,25 +124,12 @@ fn slow_capacity_sim() -> SimConfig {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// The finished tests of the one sweep under `root` (none yet: empty).
 fn result_array(root: &Path) -> Vec<Value> {
-    let Some(dir) = std::fs::read_dir(root)
+    std::fs::read_dir(root)
         .ok()
         .and_then(|rd| rd.flatten().map(|e| e.path()).find(|p| p.is_dir()))
-    else {
-        return vec![];
-    };
-    Source::Dir(dir)
-        .result_file()
-        .and_then(|f| std::fs::read(f).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|dir| try_result_array(&dir))
         .unwrap_or_default()
 }
 
@@ -162,7 +150,7 @@ async fn the_live_dashboard_follows_a_sweep_without_a_reload() {
     let Some(b) = browser().await else { return };
     let sim = start(slow_capacity_sim()).await;
     let root = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let (url, r) = (sim.base_url(), root.path().to_path_buf());
     let addr = format!("127.0.0.1:{port}");
     let run = tokio::spawn(async move {

@@ -20,7 +20,7 @@ pub struct AgentsArgs {
     #[arg(long, env = "BENCHCTL_JSON")]
     pub json: bool,
     /// Change the sampling interval of the connected agents (all, or --node), e.g. 100ms.
-    #[arg(long, env = "BENCHCTL_SET_INTERVAL", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BENCHCTL_SET_INTERVAL", value_parser = cluster::duration::parse)]
     pub set_interval: Option<std::time::Duration>,
     /// With --set-interval: only this node's agent.
     #[arg(long, env = "BENCHCTL_NODE", requires = "set_interval")]

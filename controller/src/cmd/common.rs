@@ -53,10 +53,10 @@ pub struct CommonArgs {
     #[arg(long, env = "BENCHCTL_PREFIX_LEN", default_value_t = 0)]
     pub prefix_len: u32,
     /// Limit for one request, send to end of stream (e.g. 10m, 90s).
-    #[arg(long, env = "BENCHCTL_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BENCHCTL_TIMEOUT", default_value = "10m", value_parser = cluster::duration::parse)]
     pub timeout: Duration,
     /// Fail a request that receives nothing for this long (off by default).
-    #[arg(long, env = "BENCHCTL_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BENCHCTL_STALL_TIMEOUT", value_parser = cluster::duration::parse)]
     pub stall_timeout: Option<Duration>,
     /// Ask the server to ignore EOS so outputs have exactly --output-len tokens (sent only
     /// with --backend vllm or sglang).
@@ -103,7 +103,7 @@ pub struct CommonArgs {
     )]
     pub telemetry_source: agent::SourceKind,
     /// GPU sampling interval.
-    #[arg(long, env = "BENCHCTL_TELEMETRY_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BENCHCTL_TELEMETRY_INTERVAL", default_value = "500ms", value_parser = cluster::duration::parse)]
     pub telemetry_interval: Duration,
     /// No progress bar.
     #[arg(long, env = "BENCHCTL_QUIET")]

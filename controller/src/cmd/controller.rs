@@ -44,12 +44,25 @@ pub struct ControllerArgs {
     /// The gRPC URL peers dial, published in etcd when elected [default: http://<--listen>].
     #[arg(long, env = "BENCHCTL_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Seconds a crashed leader keeps its leadership in etcd (a standby's takeover time).
-    #[arg(long, env = "BENCHCTL_LEASE_TTL", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=600))]
+    /// How long a crashed leader keeps its leadership in etcd (a standby's takeover time):
+    /// whole seconds, 1s to 10m (e.g. 5s; a bare number is seconds).
+    #[arg(long, env = "BENCHCTL_LEASE_TTL", default_value = "5s", value_parser = parse_lease_ttl)]
     pub lease_ttl: i64,
     /// mTLS: serve TLS and refuse every peer without a certificate signed by --tls-ca.
     #[command(flatten)]
     pub tls: cluster::TlsArgs,
+}
+
+/// `--lease-ttl`: etcd leases are whole seconds.
+fn parse_lease_ttl(s: &str) -> Result<i64, String> {
+    let d = cluster::duration::parse(s)?;
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || !(1..=600).contains(&secs) {
+        return Err(format!(
+            "{s:?}: a lease is a whole number of seconds from 1s to 10m"
+        ));
+    }
+    Ok(secs as i64)
 }
 
 /// Serves until SIGINT or SIGTERM.
@@ -188,4 +201,29 @@ async fn serve_once(
         d.stop().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    fn lease_ttl(v: &str) -> Result<i64, String> {
+        let cli = crate::cli::Cli::try_parse_from(["benchctl", "controller", "--lease-ttl", v])
+            .map_err(|e| e.to_string())?;
+        let crate::cli::Command::Controller(c) = cli.command else {
+            unreachable!()
+        };
+        Ok(c.lease_ttl)
+    }
+
+    #[test]
+    fn the_lease_ttl_takes_a_unit_like_every_duration_flag() {
+        assert_eq!(lease_ttl("5s"), Ok(5));
+        assert_eq!(lease_ttl("5"), Ok(5));
+        assert_eq!(lease_ttl("2m"), Ok(120));
+        for bad in ["500ms", "0s", "11m", "soon"] {
+            let e = lease_ttl(bad).unwrap_err();
+            assert!(e.contains("--lease-ttl") && e.contains(bad), "{e}");
+        }
+    }
 }

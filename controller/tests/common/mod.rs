@@ -1,24 +1,16 @@
 //! Helpers shared by the process-level tests: ports, child processes, binaries, certificates.
-// each test file uses a part of them
-#![allow(dead_code)]
+// each test file uses a part of them (the re-exported fixtures too)
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_benchctl");
+// ports and result files: the fixtures every crate's tests share
+pub use cluster::testing::{free_port, result_array};
 
-/// The result array (`*_vllm_result.json`) of the sweep directory `dir`.
-pub fn result_array(dir: &Path) -> Vec<serde_json::Value> {
-    let f = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with("_vllm_result.json"))
-        .expect("the result array");
-    serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()
-}
+pub const BIN: &str = env!("CARGO_BIN_EXE_benchctl");
 
 /// Runs `cmd`, asserts it succeeded (showing its stderr if not), returns its trimmed stdout.
 pub fn stdout_ok(cmd: &mut Command) -> String {
@@ -29,15 +21,6 @@ pub fn stdout_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A free TCP port on `ip` (a loopback address).
-pub fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The loadgen and agent binaries, built beside `benchctl` (same workspace target dir).

@@ -4,8 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use loadgen::worker::{WorkerConfig, run_worker};
-use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// benchctl-loadgen: a load worker. Dials the benchctl controller, runs the share of each test it
 /// is assigned against the inference servers, and streams one record per request back.
@@ -49,29 +47,13 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match real_main(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cluster::process::main("info", || real_main(args))
 }
 
 fn real_main(args: Args) -> anyhow::Result<()> {
-    let name = args.name.unwrap_or_else(|| {
-        rustix::system::uname()
-            .nodename()
-            .to_string_lossy()
-            .into_owned()
-    });
     let cfg = WorkerConfig {
         controller: args.controller.unwrap_or_default(),
-        name,
+        name: args.name.unwrap_or_else(cluster::process::host_name),
         max_streams: args.max_streams,
         etcd: args.etcd.enabled().then_some(args.etcd),
         tls: args.tls.client()?,
@@ -79,12 +61,9 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        let cancel = CancellationToken::new();
-        tokio::spawn(cluster::cancel_on_signal(
-            cancel.clone(),
-            "shutting down: cancelling the job in flight and sending what was measured",
-        ));
-        run_worker(cfg, cancel).await
-    })
+    cluster::process::block_on_until_signal(
+        &runtime,
+        "shutting down: cancelling the job in flight and sending what was measured",
+        |cancel| run_worker(cfg, cancel),
+    )
 }
