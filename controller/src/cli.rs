@@ -24,11 +24,11 @@ pub enum Command {
     /// Benchmark one configuration (concurrency, input/output length) against a running server.
     Bench(Box<cmd::bench::BenchArgs>),
     /// Sweep a grid of input/output lengths × concurrencies, find the largest concurrency that
-    /// meets --threshold per combination, record the GPUs (the seed's vllm_bench_with_gpu.sh).
+    /// meets --threshold per combination, record the GPUs (the original scripts' vllm_bench_with_gpu.sh).
     Sweep(Box<cmd::sweep_args::SweepCmd>),
     /// The sweeps a controller runs or ran (distributed mode).
     Sweeps(cmd::sweep_args::SweepsArgs),
-    /// Serve the live dashboard of a result file (the seed's realtime page) or of every sweep in
+    /// Serve the live dashboard of a result file (the original scripts' realtime page) or of every sweep in
     /// a directory.
     Dashboard(cmd::dashboard::DashboardArgs),
     /// Write a sweep's report: one self-contained HTML file (opens offline) and SVG charts.

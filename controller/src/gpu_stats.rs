@@ -1,5 +1,5 @@
 //! A test's GPU statistics: the telemetry of its window ([`NodeWindow`], from the registry)
-//! turned into the result's flat `gpu_*` keys, the printed lines, and the seed's `raw.log` /
+//! turned into the result's flat `gpu_*` keys, the printed lines, and the original scripts' `raw.log` /
 //! `result.log` files.
 
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ pub struct GpuStats {
     /// A counter delta over the window, summed over the GPUs.
     pub gpu_energy_j: Option<f64>,
     pub gpu_joules_per_output_token: Option<f64>,
-    /// The seed's filtered averages (samples with utilisation > 10 and a steady memory).
+    /// The original scripts' filtered averages (samples with utilisation > 10 and a steady memory).
     pub gpu_seed_filter_utilization_pct: Option<f64>,
     pub gpu_seed_filter_memory_used_mib: Option<f64>,
     pub gpu_seed_filter_temperature_c: Option<f64>,
@@ -49,7 +49,7 @@ impl GpuStats {
         let max =
             |f: fn(&GpuWindow) -> Option<Gauge>| gauges(f).iter().map(|g| g.max).reduce(f64::max);
         let energy: Option<f64> = gpus.iter().map(|g| g.energy_j).sum();
-        let seed = nodes.first().map(|n| &n.seed_filter);
+        let script = nodes.first().map(|n| &n.script_filter);
         let coverage = nodes.iter().map(|n| n.coverage).fold(1.0, f64::min);
         GpuStats {
             gpu_telemetry_simulated: nodes.iter().any(|n| n.simulated),
@@ -67,9 +67,9 @@ impl GpuStats {
             gpu_joules_per_output_token: energy
                 .filter(|_| output_tokens > 0)
                 .map(|e| e / output_tokens as f64),
-            gpu_seed_filter_utilization_pct: seed.and_then(|s| s.utilization_pct),
-            gpu_seed_filter_memory_used_mib: seed.and_then(|s| s.memory_used_mib),
-            gpu_seed_filter_temperature_c: seed.and_then(|s| s.temperature_c),
+            gpu_seed_filter_utilization_pct: script.and_then(|s| s.utilization_pct),
+            gpu_seed_filter_memory_used_mib: script.and_then(|s| s.memory_used_mib),
+            gpu_seed_filter_temperature_c: script.and_then(|s| s.temperature_c),
             gpu_telemetry: serde_json::json!(nodes),
         }
     }
@@ -123,7 +123,7 @@ pub fn text(nodes: &[NodeWindow]) -> String {
     t
 }
 
-/// Writes the seed's `raw.log` and `result.log` of a test's window into `dir` (one pair per node;
+/// Writes the original scripts' `raw.log` and `result.log` of a test's window into `dir` (one pair per node;
 /// with several nodes, suffixed `_<node>`).
 pub fn write_logs(dir: &std::path::Path, nodes: &[NodeWindow], from: u64) -> anyhow::Result<()> {
     for w in nodes {

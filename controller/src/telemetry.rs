@@ -104,11 +104,11 @@ pub struct GpuPoint {
     pub power_w: f32,
 }
 
-/// The seed's `result.log` statistic: polls whose mean utilisation over the monitored GPUs is
+/// The original scripts' `result.log` statistic: polls whose mean utilisation over the monitored GPUs is
 /// above 10 % and whose memory use differs little between GPUs (standard deviation across GPUs
 /// below 2 percentage points of total memory), averaged over time.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SeedFilter {
+pub struct ScriptFilter {
     pub polls: usize,
     pub kept: usize,
     pub memory_used_mib: Option<f64>,
@@ -137,7 +137,9 @@ pub struct NodeWindow {
     pub node: String,
     pub simulated: bool,
     pub gpus: Vec<GpuWindow>,
-    pub seed_filter: SeedFilter,
+    /// (named `seed_filter` in result files: "seed" was the original scripts' name)
+    #[serde(rename = "seed_filter")]
+    pub script_filter: ScriptFilter,
     /// Mean over GPUs at each poll, in time order.
     #[serde(skip)]
     pub polls: Vec<Poll>,
@@ -235,7 +237,7 @@ impl NodeSeries {
         let mean = |g: fn(&Poll) -> f64| {
             (!kept.is_empty()).then(|| kept.iter().map(|p| g(p)).sum::<f64>() / kept.len() as f64)
         };
-        let seed_filter = SeedFilter {
+        let script_filter = ScriptFilter {
             polls: polls.len(),
             kept: kept.len(),
             memory_used_mib: mean(|p| p.memory_used_mib),
@@ -246,7 +248,7 @@ impl NodeSeries {
             node: node.to_string(),
             simulated,
             gpus: gpus_out,
-            seed_filter,
+            script_filter,
             polls,
             clock_uncertainty_ns: offset.uncertainty_ns,
             coverage: selected
@@ -313,7 +315,7 @@ fn polls(selected: &[(u32, &[Sample])], offset: Offset) -> Vec<Poll> {
         .collect()
 }
 
-/// The seed's `raw.log`: one line per poll, the mean over the monitored GPUs.
+/// The original scripts' `raw.log`: one line per poll, the mean over the monitored GPUs.
 pub fn raw_log(w: &NodeWindow, start_ns: u64) -> String {
     let mut s = String::from(
         "# time_s\tmemory_used_mib\tgpu_utilization_pct\ttemperature_c\tmemory_used_pct\tpower_w\n",
@@ -338,9 +340,9 @@ pub fn raw_log(w: &NodeWindow, start_ns: u64) -> String {
     s
 }
 
-/// The seed's `result.log`: the filtered average.
+/// The original scripts' `result.log`: the filtered average.
 pub fn result_log(w: &NodeWindow) -> String {
-    let f = &w.seed_filter;
+    let f = &w.script_filter;
     let v = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "NA".into());
     let mut s = String::new();
     if w.simulated {
@@ -452,8 +454,8 @@ mod tests {
         assert_eq!(g0.energy_j, Some(3000.0));
         assert_eq!(w.polls.len(), 4);
         // kept: polls 1 and 2 (poll 0 idle, poll 3 unbalanced: 75 % vs 25 %)
-        assert_eq!((w.seed_filter.polls, w.seed_filter.kept), (4, 2));
-        assert!((w.seed_filter.utilization_pct.unwrap() - 85.0).abs() < 1e-9);
+        assert_eq!((w.script_filter.polls, w.script_filter.kept), (4, 2));
+        assert!((w.script_filter.utilization_pct.unwrap() - 85.0).abs() < 1e-9);
         // a window that holds only the first two polls
         let w = n.window("node", false, NONE, 0, 1_500_000_000, Some(&[0]));
         assert_eq!(w.gpus.len(), 1);

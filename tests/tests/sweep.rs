@@ -211,7 +211,7 @@ async fn repeats_confirm_the_boundary_on_pooled_requests() {
         (point["p99_ttft_ms"].as_f64().unwrap() - p99).abs() < 1e-9,
         "{point}"
     );
-    // the seed's GPU directory for run 1, suffixed for later runs; a log per run
+    // the original scripts' GPU directory for run 1, suffixed for later runs; a log per run
     for t in ["c5_in128_out64", "c5_in128_out64_r2", "c5_in128_out64_r3"] {
         assert!(
             run.dir()
@@ -333,7 +333,7 @@ async fn the_seeds_directory_files_and_log_columns() {
         );
         let result = std::fs::read_to_string(gpu.join("result.log")).unwrap();
         assert!(result.contains("SIMULATED"), "{result}");
-        // the seed's filter, then its averages: polls, kept, memory, utilisation, temperature
+        // the original scripts' filter, then its averages: polls, kept, memory, utilisation, temperature
         assert!(result.contains(
             "# filter: gpu_utilization_pct > 10 and std of memory_used_pct across GPUs < 2"
         ));

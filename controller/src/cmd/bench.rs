@@ -1,5 +1,5 @@
 //! `benchctl bench`: one configuration against a running server — preflight, prompts, the run,
-//! the summary and the result files. Flags follow `vllm bench serve` and the seed's
+//! the summary and the result files. Flags follow `vllm bench serve` and the original scripts'
 //! `vllm_bench.sh`.
 
 use std::io::Write;
@@ -30,7 +30,7 @@ pub enum DatasetKind {
     Jsonl,
 }
 
-/// `benchctl bench`: flags follow `vllm bench serve` and the seed's `vllm_bench.sh`.
+/// `benchctl bench`: flags follow `vllm bench serve` and the original scripts' `vllm_bench.sh`.
 #[derive(Clone, Debug, Args)]
 pub struct BenchArgs {
     #[command(flatten)]

@@ -81,7 +81,7 @@ pub struct CommonArgs {
     #[arg(long, env = "BENCHCTL_NO_PREFLIGHT")]
     pub no_preflight: bool,
     /// Record the first N GPUs of this machine during the run (NVML, through an in-process
-    /// agent and controller) and add their statistics to the result, with the seed's raw.log
+    /// agent and controller) and add their statistics to the result, with the original scripts' raw.log
     /// and result.log.
     #[arg(long, env = "BENCHCTL_GPU_NUM", value_parser = clap::value_parser!(u32).range(1..))]
     pub gpu_num: Option<u32>,

@@ -10,7 +10,7 @@ use clap::Args;
 use crate::dashboard::data::{Source, SweepView};
 use crate::dashboard::server::{DashboardConfig, Sources};
 
-/// `benchctl dashboard`: the seed's realtime page, without Python.
+/// `benchctl dashboard`: the original scripts' realtime page, without Python.
 #[derive(Clone, Debug, Args)]
 pub struct DashboardArgs {
     /// Follow this result file (`<model>_vllm_result.json`) as it grows.

@@ -1,4 +1,4 @@
-//! `benchctl sweep` (the seed's `vllm_bench_with_gpu.sh`) in one process: the in-process
+//! `benchctl sweep` (the original scripts' `vllm_bench_with_gpu.sh`) in one process: the in-process
 //! controller, worker and agent, the live dashboard, Ctrl-C, then the sweep engine; with
 //! `--controller/--etcd`, the sweep is submitted instead (`sweep_remote.rs`).
 

@@ -26,7 +26,7 @@ pub enum SweepAction {
     Cancel(AttachArgs),
 }
 
-/// `benchctl sweep`: the seed's `vllm_bench_with_gpu.sh`. Grid flags override `--config`.
+/// `benchctl sweep`: the original scripts' `vllm_bench_with_gpu.sh`. Grid flags override `--config`.
 #[derive(Clone, Debug, Args)]
 pub struct SweepArgs {
     #[command(flatten)]
@@ -34,7 +34,7 @@ pub struct SweepArgs {
     /// A TOML file with the grid and the search (see deploy/sweep.example.toml); flags win.
     #[arg(long, env = "BENCHCTL_SWEEP_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The model's dtype, for the result directory's name (the seed's `--dtype`). Default: auto.
+    /// The model's dtype, for the result directory's name (the original scripts' `--dtype`). Default: auto.
     #[arg(long, env = "BENCHCTL_DTYPE")]
     pub dtype: Option<String>,
     /// Tensor parallelism of the server, for the directory name. Default: the number of GPUs
@@ -60,14 +60,14 @@ pub struct SweepArgs {
     /// concurrency (one wave); 0 turns it off.
     #[arg(long, env = "BENCHCTL_WARMUP_REQUESTS")]
     pub warmup_requests: Option<u64>,
-    /// Latency bounds a test must meet, in ms: "ttft:400 tpot:50" (the seed's; mean), also
+    /// Latency bounds a test must meet, in ms: "ttft:400 tpot:50" (the original scripts'; mean), also
     /// p99_ttft:400, median_tpot:50, itl, e2el. Without it every grid point is tested.
     #[arg(long, env = "BENCHCTL_THRESHOLD")]
     pub threshold: Option<String>,
     /// The largest fraction of failed requests a passing test may have [default: 0].
     #[arg(long, env = "BENCHCTL_MAX_ERROR_RATE")]
     pub max_error_rate: Option<f64>,
-    /// ascending: the seed's walk (stop after a pass then a fail); bisect: then halve the gap
+    /// ascending: the original scripts' walk (stop after a pass then a fail); bisect: then halve the gap
     /// to the exact boundary [default: ascending].
     #[arg(long, env = "BENCHCTL_SEARCH", value_enum)]
     pub search: Option<Mode>,

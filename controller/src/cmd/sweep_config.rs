@@ -41,7 +41,7 @@ impl SweepFile {
     }
 }
 
-/// The seed's default grid (its script's lines 72–100 in spirit): three input/output
+/// The original scripts' default grid (its script's lines 72–100 in spirit): three input/output
 /// combinations, concurrency doubling from 1 to 128.
 pub const DEFAULT_IO: &str = "1024x1024,2048x1024,4096x1024";
 pub const DEFAULT_CONCURRENCY: &str = "1,2,4,8,16,32,64,128";
@@ -297,7 +297,7 @@ tp = 8
         .unwrap_err()
         .to_string();
         assert!(e.contains("--resume") && e.contains("--threshold"), "{e}");
-        // the seed's form: space-separated pairs after one flag
+        // the original scripts' form: space-separated pairs after one flag
         let p = resolve(&args(&["--metadata", "tp=8", "dtype=fp16", "--io", "8x8"])).unwrap();
         assert_eq!(
             (p.metadata["tp"].as_str(), p.metadata["dtype"].as_str()),

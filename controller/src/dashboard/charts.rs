@@ -191,7 +191,7 @@ fn by_concurrency(view: &SweepView, key: &str, unit: &str, lines: &[(String, f64
             chart
                 .draw_series(LineSeries::new(s.iter().copied(), c.stroke_width(2)))
                 .map_err(|e| e.to_string())?
-                .label(format!("{}x{}", io.0, io.1))
+                .label(io.to_string())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
                 });
@@ -261,7 +261,7 @@ fn max_passing(view: &SweepView) -> String {
                     )))
                     .map_err(|e| e.to_string())?;
             }
-            let io = format!("{}x{}", bars[i].0.0, bars[i].0.1);
+            let io = bars[i].0.to_string();
             let label = match (max, first) {
                 (Some(m), Some(f)) => format!("{io}: {m} (fails at {f})"),
                 (Some(m), None) => format!("{io}: {m} (all passed)"),

@@ -1,5 +1,5 @@
 //! What the dashboard and the report show, read from a sweep's result directory (or a bare
-//! `<model>_vllm_result.json`, as the seed's Streamlit page read it). Everything comes from files,
+//! `<model>_vllm_result.json`, as the original scripts' Streamlit page read it). Everything comes from files,
 //! so the same page follows a sweep run by this process, by another one, or finished long ago.
 
 use std::collections::BTreeMap;
@@ -71,7 +71,7 @@ impl Source {
 }
 
 /// An input/output combination.
-pub type Io = (u64, u64);
+pub use crate::sweep::grid::Io;
 
 /// A combination's largest passing and smallest failing concurrency.
 pub type Boundary = (Io, Option<u64>, Option<u64>);
@@ -185,9 +185,9 @@ impl SweepView {
                     .map(str::to_string)
             });
         let thresholds = threshold
-            .and_then(|t| crate::sweep::threshold::parse(&t, 1.0).ok())
+            .and_then(|t| crate::sweep::threshold::Threshold::parse(&t).ok())
             .map(|t| {
-                t.bounds
+                t.bounds()
                     .iter()
                     .map(|b| {
                         let name = b.name();
@@ -242,7 +242,7 @@ impl SweepView {
     }
 
     /// The input/output combinations, in the order they first appear.
-    pub fn combinations(&self) -> Vec<(u64, u64)> {
+    pub fn combinations(&self) -> Vec<Io> {
         let mut v = vec![];
         for e in &self.entries {
             if let Some(io) = io_of(e)
@@ -257,14 +257,15 @@ impl SweepView {
     /// `(concurrency, value)` of `key` per combination: the statistic of all runs' requests
     /// pooled, as the verdict judged it (from `summary.json`); without a summary, the runs' own
     /// values, averaged where a concurrency ran several times.
-    pub fn series(&self, io: (u64, u64), key: &str) -> Vec<(f64, f64)> {
+    pub fn series(&self, io: Io, key: &str) -> Vec<(f64, f64)> {
         let pooled: Vec<(f64, f64)> = self
             .summary
             .as_ref()
             .and_then(|s| s["combinations"].as_array())
             .and_then(|cs| {
                 cs.iter().find(|c| {
-                    c["input_len"].as_u64() == Some(io.0) && c["output_len"].as_u64() == Some(io.1)
+                    c["input_len"].as_u64() == Some(io.input_len.into())
+                        && c["output_len"].as_u64() == Some(io.output_len.into())
                 })
             })
             .and_then(|c| c["points"].as_array())
@@ -307,8 +308,8 @@ impl SweepView {
             .map(|io| {
                 let from_summary = self.summary.as_ref().and_then(|s| {
                     s["combinations"].as_array()?.iter().find_map(|c| {
-                        (c["input_len"].as_u64() == Some(io.0)
-                            && c["output_len"].as_u64() == Some(io.1))
+                        (c["input_len"].as_u64() == Some(io.input_len.into())
+                            && c["output_len"].as_u64() == Some(io.output_len.into()))
                         .then(|| (c["max_passing"].as_u64(), c["first_failing"].as_u64()))
                     })
                 });
@@ -341,20 +342,24 @@ impl SweepView {
     }
 }
 
-pub fn io_of(e: &Value) -> Option<(u64, u64)> {
+pub fn io_of(e: &Value) -> Option<Io> {
     // sweep entries name their combination; a bench result has only its random lengths
     let i = e.get("input_len").and_then(Value::as_u64);
     let o = e.get("output_len").and_then(Value::as_u64);
-    match (i, o) {
-        (Some(i), Some(o)) => Some((i, o)),
+    let (input_len, output_len) = match (i, o) {
+        (Some(i), Some(o)) => (i, o),
         _ => {
             let n = e.get("completed")?.as_u64()?.max(1);
-            Some((
+            (
                 e.get("total_input_tokens")?.as_u64()? / n,
                 e.get("total_output_tokens")?.as_u64()? / n,
-            ))
+            )
         }
-    }
+    };
+    Some(Io {
+        input_len: u32::try_from(input_len).ok()?,
+        output_len: u32::try_from(output_len).ok()?,
+    })
 }
 
 pub fn concurrency_of(e: &Value) -> Option<u64> {
@@ -446,10 +451,13 @@ mod tests {
             entries,
             ..Default::default()
         };
-        assert_eq!(v.series((64, 32), "p99_ttft_ms"), vec![(8.0, 150.0)]);
+        assert_eq!(v.series(Io::new(64, 32), "p99_ttft_ms"), vec![(8.0, 150.0)]);
         v.summary = Some(json!({"combinations": [{"input_len": 64, "output_len": 32,
             "points": [{"concurrency": 8, "output_throughput": 10.0, "pooled": {"p99_ttft_ms": 290.0}}]}]}));
-        assert_eq!(v.series((64, 32), "p99_ttft_ms"), vec![(8.0, 290.0)]);
-        assert_eq!(v.series((64, 32), "output_throughput"), vec![(8.0, 10.0)]);
+        assert_eq!(v.series(Io::new(64, 32), "p99_ttft_ms"), vec![(8.0, 290.0)]);
+        assert_eq!(
+            v.series(Io::new(64, 32), "output_throughput"),
+            vec![(8.0, 10.0)]
+        );
     }
 }

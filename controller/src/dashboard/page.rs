@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::data::{SweepView, concurrency_of, io_of};
+use super::data::{Io, SweepView, concurrency_of, io_of};
 
 pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -69,8 +69,8 @@ pub fn boundary(view: &SweepView) -> String {
         let _ = write!(
             s,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            io.0,
-            io.1,
+            io.input_len,
+            io.output_len,
             max.map_or("none".into(), |v| v.to_string()),
             first.map_or("-".into(), |v| v.to_string())
         );
@@ -90,7 +90,7 @@ pub fn tests(view: &SweepView) -> String {
             .map_or("-".into(), |v| format!("{v:.d$}"))
     };
     for e in &view.entries {
-        let io = io_of(e).unwrap_or((0, 0));
+        let io = io_of(e).unwrap_or(Io::new(0, 0));
         let verdict = match e.get("threshold_pass").and_then(Value::as_bool) {
             None => "<td class=\"l\">-</td>".to_string(),
             Some(true) => "<td class=\"l pass\">pass</td>".into(),
@@ -111,8 +111,8 @@ pub fn tests(view: &SweepView) -> String {
             s,
             "<tr class=\"test\"><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{verdict}</tr>",
             esc(e.get("test_id").and_then(Value::as_str).unwrap_or("-")),
-            io.0,
-            io.1,
+            io.input_len,
+            io.output_len,
             concurrency_of(e).map_or("-".into(), |c| c.to_string()),
             e.get("run").and_then(Value::as_u64).unwrap_or(1),
             e.get("completed").and_then(Value::as_u64).unwrap_or(0),

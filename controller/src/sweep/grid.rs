@@ -1,4 +1,4 @@
-//! The sweep's grid: input/output combinations × concurrencies, and the seed's directory name.
+//! The sweep's grid: input/output combinations × concurrencies, and the original scripts' directory name.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,6 +7,15 @@ use serde::{Deserialize, Serialize};
 pub struct Io {
     pub input_len: u32,
     pub output_len: u32,
+}
+
+impl Io {
+    pub const fn new(input_len: u32, output_len: u32) -> Io {
+        Io {
+            input_len,
+            output_len,
+        }
+    }
 }
 
 impl std::fmt::Display for Io {
@@ -68,7 +77,7 @@ pub fn parse_concurrency(s: &str) -> Result<Vec<u32>, String> {
     Ok(out)
 }
 
-/// The seed's result directory: `<model-name>_tp<N>_dtype<dtype>_<YYYYmmdd_HHMMSS>`.
+/// The original scripts' result directory: `<model-name>_tp<N>_dtype<dtype>_<YYYYmmdd_HHMMSS>`.
 pub fn run_dir_name(
     model_name: &str,
     tp: u32,
@@ -94,7 +103,7 @@ pub fn run_dir_name(
     format!("{safe}_tp{tp}_dtype{dtype}_{}", at.format("%Y%m%d_%H%M%S"))
 }
 
-/// The seed's per-test GPU directory: `gpu_utilization_c<C>_in<I>_out<O>` (`cinf` without a
+/// The original scripts' per-test GPU directory: `gpu_utilization_c<C>_in<I>_out<O>` (`cinf` without a
 /// concurrency limit).
 pub fn gpu_dir_name(concurrency: Option<usize>, io: Io) -> String {
     let c = concurrency.map_or("inf".to_string(), |c| c.to_string());

@@ -1,6 +1,6 @@
 //! `benchctl sweep`: the grid of input/output combinations × concurrencies, the thresholds a
 //! test must meet, the search for the largest concurrency that meets them, the engine that runs
-//! the tests, and the seed's result directory; in the distributed mode, the controller's queue of
+//! the tests, and the original scripts' result directory; in the distributed mode, the controller's queue of
 //! sweeps and their checkpoints.
 
 pub mod engine;

@@ -1,4 +1,4 @@
-//! A sweep's result directory (brief §4): the seed's layout, written so that a crash loses at
+//! A sweep's result directory (brief §4): the original scripts' layout, written so that a crash loses at
 //! most the test in flight.
 //!
 //! ```text
@@ -45,7 +45,7 @@ impl TestKey {
         }
     }
 
-    /// The seed's GPU directory (run 1), suffixed `_r<k>` for later runs.
+    /// The original scripts' GPU directory (run 1), suffixed `_r<k>` for later runs.
     pub fn gpu_dir(&self) -> String {
         let base = gpu_dir_name(Some(self.concurrency as usize), self.io);
         if self.run > 1 {

@@ -2,7 +2,7 @@
 //! combination. A state machine: ask [`Search::next_test`] what to test, tell it with
 //! [`Search::record`] whether the test passed, until `next_test` says `None`.
 //!
-//! - [`Mode::Ascending`] (the seed's): the grid in ascending order; once a test fails after a
+//! - [`Mode::Ascending`] (the original scripts'): the grid in ascending order; once a test fails after a
 //!   pass, the rest of the combination is skipped.
 //! - [`Mode::Bisect`]: the same walk up the grid, then a binary search over the integers between
 //!   the last pass and the first failure, so the boundary is exact.
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
-    /// The seed's: ascending, stop after a pass then a fail.
+    /// The original scripts': ascending, stop after a pass then a fail.
     Ascending,
     /// Ascending, then bisect between the last pass and the first fail.
     Bisect,
@@ -73,7 +73,7 @@ impl Search {
             return None;
         }
         let c = match (self.outcome.max_passing, self.outcome.first_failing) {
-            // the boundary is bracketed: bisect (or stop, in the seed's mode)
+            // the boundary is bracketed: bisect (or stop, in the original scripts' mode)
             (Some(lo), Some(hi)) => {
                 if self.mode == Mode::Ascending || hi <= lo.saturating_add(1) {
                     self.done = true;
@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(o.max_passing, Some(16));
         assert_eq!(o.first_failing, Some(32));
         assert_eq!(o.tested, vec![1, 2, 4, 8, 16, 32], "64 is skipped");
-        // nothing passes: the seed tests every point
+        // nothing passes: the original scripts test every point
         let o = run(Mode::Ascending, &grid, 0);
         assert_eq!((o.max_passing, o.tested.len()), (None, 7));
         // everything passes

@@ -1,6 +1,6 @@
 //! `--threshold "ttft:400 tpot:50"`: the latency bounds a test must meet, in milliseconds.
 //!
-//! The seed's syntax first: `KEY:MS` with keys `ttft`, `tpot`, `e2el` (and `itl`), judged on the
+//! The original scripts' syntax first: `KEY:MS` with keys `ttft`, `tpot`, `e2el` (and `itl`), judged on the
 //! mean. Extended: a statistic prefix (`p99_ttft:400`, `median_tpot:50`, `p99.9_itl:80`,
 //! `mean_e2el:9000`). Failed requests fail the test unless `--max-error-rate` allows them.
 
