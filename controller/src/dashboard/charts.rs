@@ -106,6 +106,24 @@ fn empty(root: &DrawingArea<SVGBackend, Shift>, what: &str) -> Result<(), String
     .map_err(|e| e.to_string())
 }
 
+/// The series' legend, upper left.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+/// A legend entry: a short line in the series' style.
+fn legend_line(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style)
+}
+
 fn color(i: usize) -> RGBColor {
     const C: [RGBColor; 8] = [
         RGBColor(31, 119, 180),
@@ -192,9 +210,7 @@ fn by_concurrency(view: &SweepView, key: &str, unit: &str, lines: &[(String, f64
                 .draw_series(LineSeries::new(s.iter().copied(), c.stroke_width(2)))
                 .map_err(|e| e.to_string())?
                 .label(io.to_string())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                });
+                .legend(legend_line(c.stroke_width(2)));
             chart
                 .draw_series(s.iter().map(|&p| Circle::new(p, 3, c.filled())))
                 .map_err(|e| e.to_string())?;
@@ -210,17 +226,9 @@ fn by_concurrency(view: &SweepView, key: &str, unit: &str, lines: &[(String, f64
                 ))
                 .map_err(|e| e.to_string())?
                 .label(label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], red.stroke_width(2))
-                });
+                .legend(legend_line(red.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(|e| e.to_string())
+        legend(&mut chart)
     })
 }
 
@@ -384,18 +392,10 @@ fn gpu_over_time(view: &SweepView, field: usize, unit: &str) -> String {
                 if k == 0 {
                     drawn
                         .label(format!("{} GPU {}", g.node, g.gpu))
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                        });
+                        .legend(legend_line(c.stroke_width(2)));
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(|e| e.to_string())
+        legend(&mut chart)
     })
 }
