@@ -55,6 +55,7 @@ impl TestSpec {
             warmup_prompts: self.warmup_prompts,
             progress: Some(progress),
             workers: self.workers,
+            before_start: None,
         }
     }
 }

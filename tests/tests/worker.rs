@@ -108,6 +108,7 @@ fn job(sim: &SimServer, prompts: Vec<Prompt>, concurrency: usize) -> JobSpec {
         warmup_prompts: vec![],
         progress: None,
         workers: None,
+        before_start: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! (sorted by name), worker `k` gets prompts `k, k+n, …`, its share of the concurrency (as even
 //! as possible, the remainder to the first workers), `rate/n` and seed `seed + k`.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -33,6 +34,25 @@ pub struct JobSpec {
     pub progress: Option<Arc<AtomicU64>>,
     /// How many workers to use (`None`: every idle one).
     pub workers: Option<usize>,
+    /// Awaited once every worker is warm, before the measured run is scheduled: the server's
+    /// metrics sampled just before the test's window. Gates a single worker's start too.
+    pub before_start: Option<BeforeStart>,
+}
+
+/// A step awaited between the warm-up and the measured run (bounded by
+/// [`BeforeStart::LIMIT`]).
+#[derive(Clone)]
+pub struct BeforeStart(pub Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>);
+
+impl BeforeStart {
+    /// The longest the measured run waits for it.
+    pub const LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+}
+
+impl std::fmt::Debug for BeforeStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeStart")
+    }
 }
 
 impl JobSpec {

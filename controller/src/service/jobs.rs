@@ -16,7 +16,7 @@ use proto::controller_to_worker::Msg as ToWorker;
 use tokio::sync::mpsc;
 
 use super::job_result::{JobResult, merge};
-use super::job_spec::JobSpec;
+use super::job_spec::{BeforeStart, JobSpec};
 use super::pool::{Claimed, Command, JobEvent, Workers};
 use crate::clock::Offset;
 
@@ -205,10 +205,18 @@ impl Workers {
     /// Workers already `done` (ended before the start) are skipped.
     async fn start(
         &self,
+        job: &JobSpec,
         job_id: &str,
         claimed: &[Claimed],
         done: &[Option<proto::JobDone>],
     ) -> anyhow::Result<()> {
+        if let Some(step) = &job.before_start
+            && tokio::time::timeout(BeforeStart::LIMIT, (step.0)())
+                .await
+                .is_err()
+        {
+            tracing::warn!("job {job_id}: the step before the measured run took over {:?}", BeforeStart::LIMIT);
+        }
         let latest = self.offsets(claimed).await;
         let uncertainty = latest
             .iter()
@@ -251,7 +259,7 @@ impl Workers {
         check_shares(job, claimed)?;
         // one worker runs its measured phase right after its warm-up; several warm up, then
         // start together at a time scheduled once the last one is warm (`StartJob`)
-        let gated = n > 1;
+        let gated = n > 1 || job.before_start.is_some();
         tracing::info!(
             "job {job_id}: {} prompts over {n} workers ({})",
             job.prompts.len(),
@@ -279,7 +287,7 @@ impl Workers {
                 .await
                 .ok_or_else(|| anyhow!("the worker pool stopped during job {job_id}"))?;
             if received.handle(ev, phases)? == Step::AllWarm {
-                self.start(job_id, claimed, &received.done).await?;
+                self.start(job, job_id, claimed, &received.done).await?;
             }
         }
 

@@ -22,7 +22,7 @@ use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use job_result::JobResult;
-pub use job_spec::JobSpec;
+pub use job_spec::{BeforeStart, JobSpec};
 pub use pool::{WorkerInfo, Workers};
 pub use registry::Registry;
 
