@@ -1,14 +1,14 @@
 //! Metrics of a run, computed from its records, and their two renderings: the vLLM-compatible
 //! result JSON (a superset of `vllm bench serve --save-result`'s keys) and the printed summary.
 //!
-//! - [`metric`]: the latency metrics and the goodput bounds on them
-//! - [`summary`]: everything computed from a run's records ([`summarize`])
-//! - [`json`]: the result JSON ([`result_json`]); [`text`]: the printed summary ([`render_text`])
+//! - `metric`: the latency metrics and the goodput bounds on them
+//! - `summary`: everything computed from a run's records ([`summarize`])
+//! - `json`: the result JSON ([`result_json`]); `text`: the printed summary ([`render_text`])
 
-pub mod json;
-pub mod metric;
-pub mod summary;
-pub mod text;
+mod json;
+mod metric;
+mod summary;
+mod text;
 
 pub use json::result_json;
 pub use metric::{GoodputBound, Metric, parse_goodput};
