@@ -1,0 +1,39 @@
+//! Metrics of a run, computed from its records, and their two renderings: the vLLM-compatible
+//! result JSON (a superset of `vllm bench serve --save-result`'s keys) and the printed summary.
+//!
+//! - `metric`: the latency metrics and the goodput bounds on them
+//! - `summary`: everything computed from a run's records ([`summarize`])
+//! - `json`: the result JSON ([`result_json`]); `text`: the printed summary ([`render_text`])
+
+mod json;
+mod metric;
+mod summary;
+mod text;
+
+pub use json::result_json;
+pub use metric::{GoodputBound, Metric, parse_goodput};
+pub use summary::{Summary, summarize};
+pub use text::render_text;
+
+use crate::runner::ChunkTokens;
+
+/// Run facts that are not computed from records.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    pub backend: String,
+    pub endpoint: String,
+    pub model_id: String,
+    pub tokenizer_id: String,
+    pub num_prompts: usize,
+    pub request_rate: f64,
+    pub burstiness: f64,
+    pub max_concurrency: Option<usize>,
+    pub warmup_requests: usize,
+    pub warmup_failed: usize,
+    pub not_sent: usize,
+    pub chunk_tokens: ChunkTokens,
+    /// The target identified itself as `benchctl sim` (a simulator, not a real model).
+    pub target_is_simulator: bool,
+    /// Wall-clock start, local time.
+    pub date: chrono::DateTime<chrono::Local>,
+}
