@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod dashboard;
 pub mod gpu_stats;
 pub mod local;
+pub mod metrics_source;
 pub mod output;
 pub mod progress;
 pub mod service;

@@ -9,6 +9,7 @@ use clap::Args;
 use loadgen::Backend;
 
 use crate::local::{GpuSelection, TelemetrySpec};
+use crate::metrics_source::MetricsSource;
 use crate::target::Target;
 
 /// The server, the requests' form, the tokenizer, GPU telemetry and output. (`Debug` is written
@@ -108,6 +109,16 @@ pub struct CommonArgs {
     /// No progress bar.
     #[arg(long, env = "BENCHCTL_QUIET")]
     pub quiet: bool,
+    /// Read the server's Prometheus metrics during each test (queue, KV cache, preemptions,
+    /// prefix-cache hits, token counters): no value for the target's /metrics (each replica's),
+    /// URLs (comma-separated, one per replica), "auto" (the target's /metrics if it answers;
+    /// the default of `benchctl sweep`) or "off" (the default of `benchctl bench`).
+    #[arg(long, env = "BENCHCTL_SERVER_METRICS", num_args = 0..=1, default_missing_value = "target", value_parser = MetricsSource::parse)]
+    pub server_metrics: Option<MetricsSource>,
+    /// Time between two scrapes of --server-metrics (plus one just before and one just after
+    /// each test's measured run).
+    #[arg(long, env = "BENCHCTL_SERVER_METRICS_INTERVAL", value_parser = cluster::duration::parse)]
+    pub server_metrics_interval: Option<Duration>,
     /// Spread each test over this many load workers (its concurrency and prompts divided
     /// deterministically, each with its own seed) [default: every connected worker]. In local
     /// mode, starts this many in-process workers.

@@ -94,7 +94,7 @@ pub struct SweepArgs {
     #[arg(long, env = "BENCHCTL_RESUME", conflicts_with_all = [
         "config", "dtype", "tp", "io", "concurrency", "num_prompts", "prompts_per_concurrency",
         "min_prompts", "warmup_requests", "threshold", "max_error_rate", "search", "repeats",
-        "metadata",
+        "metadata", "server_metrics", "server_metrics_interval",
     ])]
     pub resume: Option<PathBuf>,
     /// Distributed mode: submit the sweep to the controller and follow it (Ctrl-C detaches;

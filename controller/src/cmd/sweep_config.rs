@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use super::sweep_args::SweepArgs;
+use crate::metrics_source::MetricsSource;
 use crate::sweep::grid::{parse_concurrency, parse_io};
 use crate::sweep::plan::{PLAN_VERSION, Plan, Prompts};
 use crate::sweep::search::Mode;
@@ -27,6 +28,10 @@ pub struct SweepFile {
     pub max_error_rate: Option<f64>,
     pub search: Option<String>,
     pub repeats: Option<u32>,
+    /// `--server-metrics`: "auto", "off", "target" or URLs.
+    pub server_metrics: Option<String>,
+    /// `--server-metrics-interval`, e.g. "1s".
+    pub server_metrics_interval: Option<String>,
     pub dtype: Option<String>,
     pub tp: Option<u32>,
     #[serde(default)]
@@ -146,6 +151,25 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
     if file.tp == Some(0) {
         bail!("--config tp: must be at least 1, got 0");
     }
+    let server_metrics = match (&args.common.server_metrics, &file.server_metrics) {
+        (Some(m), _) => m.clone(),
+        (None, Some(s)) => {
+            MetricsSource::parse(s).map_err(|e| anyhow::anyhow!("--config server_metrics: {e}"))?
+        }
+        (None, None) => MetricsSource::Auto,
+    };
+    let server_metrics_interval = match (
+        args.common.server_metrics_interval,
+        &file.server_metrics_interval,
+    ) {
+        (Some(d), _) => d,
+        (None, Some(s)) => cluster::duration::parse(s)
+            .map_err(|e| anyhow::anyhow!("--config server_metrics_interval: {s:?}: {e}"))?,
+        (None, None) => crate::metrics_source::DEFAULT_INTERVAL,
+    };
+    if server_metrics_interval.is_zero() {
+        bail!("--server-metrics-interval must be above 0");
+    }
     let tp = args.tp.or(file.tp).or(args.common.gpu_count()).unwrap_or(1);
     loadgen::stats::parse_percentiles(&args.common.percentiles).map_err(anyhow::Error::msg)?;
     Ok(Plan {
@@ -169,6 +193,8 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
         random_range_ratio: args.common.random_range_ratio,
         prefix_len: args.common.prefix_len,
         percentiles: args.common.percentiles.clone(),
+        server_metrics,
+        server_metrics_interval,
         endpoint: args.common.endpoint.clone(),
         served_model: String::new(),
     })

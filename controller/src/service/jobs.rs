@@ -215,7 +215,10 @@ impl Workers {
                 .await
                 .is_err()
         {
-            tracing::warn!("job {job_id}: the step before the measured run took over {:?}", BeforeStart::LIMIT);
+            tracing::warn!(
+                "job {job_id}: the step before the measured run took over {:?}",
+                BeforeStart::LIMIT
+            );
         }
         let latest = self.offsets(claimed).await;
         let uncertainty = latest

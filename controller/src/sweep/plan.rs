@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::grid::Io;
 use super::search::Mode;
 use super::threshold::{Threshold, Thresholds};
+use crate::metrics_source::{self, MetricsSource};
 use crate::target::Target;
 
 /// The name of the saved plan in a result directory.
@@ -32,6 +34,10 @@ impl Prompts {
             Prompts::PerConcurrency { k, min } => (k * c as usize).max(min),
         }
     }
+}
+
+fn default_metrics_interval() -> Duration {
+    metrics_source::DEFAULT_INTERVAL
 }
 
 /// The plan file's format: 0 before it had a version (it loads the same).
@@ -63,6 +69,11 @@ pub struct Plan {
     pub prefix_len: u32,
     pub percentiles: String,
     pub endpoint: String,
+    /// `--server-metrics` (off in plans written before it existed).
+    #[serde(default)]
+    pub server_metrics: MetricsSource,
+    #[serde(default = "default_metrics_interval")]
+    pub server_metrics_interval: Duration,
     /// The `model` field the requests sent when the sweep began.
     pub served_model: String,
 }
@@ -152,8 +163,12 @@ mod tests {
         assert_eq!((p.seed, p.search), (7, Mode::Bisect));
         let mut old: serde_json::Value = serde_json::from_str(fixture).unwrap();
         let mut new = serde_json::to_value(&p).unwrap();
-        new.as_object_mut().unwrap().remove("version");
-        old.as_object_mut().unwrap().remove("version");
+        // what came later: the version, and the server metrics (off in an older plan)
+        assert_eq!(p.server_metrics, MetricsSource::Off);
+        for k in ["version", "server_metrics", "server_metrics_interval"] {
+            new.as_object_mut().unwrap().remove(k);
+            old.as_object_mut().unwrap().remove(k);
+        }
         assert_eq!(old, new);
     }
 

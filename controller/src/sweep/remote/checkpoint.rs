@@ -310,8 +310,9 @@ mod tests {
         ]))
         .unwrap();
         now.served_model = "m".into();
-        // (a v0 plan has no version)
+        // (a v0 plan has no version, and no server metrics)
         now.version = 0;
+        now.server_metrics = crate::metrics_source::MetricsSource::Off;
         now.model_label = "m".into();
         assert_eq!(*p, now);
     }
