@@ -14,6 +14,7 @@ pub mod gpu_stats;
 pub mod local;
 pub mod output;
 pub mod progress;
+pub mod server_metrics;
 pub mod service;
 pub mod sweep;
 pub mod target;
