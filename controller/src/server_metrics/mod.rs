@@ -12,8 +12,18 @@
 //! client's [`ClientTotals`], and [`ScrapeLog::samples_csv`] for `samples.csv`. Scraping never fails
 //! or blocks a run: every failure is counted and becomes `server_metrics_note`.
 
+mod check;
+mod csv;
+mod log;
 mod parse;
+mod stats;
 mod vocabulary;
 
+pub use check::{ClientTotals, Mismatch, Pair, cross_check};
+pub use csv::CSV_HEADER;
+pub use log::{
+    Failure, FailureCount, FailureKind, Failures, Sample, ScrapeLog, Scraped, SeriesKey,
+};
 pub use parse::{Labels, Series, parse};
+pub use stats::ServerStats;
 pub use vocabulary::{Quantity, ServerKind};
