@@ -16,6 +16,7 @@ mod check;
 mod csv;
 mod log;
 mod parse;
+mod scrape;
 mod stats;
 mod vocabulary;
 
@@ -25,5 +26,6 @@ pub use log::{
     Failure, FailureCount, FailureKind, Failures, Sample, ScrapeLog, Scraped, SeriesKey,
 };
 pub use parse::{Labels, Series, parse};
+pub use scrape::{DEFAULT_INTERVAL, Scraper, default_timeout, probe, probe_within};
 pub use stats::ServerStats;
 pub use vocabulary::{Quantity, ServerKind};
