@@ -220,6 +220,9 @@ mod tests {
             &[("position", "1")],
         );
         assert_eq!(pos.value, 5.0);
+        // llama.cpp streams doubles with 6 significant digits
+        let big = parse("llamacpp:tokens_predicted_total 1.23457e+06\n").unwrap();
+        assert_eq!(big[0].value, 1_234_570.0);
 
         let s = parse(include_str!("../../tests/fixtures/metrics/tgi.txt")).unwrap();
         let ok = get(&s, "tgi_request_success", &[]);

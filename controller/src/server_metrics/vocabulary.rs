@@ -214,7 +214,8 @@ const SGLANG: Table = &[
 /// `tools/server/server-common.h`. `prompt_tokens_total` excludes the tokens reused from the
 /// cache, counted in `prompt_tokens_cached_total`: the prompt tokens are their sum. No request
 /// counter and no preemption counter; `kv_cache_usage_ratio` only in older builds (the kit's has
-/// none).
+/// none). Values are C++ `double`s streamed with the default precision: from 10^6 on a counter
+/// reads with 6 significant digits (`1.23457e+06`), so its deltas are exact only to ±5·10^-6 of it.
 const LLAMACPP: Table = &[
     (Running, &[&["llamacpp:requests_processing"]]),
     (Waiting, &[&["llamacpp:requests_deferred"]]),
