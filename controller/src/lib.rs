@@ -15,6 +15,7 @@ pub mod local;
 pub mod metrics_source;
 pub mod output;
 pub mod progress;
+pub mod server_metrics;
 pub mod service;
 pub mod sweep;
 pub mod target;
