@@ -18,6 +18,7 @@ use super::emission::EmissionLog;
 use super::engine::{EngineHandle, Job};
 use super::faults::{Fault, FaultRates};
 use super::metrics::Metrics;
+use super::prefix_cache::block_hashes;
 use super::stream::{Render, SseBody, TokenRng, generate_text, json_escape};
 use super::{SimConfig, tokenizer};
 
@@ -241,6 +242,8 @@ fn positive_int(m: &Map<String, Value>, key: &str) -> Result<Option<usize>, ApiE
 
 struct GenRequest {
     prompt_tokens: usize,
+    /// The prompt's block hashes for the prefix cache (empty when it is off).
+    prompt_blocks: Vec<u64>,
     max_tokens: usize,
     stream: bool,
     include_usage: bool,
@@ -264,13 +267,19 @@ fn parse_gen(st: &AppState, body: &[u8], chat: bool) -> Result<GenRequest, ApiEr
         }
     }
     check_model(st, &m)?;
-    let prompt_tokens = if chat {
+    let prompt_ids = if chat {
         let messages = m
             .get("messages")
             .ok_or_else(|| bad_request("`messages` is required"))?;
-        encode_len(&chat_template(messages)?)?.len()
+        encode_len(&chat_template(messages)?)?
     } else {
-        completion_prompt(m.get("prompt"))?.len()
+        completion_prompt(m.get("prompt"))?
+    };
+    let prompt_tokens = prompt_ids.len();
+    let prompt_blocks = if st.cfg.prefix_cache_tokens > 0 {
+        block_hashes(&prompt_ids)
+    } else {
+        Vec::new()
     };
     let mut max_tokens = positive_int(&m, "max_tokens")?;
     if chat {
@@ -311,6 +320,7 @@ fn parse_gen(st: &AppState, body: &[u8], chat: bool) -> Result<GenRequest, ApiEr
     }
     Ok(GenRequest {
         prompt_tokens,
+        prompt_blocks,
         max_tokens,
         stream,
         include_usage,
@@ -354,6 +364,7 @@ async fn generate(st: &Arc<AppState>, headers: &HeaderMap, body: &[u8], chat: bo
     let job = Job {
         prompt_tokens: req.prompt_tokens,
         max_tokens: req.max_tokens,
+        prompt_blocks: req.prompt_blocks,
         tx,
     };
     if st.engine.submit(job).is_err() {

@@ -9,8 +9,8 @@
 //! 1. Admit waiting requests in FIFO order while `running < max_batch` and
 //!    `reserved_kv + prompt_tokens + max_tokens <= kv_cache_tokens` (a request
 //!    reserves its whole `prompt + max_tokens` KV footprint at admission and
-//!    keeps it until it finishes). The head of the queue blocks the others
-//!    (strict FIFO, no skipping).
+//!    keeps it until it finishes, so it is never preempted). The head of the
+//!    queue blocks the others (strict FIFO, no skipping).
 //! 2. The step lasts
 //!    `decode_step_base_ms + decode_step_per_seq_us × running + prefill_us_per_token × Σ prompt tokens of the newly admitted`
 //!    where `running` includes the newly admitted sequences.
@@ -40,6 +40,19 @@
 //!
 //! run at once; beyond concurrency `K` requests queue and latency jumps
 //! (TTFT grows by whole request durations).
+//!
+//! # Options (off by default; the model above is then exact)
+//!
+//! * `preempt` (`--preempt`): KV is reserved as a sequence grows, vLLM's way:
+//!   `prompt + generated + 1` tokens for the step ahead (admission needs
+//!   `prompt + 1`, the prompt and its first token). Before each step every
+//!   running sequence takes one more token of KV; while they do not fit, the
+//!   most recently admitted is preempted (vLLM's FCFS policy): it frees its KV
+//!   and goes back to the front of the queue keeping its generated tokens,
+//!   and on readmission its prompt and those tokens are prefilled again
+//!   (vLLM's recompute). No request is admitted in a step that preempted.
+//! * `prefix_cache_tokens` > 0: a [`PrefixCache`] of prompt blocks; the
+//!   tokens a newly admitted sequence finds cached cost no prefill time.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -52,6 +65,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
+use super::prefix_cache::PrefixCache;
 
 /// What the scheduler sends to a request's handler: `tokens` new tokens,
 /// and whether the sequence is finished.
@@ -66,6 +80,9 @@ pub(crate) struct Emit {
 pub(crate) struct Job {
     pub prompt_tokens: usize,
     pub max_tokens: usize,
+    /// The prompt's block hashes ([`super::prefix_cache::block_hashes`]);
+    /// empty when the prefix cache is off.
+    pub prompt_blocks: Vec<u64>,
     pub tx: mpsc::UnboundedSender<Emit>,
 }
 
@@ -78,6 +95,10 @@ pub(crate) struct EngineParams {
     pub max_batch: usize,
     pub kv_cache_tokens: usize,
     pub tokens_per_chunk: usize,
+    /// Reserve KV incrementally and preempt when it runs out (module docs).
+    pub preempt: bool,
+    /// Capacity of the prefix cache in tokens (0 = off).
+    pub prefix_cache_tokens: usize,
 }
 
 impl EngineParams {
@@ -102,20 +123,48 @@ impl EngineHandle {
     }
 }
 
+/// A request inside the scheduler, waiting or running.
 struct Seq {
-    need: usize,
+    prompt_tokens: usize,
     max_tokens: usize,
+    prompt_blocks: Vec<u64>,
     generated: usize,
+    /// Generated tokens not sent yet (a partial chunk).
     pending: usize,
+    /// KV tokens reserved (0 while waiting).
+    held: usize,
+    /// Whether its prompt is in `prompt_tokens_total` (counted at the first admission).
+    counted: bool,
     tx: mpsc::UnboundedSender<Emit>,
+}
+
+impl Seq {
+    fn new(job: Job) -> Self {
+        Self {
+            prompt_tokens: job.prompt_tokens,
+            max_tokens: job.max_tokens,
+            prompt_blocks: job.prompt_blocks,
+            generated: 0,
+            pending: 0,
+            held: 0,
+            counted: false,
+            tx: job.tx,
+        }
+    }
+
+    /// With `preempt`: the KV it needs for the coming step.
+    fn next_step_kv(&self) -> usize {
+        self.prompt_tokens + self.generated + 1
+    }
 }
 
 struct Scheduler {
     p: EngineParams,
     rx: mpsc::UnboundedReceiver<Job>,
-    waiting: VecDeque<Job>,
+    waiting: VecDeque<Seq>,
     running: Vec<Seq>,
     reserved: usize,
+    prefix_cache: Option<PrefixCache>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 }
@@ -134,6 +183,7 @@ pub(crate) fn spawn(
         waiting: VecDeque::new(),
         running: Vec::new(),
         reserved: 0,
+        prefix_cache: PrefixCache::new(p.prefix_cache_tokens),
         metrics,
         cancel,
     };
@@ -150,13 +200,17 @@ impl Scheduler {
                     _ = self.cancel.cancelled() => break,
                     j = self.rx.recv() => match j { Some(j) => j, None => break },
                 };
-                self.waiting.push_back(job);
+                self.waiting.push_back(Seq::new(job));
                 clock = Instant::now();
             }
             while let Ok(j) = self.rx.try_recv() {
-                self.waiting.push_back(j);
+                self.waiting.push_back(Seq::new(j));
             }
-            let prefill_tokens = self.admit();
+            let prefill_tokens = if self.p.preempt && self.make_room() {
+                0
+            } else {
+                self.admit()
+            };
             if self.running.is_empty() {
                 continue;
             }
@@ -175,44 +229,93 @@ impl Scheduler {
         self.publish();
     }
 
-    /// Admits waiting jobs FIFO; returns the prompt tokens of the admitted.
+    /// With `preempt`: reserves every running sequence's KV for the coming
+    /// step, preempting from the back of the batch while they do not fit
+    /// (module docs). Returns whether any sequence was preempted.
+    fn make_room(&mut self) -> bool {
+        let mut need: usize = self.running.iter().map(Seq::next_step_kv).sum();
+        let mut preempted = false;
+        // A lone sequence always fits: the handlers reject prompt + max_tokens > capacity.
+        while need > self.p.kv_cache_tokens && self.running.len() > 1 {
+            let mut s = self.running.pop().expect("more than one running");
+            need -= s.next_step_kv();
+            s.held = 0;
+            self.waiting.push_front(s);
+            self.metrics.preemptions_total.fetch_add(1, Relaxed);
+            preempted = true;
+        }
+        for s in &mut self.running {
+            s.held = s.next_step_kv();
+        }
+        self.reserved = need;
+        preempted
+    }
+
+    /// Admits waiting sequences FIFO; returns the tokens they prefill.
     fn admit(&mut self) -> usize {
         let mut prefill = 0;
         while let Some(front) = self.waiting.front() {
             if front.tx.is_closed() {
                 self.waiting.pop_front();
+                self.metrics.aborted_total.fetch_add(1, Relaxed);
                 continue;
             }
-            let need = front.prompt_tokens + front.max_tokens;
+            let need = if self.p.preempt {
+                front.next_step_kv()
+            } else {
+                front.prompt_tokens + front.max_tokens
+            };
             if self.running.len() >= self.p.max_batch
                 || self.reserved + need > self.p.kv_cache_tokens
             {
                 break;
             }
-            let job = self.waiting.pop_front().expect("front exists");
+            let mut s = self.waiting.pop_front().expect("front exists");
+            s.held = need;
             self.reserved += need;
-            prefill += job.prompt_tokens;
-            self.running.push(Seq {
-                need,
-                max_tokens: job.max_tokens,
-                generated: 0,
-                pending: 0,
-                tx: job.tx,
-            });
+            prefill += self.prefill(&mut s);
+            self.running.push(s);
         }
         prefill
     }
 
+    /// Counts an admission in the metrics and returns the tokens it
+    /// prefills: the prompt and the tokens generated before a preemption
+    /// (recomputed), less those found in the prefix cache.
+    fn prefill(&mut self, s: &mut Seq) -> usize {
+        let m = &self.metrics;
+        if !s.counted {
+            s.counted = true;
+            m.prompt_tokens_total
+                .fetch_add(s.prompt_tokens as u64, Relaxed);
+        }
+        let tokens = s.prompt_tokens + s.generated;
+        let Some(cache) = &mut self.prefix_cache else {
+            return tokens;
+        };
+        let hit = cache.admit(&s.prompt_blocks, tokens.saturating_sub(1));
+        m.prefix_cache_queries_total
+            .fetch_add(tokens as u64, Relaxed);
+        m.prefix_cache_hits_total.fetch_add(hit as u64, Relaxed);
+        tokens - hit
+    }
+
     /// One token for every running sequence; sends full/final chunks and
-    /// retires finished or disconnected sequences.
+    /// retires finished or disconnected sequences. The counters move before
+    /// the sends, so a client that has its last token sees it counted.
     fn advance(&mut self) {
         let tpc = self.p.tokens_per_chunk.max(1);
+        let m = &self.metrics;
+        m.tokens_generated_total
+            .fetch_add(self.running.len() as u64, Relaxed);
         let mut freed = 0;
-        let tokens = self.running.len() as u64;
         self.running.retain_mut(|s| {
             s.generated += 1;
             s.pending += 1;
             let finished = s.generated >= s.max_tokens;
+            if finished {
+                m.finished_length_total.fetch_add(1, Relaxed);
+            }
             let alive = if finished || s.pending >= tpc {
                 let e = Emit {
                     tokens: s.pending as u32,
@@ -223,17 +326,17 @@ impl Scheduler {
             } else {
                 !s.tx.is_closed()
             };
+            if !finished && !alive {
+                m.aborted_total.fetch_add(1, Relaxed);
+            }
             if finished || !alive {
-                freed += s.need;
+                freed += s.held;
                 false
             } else {
                 true
             }
         });
         self.reserved -= freed;
-        self.metrics
-            .tokens_generated_total
-            .fetch_add(tokens, Relaxed);
     }
 
     fn publish(&self) {
@@ -245,138 +348,4 @@ impl Scheduler {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn params(max_batch: usize, kv: usize, tpc: usize) -> EngineParams {
-        EngineParams {
-            prefill_us_per_token: 0.0,
-            decode_step_base_ms: 10.0,
-            decode_step_per_seq_us: 0.0,
-            max_batch,
-            kv_cache_tokens: kv,
-            tokens_per_chunk: tpc,
-        }
-    }
-
-    /// Submits `n` identical jobs at once and returns, per job, the times
-    /// (ms since submission) and contents of its emits.
-    async fn run_jobs(
-        p: EngineParams,
-        n: usize,
-        prompt: usize,
-        max_tokens: usize,
-    ) -> Vec<Vec<(u128, Emit)>> {
-        let cancel = CancellationToken::new();
-        let (h, task) = spawn(p, Arc::new(Metrics::default()), cancel.clone());
-        let t0 = Instant::now();
-        let mut rxs = Vec::new();
-        for _ in 0..n {
-            let (tx, rx) = mpsc::unbounded_channel();
-            h.submit(Job {
-                prompt_tokens: prompt,
-                max_tokens,
-                tx,
-            })
-            .unwrap();
-            rxs.push(rx);
-        }
-        let mut readers = Vec::new();
-        for mut rx in rxs {
-            readers.push(tokio::spawn(async move {
-                let mut v = Vec::new();
-                while let Some(e) = rx.recv().await {
-                    v.push(((Instant::now() - t0).as_millis(), e));
-                }
-                v
-            }));
-        }
-        let mut out = Vec::new();
-        for r in readers {
-            out.push(r.await.unwrap());
-        }
-        cancel.cancel();
-        task.await.unwrap();
-        out
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn fifth_request_waits_for_a_free_batch_slot() {
-        let out = run_jobs(params(4, 1 << 20, 1), 5, 10, 3).await;
-        for seq in &out[..4] {
-            let times: Vec<u128> = seq.iter().map(|(t, _)| *t).collect();
-            assert_eq!(times, vec![10, 20, 30]);
-            assert!(seq[2].1.finished && !seq[1].1.finished);
-        }
-        // The 5th is admitted at the step boundary after the first four finish.
-        let times: Vec<u128> = out[4].iter().map(|(t, _)| *t).collect();
-        assert_eq!(times, vec![40, 50, 60]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn kv_capacity_queues_requests() {
-        // Each request needs 10 + 40 = 50 tokens of KV; 120 fit two (K = 2).
-        let out = run_jobs(params(256, 120, 1), 3, 10, 40).await;
-        assert_eq!(out[0][0].0, 10);
-        assert_eq!(out[1][0].0, 10);
-        assert_eq!(out[0].last().unwrap().0, 400);
-        assert_eq!(out[2][0].0, 410);
-        assert_eq!(out[2].len(), 40);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn step_time_grows_with_batch_and_prefill() {
-        let p = EngineParams {
-            prefill_us_per_token: 100.0,
-            decode_step_base_ms: 5.0,
-            decode_step_per_seq_us: 1000.0,
-            ..params(8, 1 << 20, 1)
-        };
-        // First step: 5 + 2×1 + 0.1×2×20 = 11 ms; then 5 + 2 = 7 ms per step.
-        let out = run_jobs(p, 2, 20, 3).await;
-        let times: Vec<u128> = out[0].iter().map(|(t, _)| *t).collect();
-        assert_eq!(times, vec![11, 18, 25]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn chunks_group_tokens() {
-        let out = run_jobs(params(4, 1 << 20, 4), 1, 1, 10).await;
-        let chunks: Vec<(u128, u32, bool)> = out[0]
-            .iter()
-            .map(|(t, e)| (*t, e.tokens, e.finished))
-            .collect();
-        assert_eq!(chunks, vec![(40, 4, false), (80, 4, false), (100, 2, true)]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn disconnect_frees_kv() {
-        let cancel = CancellationToken::new();
-        let metrics = Arc::new(Metrics::default());
-        let (h, task) = spawn(params(4, 100, 1), metrics.clone(), cancel.clone());
-        let (tx1, rx1) = mpsc::unbounded_channel();
-        h.submit(Job {
-            prompt_tokens: 50,
-            max_tokens: 50,
-            tx: tx1,
-        })
-        .unwrap();
-        let (tx2, mut rx2) = mpsc::unbounded_channel();
-        h.submit(Job {
-            prompt_tokens: 50,
-            max_tokens: 50,
-            tx: tx2,
-        })
-        .unwrap();
-        let t0 = Instant::now();
-        tokio::time::sleep(Duration::from_millis(25)).await;
-        drop(rx1);
-        let first = rx2.recv().await.unwrap();
-        assert_eq!(first.tokens, 1);
-        // Dropped at the step ending at 30 ms; the 2nd is admitted then and
-        // gets its first token at 40 ms.
-        assert_eq!((Instant::now() - t0).as_millis(), 40);
-        cancel.cancel();
-        task.await.unwrap();
-        assert!(rx2.recv().await.is_none());
-    }
-}
+mod tests;

@@ -19,7 +19,19 @@
 //! (`prompt + max_tokens` each) fit in `kv_cache_tokens`. With identical
 //! requests of `P` prompt and `M` output tokens, at most
 //! `K = min(max_batch, floor(kv_cache_tokens / (P + M)))` run concurrently;
-//! beyond `K` requests queue and TTFT jumps.
+//! beyond `K` requests queue and TTFT jumps. Two options, off by default:
+//! `--preempt` reserves KV as sequences grow and preempts (vLLM's recompute)
+//! when it runs out; `--prefix-cache-tokens` caches 16-token prompt blocks
+//! whose prefill then costs nothing (see `engine.rs`).
+//!
+//! # Metrics
+//!
+//! `/metrics` exposes exact counts under vLLM's names (`vllm:num_requests_running`,
+//! `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`, `vllm:prompt_tokens_total`,
+//! `vllm:generation_tokens_total`, `vllm:request_success_total{finished_reason}`,
+//! `vllm:num_preemptions_total`, `vllm:prefix_cache_queries_total`,
+//! `vllm:prefix_cache_hits_total`) and `benchctl_sim_*` counters; `metrics.rs`
+//! says what each counts.
 //!
 //! # Token counts
 //!
@@ -40,6 +52,7 @@ mod emission;
 mod engine;
 mod faults;
 mod metrics;
+mod prefix_cache;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -106,9 +119,15 @@ pub struct SimConfig {
     /// Maximum number of running sequences (the batch size).
     #[arg(long, env = "BENCHCTL_SIM_MAX_BATCH", default_value_t = 256)]
     pub max_batch: usize,
-    /// Simulated KV-cache capacity in tokens; a request reserves prompt + max_tokens at admission and requests that do not fit wait (FIFO).
+    /// Simulated KV-cache capacity in tokens; a request reserves prompt + max_tokens at admission (unless --preempt) and requests that do not fit wait (FIFO).
     #[arg(long, env = "BENCHCTL_SIM_KV_CACHE_TOKENS", default_value_t = 262144)]
     pub kv_cache_tokens: usize,
+    /// Reserve KV as sequences grow (prompt + generated tokens) instead of prompt + max_tokens at admission, and preempt the most recently admitted sequences when the next step's tokens do not fit (vLLM's recompute: back to the queue's front, prompt and generated tokens prefilled again).
+    #[arg(long, env = "BENCHCTL_SIM_PREEMPT")]
+    pub preempt: bool,
+    /// Simulated prefix cache in tokens (0 = off): an LRU of 16-token blocks of prompt tokens; a cached block's prefill cost is skipped.
+    #[arg(long, env = "BENCHCTL_SIM_PREFIX_CACHE_TOKENS", default_value_t = 0)]
+    pub prefix_cache_tokens: usize,
     /// Maximum prompt + max_tokens of one request (longer requests get HTTP 400).
     #[arg(long, env = "BENCHCTL_SIM_MAX_MODEL_LEN", default_value_t = 32768)]
     pub max_model_len: usize,
@@ -154,6 +173,8 @@ impl Default for SimConfig {
             decode_step_per_seq_us: 150.0,
             max_batch: 256,
             kv_cache_tokens: 262_144,
+            preempt: false,
+            prefix_cache_tokens: 0,
             max_model_len: 32_768,
             default_max_tokens: 256,
             tokens_per_chunk: 1,
@@ -187,6 +208,11 @@ impl SimConfig {
         anyhow::ensure!(
             self.kv_cache_tokens >= 1,
             "--kv-cache-tokens must be at least 1"
+        );
+        let (cache, block) = (self.prefix_cache_tokens, prefix_cache::BLOCK_TOKENS);
+        anyhow::ensure!(
+            cache == 0 || cache >= block,
+            "--prefix-cache-tokens must be 0 (off) or at least one block of {block} tokens, got {cache}"
         );
         anyhow::ensure!(
             self.default_max_tokens >= 1,
@@ -259,6 +285,8 @@ impl SimServer {
                 max_batch: cfg.max_batch,
                 kv_cache_tokens: cfg.kv_cache_tokens,
                 tokens_per_chunk: cfg.tokens_per_chunk,
+                preempt: cfg.preempt,
+                prefix_cache_tokens: cfg.prefix_cache_tokens,
             },
             metrics.clone(),
             cancel.clone(),

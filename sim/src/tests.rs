@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 use super::{SimConfig, SimServer, tokenizer};
 
+mod metrics;
+
 #[test]
 fn clap_args_and_defaults() {
     use clap::{CommandFactory as _, Parser as _};
@@ -44,6 +46,21 @@ fn clap_args_and_defaults() {
     .unwrap()
     .sim;
     assert!(c.strict && c.fault_stall_rate == 0.5 && c.tokens_per_chunk == 4);
+    assert!(!c.preempt && c.prefix_cache_tokens == 0);
+    assert!(!d.preempt && d.prefix_cache_tokens == 0);
+    let c = Cli::try_parse_from(["sim", "--preempt", "--prefix-cache-tokens", "4096"])
+        .unwrap()
+        .sim;
+    assert!(c.preempt && c.prefix_cache_tokens == 4096);
+    let bad = SimConfig {
+        prefix_cache_tokens: 8,
+        ..d
+    };
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("--prefix-cache-tokens") && e.contains('8'),
+        "{e}"
+    );
 }
 
 fn fast() -> SimConfig {
