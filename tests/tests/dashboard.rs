@@ -334,6 +334,10 @@ async fn the_report_opens_from_a_file_url_offline_with_every_chart() {
             "simulated",
             "--telemetry-interval",
             "100ms",
+            // the nine charts below; the server's own charts are checked on a fixture
+            // (`the_report_shows_the_servers_metrics_beside_the_gpus`)
+            "--server-metrics",
+            "off",
             "--dashboard-addr",
             "off",
         ],
@@ -384,6 +388,166 @@ async fn the_report_opens_from_a_file_url_offline_with_every_chart() {
     let text = b.js("return document.body.innerText").await;
     assert!(text.as_str().unwrap().contains("reviewer"));
     let shot = b.screenshot("report.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    b.close().await;
+}
+
+/// A sweep directory as `benchctl sweep --server-metrics` leaves it: two tests of 64x32 (c=4
+/// calm, c=8 with a full KV cache, preemptions, a queue and a token mismatch), each with its
+/// `server_metrics_*/samples.csv` from two replicas.
+fn server_metrics_fixture(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let entry = |c: u64, start: f64, waiting: f64, kv: f64, preempted: u64, mismatch: Value| {
+        json!({"test_id": format!("c{c}_in64_out32"), "concurrency": c, "input_len": 64,
+               "output_len": 32, "run": 1, "completed": 20, "failed": 0,
+               "output_throughput": 50.0 * c as f64, "mean_ttft_ms": 10.0 * c as f64,
+               "p99_ttft_ms": 20.0 * c as f64, "mean_tpot_ms": 5.0, "mean_e2el_ms": 200.0,
+               "threshold": "p99_ttft:100", "threshold_pass": c < 8, "threshold_violations": [],
+               "started_at_unix_s": start, "ended_at_unix_s": start + 10.0,
+               "server_kind": "vllm", "server_metrics_coverage": 1.0,
+               "server_metrics_incomplete": false, "server_metrics_note": null,
+               "server_waiting_mean": waiting, "server_kv_cache_usage_max": kv,
+               "server_preemptions": preempted, "server_prefix_cache_hit_rate": 0.5,
+               "server_tokens_mismatch": mismatch})
+    };
+    let entries = json!([
+        entry(4, 1000.0, 0.0, 0.4, 0, Value::Null),
+        entry(
+            8,
+            1012.0,
+            3.5,
+            0.97,
+            2,
+            json!({"generation_tokens": {"server": 600, "client": 640}})
+        ),
+    ]);
+    std::fs::write(
+        dir.join("m_vllm_result.json"),
+        serde_json::to_vec(&entries).unwrap(),
+    )
+    .unwrap();
+    for (c, start, load) in [(4u64, 1000.0, 1.0), (8, 1012.0, 2.0)] {
+        let mut csv = String::from("unix_s,replica,metric,labels,value,quantity\n");
+        for i in 0..=12 {
+            for replica in 0..2 {
+                let t = start - 0.5 + i as f64 + 0.01 * replica as f64;
+                let k = i as f64;
+                for (metric, value, quantity) in [
+                    ("vllm:num_requests_running", 2.0 * load, "running"),
+                    ("vllm:num_requests_waiting", (load - 1.0) * k, "waiting"),
+                    (
+                        "vllm:kv_cache_usage_perc",
+                        0.4 * load.min(2.4) * k / 12.0,
+                        "kv_cache_usage",
+                    ),
+                    (
+                        "vllm:prefix_cache_hits_total",
+                        50.0 * k,
+                        "prefix_cache_hits",
+                    ),
+                    (
+                        "vllm:prefix_cache_queries_total",
+                        100.0 * k,
+                        "prefix_cache_queries",
+                    ),
+                    ("vllm:request_success_total", k, ""),
+                ] {
+                    csv.push_str(&format!(
+                        "{t:.3},{replica},{metric},model_name=m;engine=0,{value},{quantity}\n"
+                    ));
+                }
+            }
+        }
+        let d = dir.join(format!("server_metrics_c{c}_in64_out32"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("samples.csv"), csv).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_shows_the_servers_metrics_beside_the_gpus() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("m_tp1_dtypeauto_server");
+    server_metrics_fixture(&dir);
+    let out = root.path().join("report");
+    controller::cmd::dashboard::report(controller::cmd::dashboard::ReportArgs {
+        dir: dir.clone(),
+        out: Some(out.clone()),
+        metadata: vec![],
+    })
+    .unwrap();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for title in [
+        "Server queue depth (running and waiting)",
+        "Server KV-cache usage",
+        "Server prefix-cache hit rate",
+        "Server requests waiting (mean) vs concurrency",
+        "Server KV-cache usage (max) vs concurrency",
+    ] {
+        assert!(html.contains(title), "no chart {title:?}");
+    }
+    for bad in [
+        "chart error",
+        "no server metrics",
+        "no prefix-cache",
+        "no KV-cache",
+    ] {
+        assert!(!html.contains(bad), "{bad}");
+    }
+    assert!(html.contains("<td id=\"server-kind\">vllm</td>"));
+    assert!(html.contains("≠ generation_tokens: server 600 / client 640"));
+    for id in [
+        "server_queue",
+        "server_kv_cache",
+        "server_prefix_cache",
+        "server_waiting",
+    ] {
+        assert!(out.join(format!("{id}.svg")).is_file(), "{id}.svg");
+    }
+
+    let Some(b) = browser().await else { return };
+    b.client
+        .goto(&format!("file://{}", out.join("report.html").display()))
+        .await
+        .unwrap();
+    let charts = b
+        .js("return Array.from(document.querySelectorAll('.chart')).map(c => [c.id, c.querySelectorAll('svg').length, c.querySelectorAll('svg polyline').length, c.querySelector('h3').innerText, c.querySelector('svg').textContent])")
+        .await;
+    let charts = charts.as_array().unwrap();
+    let get = |id: &str| {
+        charts
+            .iter()
+            .find(|c| c[0] == format!("chart-{id}"))
+            .unwrap_or_else(|| panic!("no #chart-{id} in {charts:?}"))
+    };
+    for c in charts {
+        assert_eq!(c[1], 1, "{c:?}: one SVG");
+    }
+    // a line per series and test (two tests), plus a line at each test's start
+    let queue = get("server_queue");
+    assert!(queue[2].as_u64().unwrap() >= 2 * 2 + 2, "{queue:?}");
+    let legend = queue[4].as_str().unwrap();
+    assert!(
+        legend.contains("running") && legend.contains("waiting"),
+        "{legend}"
+    );
+    for id in [
+        "server_kv_cache",
+        "server_prefix_cache",
+        "server_waiting",
+        "server_kv_cache_max",
+    ] {
+        assert!(get(id)[2].as_u64().unwrap() >= 2, "{id}: {:?}", get(id));
+    }
+    let mismatch = b
+        .js("return document.querySelectorAll('#tests td.mismatch').length")
+        .await;
+    assert_eq!(mismatch, json!(1));
+    let shot = b.screenshot("report-server-metrics.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    b.js("document.getElementById('chart-gpu_power').scrollIntoView(); return true")
+        .await;
+    let shot = b.screenshot("report-server-metrics-over-time.png").await;
     eprintln!("screenshot: {}", shot.display());
     b.close().await;
 }

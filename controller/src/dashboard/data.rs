@@ -10,6 +10,8 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::server_metrics::ServerSeries;
+
 /// Where one sweep's data lives.
 #[derive(Clone, Debug)]
 pub enum Source {
@@ -113,6 +115,10 @@ pub struct SweepView {
     pub summary: Option<Value>,
     pub thresholds: Vec<Line>,
     pub gpus: Vec<GpuSeries>,
+    /// The server's own metrics, a series per test that has samples.
+    pub server: Vec<ServerSeries>,
+    /// The server kinds the tests detected (`vllm`, `llamacpp`…), where any did.
+    pub server_kind: Option<String>,
     pub windows: Vec<Window>,
     pub simulated_target: bool,
     pub simulated_gpus: bool,
@@ -224,6 +230,14 @@ impl SweepView {
             })
             .collect();
         let gpus = read_gpu_series(&dir, &entries);
+        let server = super::server_metrics::read(&dir, &entries);
+        let mut kinds: Vec<&str> = entries
+            .iter()
+            .filter_map(|e| e.get("server_kind").and_then(Value::as_str))
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let server_kind = (!kinds.is_empty()).then(|| kinds.join(", "));
         Ok(SweepView {
             name: source.name(),
             metadata,
@@ -237,6 +251,8 @@ impl SweepView {
             summary,
             thresholds,
             gpus,
+            server,
+            server_kind,
             windows,
         })
     }
@@ -330,6 +346,18 @@ impl SweepView {
                 (io, max, first)
             })
             .collect()
+    }
+
+    /// Whether the server's metrics were scraped: samples, or a server kind a test detected.
+    pub fn has_server_metrics(&self) -> bool {
+        !self.server.is_empty() || self.server_kind.is_some()
+    }
+
+    /// Whether any test's result has a value (not null) for `key`.
+    pub fn any_entry_has(&self, key: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.get(key).is_some_and(|v| !v.is_null()))
     }
 
     /// The sweep's state as the summary says (`running`, `done`, …), or `-`.

@@ -7,3 +7,4 @@ pub mod charts;
 pub mod data;
 pub mod page;
 pub mod server;
+pub mod server_metrics;

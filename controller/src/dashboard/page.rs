@@ -38,6 +38,13 @@ pub fn meta(view: &SweepView) -> String {
         esc(&view.status()),
         view.entries.len()
     );
+    if let Some(kind) = &view.server_kind {
+        let _ = write!(
+            s,
+            "<tr><th class=\"l\">server kind</th><td id=\"server-kind\">{}</td></tr>",
+            esc(kind)
+        );
+    }
     for (k, v) in &view.metadata {
         let _ = write!(
             s,
@@ -79,11 +86,17 @@ pub fn boundary(view: &SweepView) -> String {
     s
 }
 
-/// Every test with its verdict.
+/// Every test with its verdict; with the server's view (requests waiting, KV cache,
+/// preemptions, its token counts against ours) where the tests scraped it.
 pub fn tests(view: &SweepView) -> String {
+    let server = view.has_server_metrics();
     let mut s = String::from(
-        "<table id=\"tests\"><tr><th class=\"l\">test</th><th>input</th><th>output</th><th>concurrency</th><th>run</th><th>ok</th><th>failed</th><th>output tok/s</th><th>mean TTFT ms</th><th>p99 TTFT ms</th><th>mean TPOT ms</th><th>mean E2EL ms</th><th>GPU util %</th><th class=\"l\">verdict</th></tr>",
+        "<table id=\"tests\"><tr><th class=\"l\">test</th><th>input</th><th>output</th><th>concurrency</th><th>run</th><th>ok</th><th>failed</th><th>output tok/s</th><th>mean TTFT ms</th><th>p99 TTFT ms</th><th>mean TPOT ms</th><th>mean E2EL ms</th><th>GPU util %</th>",
     );
+    if server {
+        s.push_str("<th>server waiting (mean)</th><th>KV cache max %</th><th>preemptions</th><th class=\"l\">server tokens</th>");
+    }
+    s.push_str("<th class=\"l\">verdict</th></tr>");
     let f = |e: &Value, k: &str, d: usize| {
         e.get(k)
             .and_then(Value::as_f64)
@@ -109,7 +122,7 @@ pub fn tests(view: &SweepView) -> String {
         };
         let _ = write!(
             s,
-            "<tr class=\"test\"><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{verdict}</tr>",
+            "<tr class=\"test\"><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
             esc(e.get("test_id").and_then(Value::as_str).unwrap_or("-")),
             io.input_len,
             io.output_len,
@@ -124,9 +137,46 @@ pub fn tests(view: &SweepView) -> String {
             f(e, "mean_e2el_ms", 1),
             f(e, "gpu_utilization_mean_pct", 1),
         );
+        if server {
+            let kv = e
+                .get("server_kv_cache_usage_max")
+                .and_then(Value::as_f64)
+                .map_or("-".into(), |v| format!("{:.1}", v * 100.0));
+            let _ = write!(
+                s,
+                "<td>{}</td><td>{kv}</td><td>{}</td>{}",
+                f(e, "server_waiting_mean", 1),
+                f(e, "server_preemptions", 0),
+                tokens_check(e),
+            );
+        }
+        s.push_str(&verdict);
+        s.push_str("</tr>");
     }
     s.push_str("</table>");
     s
+}
+
+/// The server's token and request counts against the client's: a mark, with both numbers,
+/// where they differ (`server_tokens_mismatch`).
+fn tokens_check(e: &Value) -> String {
+    match e.get("server_tokens_mismatch") {
+        Some(Value::Object(o)) => {
+            let what: Vec<String> = o
+                .iter()
+                .map(|(k, v)| format!("{k}: server {} / client {}", v["server"], v["client"]))
+                .collect();
+            format!(
+                "<td class=\"l fail mismatch\">≠ {}</td>",
+                esc(&what.join("; "))
+            )
+        }
+        Some(m) if !m.is_null() => format!(
+            "<td class=\"l fail mismatch\">≠ {}</td>",
+            esc(&m.to_string())
+        ),
+        _ => "<td class=\"l\">-</td>".into(),
+    }
 }
 
 /// The charts' grid, each chart's SVG inline.

@@ -55,6 +55,16 @@ impl TestKey {
         }
     }
 
+    /// The server's metrics samples (`server_metrics_c32_in1024_out512[_r<k>]`): the GPU
+    /// directory's name with `server_metrics_` for `gpu_utilization_`.
+    pub fn server_metrics_dir(&self) -> String {
+        let gpu = self.gpu_dir();
+        match gpu.strip_prefix("gpu_utilization_") {
+            Some(rest) => format!("server_metrics_{rest}"),
+            None => format!("server_metrics_{gpu}"),
+        }
+    }
+
     /// Reads the key back from a result object.
     pub fn of(entry: &serde_json::Value) -> Option<TestKey> {
         let n = |k: &str| entry.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
@@ -318,6 +328,10 @@ mod tests {
         assert_eq!(key(32, 1).id(), "c32_in1024_out512");
         assert_eq!(key(32, 1).gpu_dir(), "gpu_utilization_c32_in1024_out512");
         assert_eq!(key(8, 3).gpu_dir(), "gpu_utilization_c8_in1024_out512_r3");
+        assert_eq!(
+            key(8, 3).server_metrics_dir(),
+            "server_metrics_c8_in1024_out512_r3"
+        );
         assert_eq!(
             ResultDir::result_file_name("Qwen3-32B"),
             "Qwen3-32B_vllm_result.json"

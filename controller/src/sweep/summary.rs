@@ -38,6 +38,13 @@ pub struct PointSummary {
     pub mean_e2el_ms: Option<f64>,
     pub p99_e2el_ms: Option<f64>,
     pub gpu_utilization_mean_pct: Option<f64>,
+    /// The server's own view, means over the runs (`None` without server metrics): requests
+    /// waiting (each run's mean), KV-cache usage (each run's max, a fraction 0..1), sequences
+    /// preempted, prefix-cache hit rate (0..1).
+    pub server_waiting_mean: Option<f64>,
+    pub server_kv_cache_usage_max: Option<f64>,
+    pub server_preemptions: Option<f64>,
+    pub server_prefix_cache_hit_rate: Option<f64>,
     /// Every statistic of the pooled requests, by result-JSON key (`mean_ttft_ms`,
     /// `p99_tpot_ms`, `median_e2el_ms`…): what the verdict judged, for charts.
     pub pooled: BTreeMap<String, f64>,
@@ -45,7 +52,8 @@ pub struct PointSummary {
 
 impl PointSummary {
     /// Concurrency `c` pooled over its `runs` (`s`, judged: `verdict`); means over its runs'
-    /// result `entries` where the numbers are per run (throughputs, GPU utilisation).
+    /// result `entries` where the numbers are per run (throughputs, GPU utilisation, the
+    /// server's metrics).
     pub fn of(
         c: u32,
         runs: u32,
@@ -89,8 +97,34 @@ impl PointSummary {
             mean_e2el_ms: m(E2el).map(|d| d.mean),
             p99_e2el_ms: m(E2el).and_then(|d| d.get(99.0)),
             gpu_utilization_mean_pct: mean_of("gpu_utilization_mean_pct"),
+            server_waiting_mean: mean_of("server_waiting_mean"),
+            server_kv_cache_usage_max: mean_of("server_kv_cache_usage_max"),
+            server_preemptions: mean_of("server_preemptions"),
+            server_prefix_cache_hit_rate: mean_of("server_prefix_cache_hit_rate"),
             pooled,
         }
+    }
+
+    /// What the server's own numbers say held this concurrency back: a KV cache (nearly)
+    /// full, sequences preempted, requests queueing; `None` when none of these shows (or
+    /// without server metrics).
+    pub fn limiter(&self) -> Option<String> {
+        let mut why = vec![];
+        if let Some(kv) = self.server_kv_cache_usage_max.filter(|&kv| kv >= 0.95) {
+            why.push(format!("KV cache full (max {:.0} %)", kv * 100.0));
+        }
+        if let Some(n) = self.server_preemptions.filter(|&n| n > 0.0) {
+            let n = if n.fract() == 0.0 {
+                format!("{n:.0}")
+            } else {
+                format!("{n:.1}")
+            };
+            why.push(format!("preemptions ({n})"));
+        }
+        if let Some(w) = self.server_waiting_mean.filter(|&w| w >= 1.0) {
+            why.push(format!("queueing (mean {w:.1} waiting)"));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
     }
 }
 
@@ -104,6 +138,9 @@ pub struct ComboSummary {
     pub first_failing: Option<u32>,
     /// The thresholds the first failing concurrency broke (pooled over its runs).
     pub bound_by: Vec<String>,
+    /// What the server's metrics say held the boundary back (the first failing concurrency,
+    /// else the largest tested): see `PointSummary::limiter`.
+    pub limiter: Option<String>,
     /// Concurrencies tested, in order.
     pub tested: Vec<u32>,
     /// Failures that a pass at a higher concurrency overruled (latency was not monotone there).
@@ -134,6 +171,12 @@ impl ComboSummary {
         } else {
             self.tested = points.iter().map(|p| p.concurrency).collect();
         }
+        let boundary = self
+            .first_failing
+            .or_else(|| self.tested.iter().max().copied());
+        self.limiter = boundary
+            .and_then(|c| points.iter().find(|p| p.concurrency == c))
+            .and_then(PointSummary::limiter);
         self.points = points;
     }
 }
@@ -176,20 +219,21 @@ impl SweepSummary {
     /// One row per combination: the max passing concurrency and its pooled numbers.
     pub fn csv(&self) -> String {
         let mut s = String::from(
-            "input_len,output_len,status,max_passing_concurrency,first_failing_concurrency,bound_by,tests_run,output_throughput_tok_s,request_throughput_req_s,mean_ttft_ms,p99_ttft_ms,mean_tpot_ms,p99_tpot_ms,mean_e2el_ms\n",
+            "input_len,output_len,status,max_passing_concurrency,first_failing_concurrency,bound_by,limiter,tests_run,output_throughput_tok_s,request_throughput_req_s,mean_ttft_ms,p99_ttft_ms,mean_tpot_ms,p99_tpot_ms,mean_e2el_ms\n",
         );
         let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
         for c in &self.combinations {
             let p = self.at_max(c);
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},\"{}\",{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},\"{}\",\"{}\",{},{},{},{},{},{},{},{}",
                 c.input_len,
                 c.output_len,
                 c.status,
                 c.max_passing.map(|v| v.to_string()).unwrap_or_default(),
                 c.first_failing.map(|v| v.to_string()).unwrap_or_default(),
                 c.bound_by.join("; ").replace('"', "'"),
+                c.limiter.as_deref().unwrap_or_default().replace('"', "'"),
                 c.tests_run,
                 o(p.map(|p| p.output_throughput)),
                 o(p.map(|p| p.request_throughput)),
@@ -235,13 +279,13 @@ impl SweepSummary {
         if self.threshold.is_some() {
             let _ = writeln!(
                 s,
-                "\n## Largest concurrency within the thresholds\n\n| input | output | max passing | first failing | bound by | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | tests |\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+                "\n## Largest concurrency within the thresholds\n\n| input | output | max passing | first failing | bound by | likely limiter | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | tests |\n|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"
             );
             for c in &self.combinations {
                 let p = self.at_max(c);
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     c.input_len,
                     c.output_len,
                     c.max_passing.map_or("none".into(), |v| v.to_string()),
@@ -251,6 +295,7 @@ impl SweepSummary {
                     } else {
                         c.bound_by.join("; ")
                     },
+                    c.limiter.as_deref().unwrap_or("–"),
                     f(p.map(|p| p.output_throughput), 1),
                     f(p.and_then(|p| p.mean_ttft_ms), 1),
                     f(p.and_then(|p| p.p99_ttft_ms), 1),
@@ -258,10 +303,33 @@ impl SweepSummary {
                     c.tests_run,
                 );
             }
+        } else if self.combinations.iter().any(|c| c.limiter.is_some()) {
+            let _ = writeln!(s, "\n## Likely limiter at the largest concurrency tested\n");
+            for c in &self.combinations {
+                let _ = writeln!(
+                    s,
+                    "- {} x {}: {}",
+                    c.input_len,
+                    c.output_len,
+                    c.limiter.as_deref().unwrap_or("–")
+                );
+            }
         }
+        // the server's columns where its metrics were scraped
+        let server = self
+            .combinations
+            .iter()
+            .flat_map(|c| &c.points)
+            .any(|p| p.server_waiting_mean.is_some() || p.server_kv_cache_usage_max.is_some());
         let _ = writeln!(
             s,
-            "\n## Every concurrency tested\n\n| input | output | concurrency | runs | verdict | ok/failed | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | p99 TPOT ms | mean E2EL ms | GPU util % |\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "\n## Every concurrency tested\n\n| input | output | concurrency | runs | verdict | ok/failed | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | p99 TPOT ms | mean E2EL ms | GPU util % |{}\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|{}",
+            if server {
+                " server waiting | KV cache max % | preemptions | prefix hit % |"
+            } else {
+                ""
+            },
+            if server { "---:|---:|---:|---:|" } else { "" },
         );
         for c in &self.combinations {
             for p in &c.points {
@@ -270,7 +338,7 @@ impl SweepSummary {
                     Some(true) => "pass".into(),
                     Some(false) => format!("FAIL: {}", p.violations.join("; ")),
                 };
-                let _ = writeln!(
+                let _ = write!(
                     s,
                     "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} |",
                     c.input_len,
@@ -288,6 +356,17 @@ impl SweepSummary {
                     f(p.mean_e2el_ms, 1),
                     f(p.gpu_utilization_mean_pct, 1),
                 );
+                if server {
+                    let _ = write!(
+                        s,
+                        " {} | {} | {} | {} |",
+                        f(p.server_waiting_mean, 1),
+                        f(p.server_kv_cache_usage_max.map(|v| v * 100.0), 1),
+                        f(p.server_preemptions, 0),
+                        f(p.server_prefix_cache_hit_rate.map(|v| v * 100.0), 1),
+                    );
+                }
+                s.push('\n');
             }
         }
         s
@@ -308,21 +387,105 @@ pub fn final_table(s: &SweepSummary) -> String {
         s.search,
         s.status
     );
+    // the likely limiter's column only where the server's metrics name one
+    let width = s
+        .combinations
+        .iter()
+        .filter_map(|c| c.limiter.as_ref().map(|l| l.chars().count()))
+        .max()
+        .map(|w| w.max("likely limiter".len()));
+    let limiter = |l: &str| width.map_or(String::new(), |w| format!("  {l:<w$}"));
     let _ = writeln!(
         t,
-        "{:>7} {:>7}  {:>11} {:>13}  bound by",
-        "input", "output", "max passing", "first failing"
+        "{:>7} {:>7}  {:>11} {:>13}{}  bound by",
+        "input",
+        "output",
+        "max passing",
+        "first failing",
+        limiter("likely limiter")
     );
     for c in &s.combinations {
         let _ = writeln!(
             t,
-            "{:>7} {:>7}  {:>11} {:>13}  {}",
+            "{:>7} {:>7}  {:>11} {:>13}{}  {}",
             c.input_len,
             c.output_len,
             c.max_passing.map_or("-".into(), |v| v.to_string()),
             c.first_failing.map_or("-".into(), |v| v.to_string()),
+            limiter(c.limiter.as_deref().unwrap_or("-")),
             c.bound_by.join("; ")
         );
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(c: u32, waiting: f64, kv: f64, preemptions: f64) -> PointSummary {
+        PointSummary {
+            concurrency: c,
+            runs: 1,
+            server_waiting_mean: Some(waiting),
+            server_kv_cache_usage_max: Some(kv),
+            server_preemptions: Some(preemptions),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_limiter_is_named_from_the_servers_numbers() {
+        assert_eq!(PointSummary::default().limiter(), None, "no server metrics");
+        assert_eq!(point(8, 0.4, 0.6, 0.0).limiter(), None, "nothing shows");
+        assert_eq!(point(8, 0.99, 0.949, 0.0).limiter(), None, "just below");
+        assert_eq!(
+            point(8, 0.0, 0.976, 0.0).limiter().as_deref(),
+            Some("KV cache full (max 98 %)")
+        );
+        assert_eq!(
+            point(8, 0.0, 0.5, 2.5).limiter().as_deref(),
+            Some("preemptions (2.5)")
+        );
+        assert_eq!(
+            point(8, 3.25, 0.5, 0.0).limiter().as_deref(),
+            Some("queueing (mean 3.2 waiting)")
+        );
+        assert_eq!(
+            point(8, 12.0, 1.0, 7.0).limiter().as_deref(),
+            Some("KV cache full (max 100 %); preemptions (7); queueing (mean 12.0 waiting)")
+        );
+    }
+
+    #[test]
+    fn the_limiter_is_judged_at_the_boundary() {
+        // no search: at the largest concurrency tested
+        let mut c = ComboSummary::default();
+        c.update(
+            vec![point(4, 0.0, 0.2, 0.0), point(16, 6.0, 0.5, 0.0)],
+            2,
+            None,
+        );
+        assert_eq!(c.limiter.as_deref(), Some("queueing (mean 6.0 waiting)"));
+        // at the first failing concurrency, where there is one
+        c.first_failing = Some(4);
+        c.update(
+            vec![point(4, 0.0, 0.97, 0.0), point(16, 6.0, 0.5, 0.0)],
+            2,
+            None,
+        );
+        assert_eq!(c.limiter.as_deref(), Some("KV cache full (max 97 %)"));
+        let s = SweepSummary {
+            combinations: vec![c],
+            ..Default::default()
+        };
+        let csv = s.csv();
+        assert!(
+            csv.starts_with("input_len,output_len,status,max_passing_concurrency,first_failing_concurrency,bound_by,limiter,")
+                && csv.contains(",\"\",\"KV cache full (max 97 %)\","),
+            "{csv}"
+        );
+        assert!(final_table(&s).contains("likely limiter"));
+        assert!(s.markdown().contains("KV cache max %"), "{}", s.markdown());
+    }
 }
