@@ -76,12 +76,7 @@ impl GpuStats {
 
     /// Adds these keys to a result object.
     pub fn add_to(&self, json: &mut serde_json::Value) {
-        let serde_json::Value::Object(keys) = serde_json::json!(self) else {
-            unreachable!("a struct serializes to an object")
-        };
-        json.as_object_mut()
-            .expect("the result is an object")
-            .extend(keys);
+        crate::output::add_keys(json, self);
     }
 }
 

@@ -61,3 +61,13 @@ mod tests {
         );
     }
 }
+
+/// Adds the keys of `keys` (a struct or map) to the result object `json`.
+pub fn add_keys(json: &mut serde_json::Value, keys: &impl serde::Serialize) {
+    let serde_json::Value::Object(keys) = serde_json::json!(keys) else {
+        unreachable!("a struct serializes to an object")
+    };
+    json.as_object_mut()
+        .expect("the result is an object")
+        .extend(keys);
+}

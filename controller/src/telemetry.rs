@@ -385,6 +385,16 @@ pub fn samples_csv(nodes: &[NodeWindow], unix_of: impl Fn(u64) -> f64) -> String
     s
 }
 
+/// Converts this process's `CLOCK_MONOTONIC` (ns) to Unix seconds, anchored now.
+pub fn unix_clock() -> impl Fn(u64) -> f64 {
+    let mono_now = loadgen::clock::mono_ns();
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    move |t_ns| unix_now - (mono_now as f64 - t_ns as f64) / 1e9
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

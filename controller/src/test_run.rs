@@ -10,7 +10,10 @@ use loadgen::report::{GoodputBound, RunInfo, Summary, result_json, summarize};
 use loadgen::{Prompt, RequestRecord};
 
 use crate::gpu_stats::GpuStats;
-use crate::service::{JobResult, JobSpec, Registry};
+use crate::server_metrics::{
+    ClientTotals, ScrapeLog, Scraper, ServerKind, ServerStats, cross_check,
+};
+use crate::service::{BeforeStart, JobResult, JobSpec, Registry};
 use crate::target::Prepared;
 use crate::telemetry::NodeWindow;
 
@@ -158,6 +161,124 @@ impl Measured {
     /// The GPU statistics of that telemetry.
     pub fn gpu_stats(&self, nodes: &[NodeWindow]) -> GpuStats {
         GpuStats::of(nodes, self.summary.total_output_tokens)
+    }
+}
+
+/// The endpoints to scrape for `source` on a target of `base_urls`, and a line that says so.
+/// `auto` keeps them only if the first answers as a Prometheus endpoint, and says when it does
+/// not.
+pub async fn metrics_endpoints(
+    source: &crate::metrics_source::MetricsSource,
+    base_urls: &[String],
+) -> (Vec<String>, Option<String>) {
+    let endpoints = source.endpoints(base_urls);
+    if endpoints.is_empty() {
+        return (endpoints, None);
+    }
+    let kind = crate::server_metrics::probe(&endpoints[0]).await;
+    match (kind, source) {
+        (Err(why), crate::metrics_source::MetricsSource::Auto) => (
+            Vec::new(),
+            Some(format!(
+                "server metrics: none ({why}); the run goes on without them (--server-metrics URL names an endpoint)"
+            )),
+        ),
+        (Err(why), _) => {
+            let line = format!(
+                "server metrics: {} does not answer yet ({why}); scraped anyway, each result notes what was missing",
+                endpoints[0]
+            );
+            (endpoints, Some(line))
+        }
+        (Ok(kind), _) => {
+            let line = format!(
+                "server metrics: {} ({}) during every test",
+                endpoints.join(", "),
+                kind.as_str()
+            );
+            (endpoints, Some(line))
+        }
+    }
+}
+
+/// The server's Prometheus metrics around one test (`--server-metrics`): scraped every interval
+/// from the test's start, once more when every worker is warm — the job waits for that sample,
+/// so it falls between the warm-up and the measured run — and once when the job has ended. The
+/// counters' deltas between those two samples are the measured run's alone.
+pub struct ServerWatch {
+    scraper: Scraper,
+}
+
+impl ServerWatch {
+    pub fn start(endpoints: Vec<String>, interval: std::time::Duration) -> ServerWatch {
+        ServerWatch {
+            scraper: Scraper::start(endpoints, interval),
+        }
+    }
+
+    /// Makes `job` sample the server just before its measured run (each attempt's).
+    pub fn gate(&self, job: &mut JobSpec) {
+        let scraper = self.scraper.clone();
+        job.before_start = Some(BeforeStart(Arc::new(move || {
+            let scraper = scraper.clone();
+            Box::pin(async move {
+                scraper.sample_now().await;
+            })
+        })));
+    }
+
+    /// The sample just after the test, then the whole log.
+    pub async fn finish(self) -> ScrapeLog {
+        self.scraper.sample_now().await;
+        self.scraper.finish().await
+    }
+}
+
+impl Measured {
+    /// The server's statistics over the test's window, cross-checked against the client's
+    /// counts: prompt and generated tokens, requests. The tolerance: what the failed requests
+    /// may or may not have cost the server, and llama.cpp's counters printed to 6 significant
+    /// digits.
+    pub fn server_stats(&self, log: &ScrapeLog) -> ServerStats {
+        let mut stats = log.stats(self.from_ns, self.to_ns);
+        let failed: Vec<&RequestRecord> = self.records.iter().filter(|r| !r.ok()).collect();
+        let failed_tokens: u64 = failed
+            .iter()
+            .map(|r| r.prompt_tokens_target as u64 + r.output_tokens_target as u64)
+            .sum();
+        let s = &self.summary;
+        let client = ClientTotals {
+            prompt_tokens: s.total_input_tokens,
+            output_tokens: s.total_output_tokens,
+            requests: (s.completed + s.failed) as u64,
+            in_flight_at_edges: failed_tokens + print_precision(log),
+            requests_in_flight_at_edges: failed.len() as u64,
+        };
+        stats.server_tokens_mismatch = cross_check(&stats, &client);
+        stats
+    }
+}
+
+/// llama.cpp prints its counters with 6 significant digits (`1.23457e+06`): a delta between two
+/// such values is exact to 2 × 5 ppm of the largest. 0 for the other servers (exact integers).
+fn print_precision(log: &ScrapeLog) -> u64 {
+    if log.kind != ServerKind::LlamaCpp {
+        return 0;
+    }
+    let ids = log.ids_named(&[
+        "llamacpp:prompt_tokens_total",
+        "llamacpp:tokens_predicted_total",
+        "llamacpp:prompt_tokens_cached_total",
+    ]);
+    let largest = log
+        .samples()
+        .iter()
+        .flat_map(|s| ids.iter().filter_map(|&id| s.get(id)))
+        .fold(0.0, f64::max);
+    if largest < 1e6 {
+        0
+    } else {
+        (largest * 1e-5).ceil() as u64 * 2
     }
 }
 

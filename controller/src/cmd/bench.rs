@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::common::CommonArgs;
 use crate::local::LocalSystem;
+use crate::server_metrics::{ScrapeLog, ServerStats};
+use crate::sweep::grid::Io;
 use crate::target::{Prepared, preflight, prepare};
-use crate::test_run::{Judging, Measured, TestSpec};
+use crate::test_run::{Judging, Measured, ServerWatch, TestSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DatasetKind {
@@ -175,7 +177,22 @@ async fn measure(
         goodput,
         date: chrono::Local::now(),
     };
-    let job = spec.job(&prep, target.base_urls(), &target.endpoint, done);
+    let source = args.common.server_metrics.clone().unwrap_or_default();
+    let (endpoints, line) = crate::test_run::metrics_endpoints(&source, &target.base_urls()).await;
+    if let Some(line) = line {
+        eprintln!("{line}");
+    }
+    let watch = (!endpoints.is_empty()).then(|| {
+        let interval = args
+            .common
+            .server_metrics_interval
+            .unwrap_or(crate::metrics_source::DEFAULT_INTERVAL);
+        ServerWatch::start(endpoints, interval)
+    });
+    let mut job = spec.job(&prep, target.base_urls(), &target.endpoint, done);
+    if let Some(w) = &watch {
+        w.gate(&mut job);
+    }
     let run = system.run_job(job);
     tokio::pin!(run);
     let result = tokio::select! {
@@ -187,9 +204,17 @@ async fn measure(
     };
     ticker.abort();
     bar.finish_and_clear();
+    let log = match watch {
+        Some(w) => Some(w.finish().await),
+        None => None,
+    };
     let m = judging.measure(result?).await?;
     print!("{}", render_text(&m.info, &m.summary));
     std::io::stdout().flush().ok();
+    let server = log.as_ref().map(|l| (m.server_stats(l), l));
+    if let Some((stats, _)) = &server {
+        eprint!("{}", stats.text());
+    }
     let gpu = match system.has_telemetry() {
         true => {
             let nodes = m.gpu_window(&system.server.registry).await;
@@ -199,7 +224,7 @@ async fn measure(
         false => None,
     };
     if let Some(path) = &args.save_result {
-        save(args, path, &m, gpu.as_deref())?;
+        save(args, path, &m, gpu.as_deref(), server.as_ref())?;
     }
 
     if cancel.is_cancelled() {
@@ -252,19 +277,30 @@ fn save(
     path: &std::path::Path,
     m: &Measured,
     gpu: Option<&[crate::telemetry::NodeWindow]>,
+    server: Option<&(ServerStats, &ScrapeLog)>,
 ) -> anyhow::Result<()> {
     let mut json = m.result(args.save_detailed);
+    let dir_of = |name: fn(Option<usize>, Io) -> String| {
+        let io = Io {
+            input_len: args.input_len,
+            output_len: args.output_len.unwrap_or(1024),
+        };
+        path.parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(name(args.max_concurrency, io))
+    };
+    if let Some((stats, log)) = server {
+        crate::output::add_keys(&mut json, stats);
+        let dir = dir_of(crate::sweep::grid::server_metrics_dir_name);
+        crate::output::write_atomic(
+            &dir.join("samples.csv"),
+            log.samples_csv(&crate::telemetry::unix_clock()).as_bytes(),
+        )?;
+        eprintln!("saved the server's metrics in {}", dir.display());
+    }
     if let Some(nodes) = gpu {
         m.gpu_stats(nodes).add_to(&mut json);
-        let dir = path.parent().unwrap_or(std::path::Path::new(".")).join(
-            crate::sweep::grid::gpu_dir_name(
-                args.max_concurrency,
-                crate::sweep::grid::Io {
-                    input_len: args.input_len,
-                    output_len: args.output_len.unwrap_or(1024),
-                },
-            ),
-        );
+        let dir = dir_of(crate::sweep::grid::gpu_dir_name);
         crate::gpu_stats::write_logs(&dir, nodes, m.from_ns)?;
         eprintln!("saved GPU logs in {}", dir.display());
     }

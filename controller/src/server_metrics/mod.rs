@@ -18,6 +18,7 @@ mod log;
 mod parse;
 mod scrape;
 mod stats;
+mod text;
 mod vocabulary;
 
 pub use check::{ClientTotals, Mismatch, Pair, cross_check};

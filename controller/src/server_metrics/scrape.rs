@@ -35,6 +35,7 @@ enum Command {
 }
 
 /// Scrapes a test's endpoints (one per replica) until [`Scraper::finish`]. Needs a Tokio runtime.
+#[derive(Clone)]
 pub struct Scraper {
     tx: mpsc::Sender<Command>,
     endpoints: Vec<String>,

@@ -11,6 +11,7 @@ use super::grid::Io;
 use super::results::TestKey;
 use super::threshold::Verdict;
 use crate::gpu_stats::GpuStats;
+use crate::server_metrics::ServerStats;
 
 /// One finished (or aborted) test.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,6 +49,8 @@ pub struct Entry {
     pub aborted: Option<String>,
     #[serde(flatten)]
     pub gpu: Option<GpuStats>,
+    #[serde(flatten)]
+    pub server: Option<ServerStats>,
     /// vLLM's keys and benchctl's run keys (`completed`, `mean_ttft_ms`, `output_throughput`…).
     #[serde(flatten)]
     pub run_result: serde_json::Map<String, serde_json::Value>,

@@ -113,6 +113,11 @@ pub fn gpu_dir_name(concurrency: Option<usize>, io: Io) -> String {
     )
 }
 
+/// The per-test directory of the server's metrics: `server_metrics_c<C>_in<I>_out<O>`.
+pub fn server_metrics_dir_name(concurrency: Option<usize>, io: Io) -> String {
+    gpu_dir_name(concurrency, io).replacen("gpu_utilization_", "server_metrics_", 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,6 +95,8 @@ struct Sweep<'a> {
     /// `--workers`: how many workers share each test (`None`: every idle one).
     want_workers: Option<usize>,
     telemetry: bool,
+    /// The server's metrics endpoints scraped during each test (none: not scraped).
+    metrics: Vec<String>,
     dir: ResultDir,
     /// Records of finished tests, by test, read back lazily.
     records: HashMap<TestKey, Arc<Vec<RequestRecord>>>,
@@ -160,6 +162,7 @@ pub async fn execute(x: Exec<'_>) -> anyhow::Result<Outcome> {
         base_urls: x.base_urls,
         want_workers: x.want_workers,
         telemetry: x.telemetry,
+        metrics: Vec::new(),
         dir: x.dir,
         records: HashMap::new(),
         summary,
@@ -168,6 +171,12 @@ pub async fn execute(x: Exec<'_>) -> anyhow::Result<Outcome> {
         hook: x.hook,
         progress: x.progress,
     };
+    let (metrics, line) =
+        crate::test_run::metrics_endpoints(&s.plan.server_metrics, &s.base_urls).await;
+    if let Some(line) = line {
+        s.progress.line(line);
+    }
+    s.metrics = metrics;
     let stop = match s.combinations().await {
         Ok(stop) => stop,
         Err(e) => {

@@ -9,6 +9,7 @@ use loadgen::DatasetSpec;
 use loadgen::report::render_text;
 
 use super::{CANCEL_DRAIN, HookEvent, JOB_ATTEMPTS, Stop, StopError, Sweep, WORKER_WAIT};
+use crate::server_metrics::ScrapeLog;
 use crate::service::JobResult;
 use crate::sweep::entry::{Entry, EntryVerdict};
 use crate::sweep::grid::Io;
@@ -16,7 +17,7 @@ use crate::sweep::plan::Plan;
 use crate::sweep::results::TestKey;
 use crate::sweep::threshold::Verdict;
 use crate::target::{Prepared, preflight};
-use crate::test_run::{Judging, Measured, TestSpec, without_text};
+use crate::test_run::{Judging, Measured, ServerWatch, TestSpec, without_text};
 
 /// The one request sent before a sweep to catch a rejected payload.
 pub async fn preflight_plan(plan: &Plan, prep: &Prepared) -> anyhow::Result<()> {
@@ -52,9 +53,9 @@ impl Sweep<'_> {
         {
             return Err(StopError(Stop::Handover).into());
         }
-        let (job, lost_workers) = self.run_job(&key, spec).await?;
+        let (job, lost_workers, server) = self.run_job(&key, spec).await?;
         let m = judging.measure(job).await?;
-        self.commit(key, m, lost_workers).await
+        self.commit(key, m, lost_workers, server).await
     }
 
     /// The test's prompts (its own seed: the same on a rerun, other than every other test's)
@@ -91,7 +92,7 @@ impl Sweep<'_> {
         &self,
         key: &TestKey,
         spec: TestSpec,
-    ) -> anyhow::Result<(JobResult, Vec<String>)> {
+    ) -> anyhow::Result<(JobResult, Vec<String>, Option<ScrapeLog>)> {
         let want = self.want_workers.unwrap_or(1);
         tokio::select! {
             r = self.workers.wait_for(want, WORKER_WAIT) => { r.with_context(|| format!("test {}", key.id()))?; }
@@ -99,12 +100,18 @@ impl Sweep<'_> {
         }
         let counter = Arc::new(AtomicU64::new(0));
         let ticker = self.progress.follow(counter.clone());
-        let job = spec.job(
+        let mut job = spec.job(
             &self.prep,
             self.base_urls.clone(),
             &self.plan.endpoint,
             counter,
         );
+        // scraped once per test, here in the controller (never once per worker)
+        let watch = (!self.metrics.is_empty())
+            .then(|| ServerWatch::start(self.metrics.clone(), self.plan.server_metrics_interval));
+        if let Some(w) = &watch {
+            w.gate(&mut job);
+        }
         let run = self
             .workers
             .run_job_retrying(job, JOB_ATTEMPTS, WORKER_WAIT);
@@ -124,7 +131,12 @@ impl Sweep<'_> {
         if self.cancel.is_cancelled() {
             return Err(self.stopped());
         }
-        result.with_context(|| format!("test {}", key.id()))
+        let log = match watch {
+            Some(w) => Some(w.finish().await),
+            None => None,
+        };
+        let (job, lost) = result.with_context(|| format!("test {}", key.id()))?;
+        Ok((job, lost, log))
     }
 
     /// Judges a measured test, writes its files (after the commit hook) and keeps its records
@@ -134,11 +146,12 @@ impl Sweep<'_> {
         key: TestKey,
         m: Measured,
         lost_workers: Vec<String>,
+        server: Option<ScrapeLog>,
     ) -> anyhow::Result<()> {
         let verdict = self.thresholds.as_ref().map(|t| t.judge(&m.summary));
         // the test's window in Unix time, for charts over time (one anchor for the entry and the
         // GPU samples)
-        let unix_of = unix_clock();
+        let unix_of = crate::telemetry::unix_clock();
         let (mut entry, mut log) = self.entry(&key, &m, verdict.as_ref(), lost_workers, &unix_of);
         if let Some(hook) = &self.hook
             && hook(HookEvent::Commit(key)).await.is_err()
@@ -156,6 +169,19 @@ impl Sweep<'_> {
                 crate::telemetry::samples_csv(&nodes, &unix_of).as_bytes(),
             )?;
             log.push_str(&crate::gpu_stats::text(&nodes));
+        }
+        if let Some(scraped) = &server {
+            let stats = m.server_stats(scraped);
+            log.push_str(&stats.text());
+            entry.server = Some(stats);
+            crate::output::write_atomic(
+                &self
+                    .dir
+                    .dir
+                    .join(key.server_metrics_dir())
+                    .join("samples.csv"),
+                scraped.samples_csv(&unix_of).as_bytes(),
+            )?;
         }
         let all_failed = m.summary.completed == 0;
         if all_failed {
@@ -221,6 +247,7 @@ impl Sweep<'_> {
             lost_workers,
             aborted: None,
             gpu: None,
+            server: None,
             run_result,
         };
         (entry, log)
@@ -249,14 +276,4 @@ fn test_seed(base: u64, key: &TestKey) -> u64 {
         h = (h ^ v).wrapping_mul(0x100_0000_01b3).rotate_left(29);
     }
     h
-}
-
-/// Converts this process's `CLOCK_MONOTONIC` (ns) to Unix seconds, anchored now.
-fn unix_clock() -> impl Fn(u64) -> f64 {
-    let mono_now = loadgen::clock::mono_ns();
-    let unix_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    move |t_ns| unix_now - (mono_now as f64 - t_ns as f64) / 1e9
 }
