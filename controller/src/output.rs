@@ -39,6 +39,16 @@ pub fn records_path(result: &Path) -> PathBuf {
     result.with_file_name(format!("{stem}.requests.jsonl"))
 }
 
+/// Adds the keys of `keys` (a struct or map) to the result object `json`.
+pub fn add_keys(json: &mut serde_json::Value, keys: &impl serde::Serialize) {
+    let serde_json::Value::Object(keys) = serde_json::json!(keys) else {
+        unreachable!("a struct serializes to an object")
+    };
+    json.as_object_mut()
+        .expect("the result is an object")
+        .extend(keys);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,14 +70,4 @@ mod tests {
             "no temporary file left"
         );
     }
-}
-
-/// Adds the keys of `keys` (a struct or map) to the result object `json`.
-pub fn add_keys(json: &mut serde_json::Value, keys: &impl serde::Serialize) {
-    let serde_json::Value::Object(keys) = serde_json::json!(keys) else {
-        unreachable!("a struct serializes to an object")
-    };
-    json.as_object_mut()
-        .expect("the result is an object")
-        .extend(keys);
 }
