@@ -20,6 +20,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 server=(--base-url http://127.0.0.1:8000 --model-path /tmp/model --model-name /tmp/model)
 io=512x128,1536x128
+# requests per test: PPC × its concurrency, at least 16
+ppc=${PPC:-2}
+# a fresh machine: build llama-server and the model first (about 4.5 minutes)
+[ "$mode" = tune ] || [ -x /tmp/llama/build/bin/llama-server ] && [ -f /tmp/model.gguf ] ||
+  bash "$kit/llama/start-llama.sh" "$kit" 8000 2048 28 256 2048
 grid=1,2,4,8,16,32,64,128,256
 threshold="p99_ttft:2000 tpot:50"
 line() { python3 - "$@" <<'PY'
@@ -64,7 +69,7 @@ sweep)
   # shellcheck disable=SC2086
   bash "$here/llama-serve.sh" 8000 $FLAGS
   "$B/benchctl" sweep "${server[@]}" --gpu-num 1 --server-metrics --io $io --concurrency $grid \
-    --prompts-per-concurrency 2 --min-prompts 16 --threshold "$threshold" --search bisect \
+    --prompts-per-concurrency $ppc --min-prompts 16 --threshold "$threshold" --search bisect \
     --result-dir "$out/sweep" --dashboard-addr off --quiet \
     --metadata "server=llama.cpp llama-server (CUDA; llama-cpp-python 0.3.36 vendor)" "server_flags=$FLAGS" \
       "model=random 1.4B Qwen3-shaped GGUF" "gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
@@ -98,7 +103,7 @@ distributed)
   done
   cat "$out/agents.txt"
   "$B/benchctl" sweep --etcd $E "${server[@]}" --gpu-num 1 --server-metrics --io $io --concurrency $grid \
-    --prompts-per-concurrency 2 --min-prompts 16 --threshold "$threshold" --search bisect --workers 2 \
+    --prompts-per-concurrency $ppc --min-prompts 16 --threshold "$threshold" --search bisect --workers 2 \
     --quiet --metadata "server=llama.cpp llama-server (CUDA)" "server_flags=$FLAGS" "run=distributed, 2 workers" \
     > "$out/follow.txt" 2>&1 || echo "the sweep client exited $?"
   tail -20 "$out/follow.txt"

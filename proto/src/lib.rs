@@ -7,3 +7,9 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+/// The largest message either side of a session accepts (tonic's default is 4 MiB). A job's
+/// assignment carries all of a worker's prompts: 256 prompts of 1536 tokens are already 4.7 MB,
+/// and a batch of records with long outputs carries every chunk's timestamp. The peers are the
+/// cluster's own (mTLS where configured), so the bound is against accidents, not abuse.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 30;

@@ -653,3 +653,32 @@ async fn two_workers_measure_what_one_worker_measures_at_the_same_total_load() {
     server.shutdown().await;
     sim.shutdown().await;
 }
+
+/// An assignment over tonic's default 4 MiB message limit (a long-prompt test at a high
+/// concurrency: an H200 sweep's c=128 of 1536-token prompts was 4.7 MB) reaches the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_over_four_mebibytes_reaches_the_worker() {
+    let (sim, server, cancel, _w) = two_workers().await;
+    let long = "word ".repeat(4000); // 20 kB a prompt: 300 prompts make 6 MB
+    let prompts: Vec<Prompt> = (0..300)
+        .map(|i| Prompt {
+            text: format!("{i} {long}"),
+            prompt_tokens: 4000,
+            output_len: 2,
+        })
+        .collect();
+    let res = run_job(
+        &server.workers,
+        JobSpec {
+            workers: Some(1),
+            warmup_requests: 0,
+            ..job(&sim, prompts, 16)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.records.len(), 300);
+    assert!(res.records.iter().all(|r| r.ok()));
+    cancel.cancel();
+    sim.shutdown().await;
+}

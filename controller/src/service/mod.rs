@@ -93,7 +93,9 @@ impl Server {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let cancel = CancellationToken::new();
         let service = ControllerService::new(registry.clone(), workers.clone(), cancel.clone());
-        let svc = proto::controller_server::ControllerServer::new(service);
+        let svc = proto::controller_server::ControllerServer::new(service)
+            .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
         let stop = cancel.clone();
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {

@@ -103,7 +103,9 @@ async fn register(
         _ = cancel.cancelled() => return Ok(None),
         c = endpoint.connect() => c.context("connecting")?,
     };
-    let mut client = ControllerClient::new(channel);
+    let mut client = ControllerClient::new(channel)
+        .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
     let (tx, rx) = mpsc::channel::<proto::WorkerMessage>(OUTBOUND_QUEUE);
     tx.send(message(ToController::Register(proto::WorkerRegister {
         worker_name: cfg.name.clone(),
