@@ -104,7 +104,7 @@ distributed)
   cat "$out/agents.txt"
   "$B/benchctl" sweep --etcd $E "${server[@]}" --gpu-num 1 --server-metrics --io $io --concurrency $grid \
     --prompts-per-concurrency $ppc --min-prompts 16 --threshold "$threshold" --search bisect --workers 2 \
-    --quiet --metadata "server=llama.cpp llama-server (CUDA)" "server_flags=$FLAGS" "run=distributed, 2 workers" \
+    --quiet --metadata "server=llama.cpp llama-server (CUDA)" "server_flags=$FLAGS" "run=distributed with 2 workers" \
     > "$out/follow.txt" 2>&1 || echo "the sweep client exited $?"
   tail -20 "$out/follow.txt"
   d=$(ls -d "$out"/data/*/ | head -1)

@@ -42,6 +42,8 @@ pub struct PointSummary {
     /// waiting (each run's mean), KV-cache usage (each run's max, a fraction 0..1), sequences
     /// preempted, prefix-cache hit rate (0..1).
     pub server_waiting_mean: Option<f64>,
+    /// Sequences the server was running (each run's mean).
+    pub server_running_mean: Option<f64>,
     pub server_kv_cache_usage_max: Option<f64>,
     pub server_preemptions: Option<f64>,
     pub server_prefix_cache_hit_rate: Option<f64>,
@@ -98,6 +100,7 @@ impl PointSummary {
             p99_e2el_ms: m(E2el).and_then(|d| d.get(99.0)),
             gpu_utilization_mean_pct: mean_of("gpu_utilization_mean_pct"),
             server_waiting_mean: mean_of("server_waiting_mean"),
+            server_running_mean: mean_of("server_running_mean"),
             server_kv_cache_usage_max: mean_of("server_kv_cache_usage_max"),
             server_preemptions: mean_of("server_preemptions"),
             server_prefix_cache_hit_rate: mean_of("server_prefix_cache_hit_rate"),
@@ -123,6 +126,18 @@ impl PointSummary {
         }
         if let Some(w) = self.server_waiting_mean.filter(|&w| w >= 1.0) {
             why.push(format!("queueing (mean {w:.1} waiting)"));
+        }
+        // nothing queued, nothing full: the server ran the test's whole concurrency at once,
+        // so its decode step grew with the batch (llama.cpp's slots, a batch-size bound)
+        if why.is_empty()
+            && let Some(r) = self
+                .server_running_mean
+                .filter(|&r| r >= 0.75 * self.concurrency as f64)
+        {
+            why.push(format!(
+                "batch size (mean {r:.0} of {} running, none queued)",
+                self.concurrency
+            ));
         }
         (!why.is_empty()).then(|| why.join("; "))
     }
@@ -454,6 +469,25 @@ mod tests {
         assert_eq!(
             point(8, 12.0, 1.0, 7.0).limiter().as_deref(),
             Some("KV cache full (max 100 %); preemptions (7); queueing (mean 12.0 waiting)")
+        );
+    }
+
+    #[test]
+    fn a_server_that_runs_the_whole_concurrency_is_bound_by_its_batch() {
+        let mut p = point(128, 0.0, 0.3, 0.0);
+        p.server_running_mean = Some(120.4);
+        assert_eq!(
+            p.limiter().as_deref(),
+            Some("batch size (mean 120 of 128 running, none queued)")
+        );
+        p.server_running_mean = Some(60.0);
+        assert_eq!(p.limiter(), None, "half the concurrency: not the batch");
+        p.server_waiting_mean = Some(30.0);
+        p.server_running_mean = Some(127.0);
+        assert_eq!(
+            p.limiter().as_deref(),
+            Some("queueing (mean 30.0 waiting)"),
+            "queueing names the cause first"
         );
     }
 
