@@ -342,6 +342,15 @@ async fn a_sweep_survives_a_worker_an_agent_and_the_leader_killed() {
         .filter(|e| e["gpu_telemetry_incomplete"] == false)
         .count();
     assert!(whole >= 3, "the other tests have their telemetry");
+    // the server's metrics (the simulator's, found by `auto`) are scraped once per test by the
+    // controller that ran it: exact for the test rerun after the worker's loss, for the one the
+    // agent's loss hit, and for those the new leader ran
+    for e in &entries {
+        assert_eq!(e["server_kind"], "vllm", "{e}");
+        assert_eq!(e["server_requests"], e["completed"], "{e}");
+        assert_eq!(e["server_generation_tokens"], e["total_output_tokens"], "{e}");
+        assert!(e["server_tokens_mismatch"].is_null(), "{e}");
+    }
     // the failover is recorded in the summary and the checkpoint
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
