@@ -275,16 +275,29 @@ fn coverage(v: &[Sample], a: u64, b: u64) -> f64 {
     gaps.sort_unstable();
     // with one sample, no interval is known: the window is judged by its ends only
     let interval = gaps.get(gaps.len() / 2).copied().unwrap_or(b - a);
-    let allowed = interval.saturating_mul(3);
-    let mut edges = vec![a];
-    edges.extend(v.iter().map(|s| s.t_ns.clamp(a, b)));
-    edges.push(b);
+    let times: Vec<u64> = v.iter().map(|s| s.t_ns).collect();
+    window_coverage(&times, a, b, interval.saturating_mul(3))
+}
+
+/// The fraction of `[from, to]` within `max_gap` of samples at `times` (sorted): a gap (from
+/// `from`, between samples, to `to`) longer than `max_gap` counts as uncovered. The GPU
+/// telemetry's and the server metrics' coverage.
+pub fn window_coverage(times: &[u64], from: u64, to: u64, max_gap: u64) -> f64 {
+    if times.is_empty() {
+        return 0.0;
+    }
+    if to <= from {
+        return 1.0;
+    }
+    let mut edges = vec![from];
+    edges.extend(times.iter().map(|t| (*t).clamp(from, to)));
+    edges.push(to);
     let uncovered: u64 = edges
         .windows(2)
         .map(|w| w[1].saturating_sub(w[0]))
-        .filter(|&g| g > allowed)
+        .filter(|&g| g > max_gap)
         .sum();
-    1.0 - uncovered as f64 / (b - a) as f64
+    1.0 - uncovered as f64 / (to - from) as f64
 }
 
 /// Groups the GPUs' samples into polls: the k-th sample of every GPU in the window.

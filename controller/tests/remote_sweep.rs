@@ -348,7 +348,10 @@ async fn a_sweep_survives_a_worker_an_agent_and_the_leader_killed() {
     for e in &entries {
         assert_eq!(e["server_kind"], "vllm", "{e}");
         assert_eq!(e["server_requests"], e["completed"], "{e}");
-        assert_eq!(e["server_generation_tokens"], e["total_output_tokens"], "{e}");
+        assert_eq!(
+            e["server_generation_tokens"], e["total_output_tokens"],
+            "{e}"
+        );
         assert!(e["server_tokens_mismatch"].is_null(), "{e}");
     }
     // the failover is recorded in the summary and the checkpoint

@@ -115,22 +115,5 @@ pub(super) fn gauge(values: Vec<f64>) -> Option<GaugeStats> {
     })
 }
 
-/// The fraction of `[from, to]` within `max_gap` of successful samples at `times` (sorted): a gap
-/// (from `from`, between samples, to `to`) longer than `max_gap` counts as uncovered.
-pub(super) fn coverage(times: &[u64], from: u64, to: u64, max_gap: u64) -> f64 {
-    if times.is_empty() {
-        return 0.0;
-    }
-    if to <= from {
-        return 1.0;
-    }
-    let mut edges = vec![from];
-    edges.extend(times.iter().map(|t| (*t).clamp(from, to)));
-    edges.push(to);
-    let uncovered: u64 = edges
-        .windows(2)
-        .map(|w| w[1].saturating_sub(w[0]))
-        .filter(|&g| g > max_gap)
-        .sum();
-    1.0 - uncovered as f64 / (to - from) as f64
-}
+/// The fraction of `[from, to]` within `max_gap` of successful samples at `times` (sorted).
+pub(super) use crate::telemetry::window_coverage as coverage;
