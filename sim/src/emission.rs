@@ -171,7 +171,7 @@ fn write_line(w: &mut impl Write, ev: &Event) -> std::io::Result<()> {
     {
         std::borrow::Cow::Borrowed(&*ev.request_id)
     } else {
-        std::borrow::Cow::Owned(super::stream::json_escape(&ev.request_id))
+        std::borrow::Cow::Owned(super::json::json_escape(&ev.request_id))
     };
     writeln!(
         w,

@@ -51,6 +51,7 @@ mod api;
 mod emission;
 mod engine;
 mod faults;
+mod json;
 mod metrics;
 mod prefix_cache;
 mod stream;

@@ -18,6 +18,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use super::emission::{EmissionLog, Event, Kind};
 use super::engine::Emit;
 use super::faults::{Fault, mix, splitmix64};
+pub(crate) use super::json::json_escape;
 
 /// The broken event that the malformed fault sends instead of the 2nd content chunk.
 pub(crate) const MALFORMED_EVENT: &[u8] = b"data: {\"choices\": [\n\n";
@@ -58,29 +59,6 @@ pub(crate) fn vocab() -> &'static Vocab {
         );
         v
     })
-}
-
-/// Appends `s` JSON-escaped (without quotes) to `out`.
-pub(crate) fn json_escape_into(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-}
-
-pub(crate) fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    json_escape_into(&mut out, s);
-    out
 }
 
 /// The deterministic token sampler of one request: seeded by the server seed

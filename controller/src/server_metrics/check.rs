@@ -1,9 +1,7 @@
 //! The cross-check that makes the numbers trustworthy: the server's token and request counter
 //! deltas over a test against the client's totals.
 
-use serde::{Deserialize, Serialize};
-
-use super::stats::ServerStats;
+use super::stats::{Mismatch, Pair, ServerStats};
 
 /// What the client counted over the same window.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -18,24 +16,6 @@ pub struct ClientTotals {
     pub in_flight_at_edges: u64,
     /// The same bound in requests: the request tolerance.
     pub requests_in_flight_at_edges: u64,
-}
-
-/// Both sides of one quantity that differs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pair {
-    pub server: u64,
-    pub client: u64,
-}
-
-/// `server_tokens_mismatch`: only the quantities that differ beyond the tolerance.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Mismatch {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt_tokens: Option<Pair>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generation_tokens: Option<Pair>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests: Option<Pair>,
 }
 
 /// The quantities where the server's delta and the client's total differ by more than the

@@ -21,12 +21,12 @@ mod stats;
 mod text;
 mod vocabulary;
 
-pub use check::{ClientTotals, Mismatch, Pair, cross_check};
+pub use check::{ClientTotals, cross_check};
 pub use csv::CSV_HEADER;
 pub use log::{
     Failure, FailureCount, FailureKind, Failures, Sample, ScrapeLog, Scraped, SeriesKey,
 };
 pub use parse::{Labels, Series, parse};
 pub use scrape::{DEFAULT_INTERVAL, Scraper, default_timeout, probe, probe_within};
-pub use stats::ServerStats;
+pub use stats::{Mismatch, Pair, ServerStats};
 pub use vocabulary::{Quantity, ServerKind};

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::check::Mismatch;
 use super::log::{Sample, ScrapeLog};
 use super::vocabulary::{Quantity, ServerKind};
 
@@ -55,6 +54,24 @@ pub struct ServerStats {
     /// Per quantity (combined and per replica) `{mean,max,p95,samples}` or `{delta,rate}`, and
     /// every raw counter's delta by `name{labels}` (histogram buckets and `_created` left out).
     pub server_metrics: serde_json::Value,
+}
+
+/// Both sides of one quantity that differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pair {
+    pub server: u64,
+    pub client: u64,
+}
+
+/// `server_tokens_mismatch`: only the quantities that differ beyond the tolerance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mismatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<Pair>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation_tokens: Option<Pair>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Pair>,
 }
 
 /// One replica's part of a window.
