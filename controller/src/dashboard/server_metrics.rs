@@ -64,11 +64,14 @@ impl ServerSeries {
     pub fn parse(csv: &str) -> ServerSeries {
         let mut samples: Samples = BTreeMap::new();
         for line in csv.lines() {
-            if let Some((t, replica, value, quantity)) = row(line) {
-                samples
-                    .entry((quantity.to_string(), replica.to_string()))
-                    .or_default()
-                    .push((t, value));
+            // a series can feed several quantities (`prefix_cache_queries;prompt_tokens`)
+            if let Some((t, replica, value, quantities)) = row(line) {
+                for quantity in quantities.split(';') {
+                    samples
+                        .entry((quantity.to_string(), replica.to_string()))
+                        .or_default()
+                        .push((t, value));
+                }
             }
         }
         for ((quantity, _), points) in &mut samples {
@@ -339,5 +342,21 @@ mod tests {
         let s = ServerSeries::parse(&csv);
         assert_eq!(s.prefix_cache_hit_rate, vec![(1.0, 0.25), (2.0, 0.5)]);
         assert!(ServerSeries::parse(HEADER).is_empty());
+    }
+
+    /// llama.cpp's prompt counters feed two quantities each: the hit rate is read from them.
+    #[test]
+    fn a_series_of_several_quantities_feeds_each() {
+        let csv = format!(
+            "{HEADER}\
+             1.0,0,llamacpp:prompt_tokens_total,,100,prefix_cache_queries;prompt_tokens\n\
+             1.0,0,llamacpp:prompt_tokens_cached_total,,0,prefix_cache_hits;prefix_cache_queries;prompt_tokens\n\
+             2.0,0,llamacpp:prompt_tokens_total,,150,prefix_cache_queries;prompt_tokens\n\
+             2.0,0,llamacpp:prompt_tokens_cached_total,,50,prefix_cache_hits;prefix_cache_queries;prompt_tokens\n"
+        );
+        let s = ServerSeries::parse(&csv);
+        assert!(!s.is_empty());
+        // between the two scrapes: 50 hits of 100 tokens looked up (50 new + 50 cached)
+        assert_eq!(s.prefix_cache_hit_rate, vec![(2.0, 0.5)]);
     }
 }
