@@ -6,9 +6,11 @@
 #                        c=16 and c=256 (512 in / 128 out) under each candidate set of server flags
 #   sweep KIT OUT        restarts llama-server with $FLAGS and runs the threshold sweep, local mode
 #   distributed KIT OUT  the same sweep through etcd: a controller, an agent and two load workers
+#   noise KIT OUT        the tests around both boundaries, three runs each (no threshold): how far a
+#                        boundary moves between two runs of the same sweep
 # KIT holds the release binaries in KIT/bin (benchctl, benchctl-agent, benchctl-loadgen, etcd.gz).
 set -eu
-mode=${1:?usage: server-metrics-gpu.sh tune|sweep|distributed KIT OUT}
+mode=${1:?usage: server-metrics-gpu.sh tune|sweep|distributed|noise KIT OUT}
 kit=${2:?KIT}; out=${3:?OUT}
 B=$kit/bin
 # the binaries travel gzipped (the working tree that travels is limited to 64 MiB)
@@ -78,6 +80,17 @@ sweep)
   line "$d"/*_vllm_result.json
   cat "$d/summary.md"
   tar czf "$out/sweep.tar.gz" -C "$out/sweep" .
+  ;;
+noise)
+  # shellcheck disable=SC2086
+  bash "$here/llama-serve.sh" 8000 $FLAGS
+  for shape in 512x128:120,124,128,129,132,136 1536x128:56,58,60,62,64; do
+    "$B/benchctl" sweep "${server[@]}" --gpu-num 1 --server-metrics --io "${shape%%:*}" --concurrency "${shape#*:}" \
+      --prompts-per-concurrency $ppc --min-prompts 16 --repeats 3 --result-dir "$out/noise" --dashboard-addr off --quiet \
+      --metadata "server=llama.cpp llama-server (CUDA)" "server_flags=$FLAGS" "run=noise around the boundary"
+  done
+  for d in "$out"/noise/*/; do "$B/benchctl" report "$d" > /dev/null; line "$d"/*_vllm_result.json; done
+  tar czf "$out/noise.tar.gz" -C "$out/noise" .
   ;;
 distributed)
   E=http://127.0.0.1:2379
