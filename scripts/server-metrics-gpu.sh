@@ -84,9 +84,9 @@ sweep)
 noise)
   # shellcheck disable=SC2086
   bash "$here/llama-serve.sh" 8000 $FLAGS
-  for shape in 512x128:120,124,128,129,132,136 1536x128:56,58,60,62,64; do
+  for shape in 512x128:124,128,129,132 1536x128:56,60,64; do
     "$B/benchctl" sweep "${server[@]}" --gpu-num 1 --server-metrics --io "${shape%%:*}" --concurrency "${shape#*:}" \
-      --prompts-per-concurrency $ppc --min-prompts 16 --repeats 3 --result-dir "$out/noise" --dashboard-addr off --quiet \
+      --prompts-per-concurrency $ppc --min-prompts 16 --warmup-requests 16 --repeats 3 --result-dir "$out/noise" --dashboard-addr off --quiet \
       --metadata "server=llama.cpp llama-server (CUDA)" "server_flags=$FLAGS" "run=noise around the boundary"
   done
   for d in "$out"/noise/*/; do "$B/benchctl" report "$d" > /dev/null; line "$d"/*_vllm_result.json; done
