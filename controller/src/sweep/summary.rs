@@ -42,8 +42,9 @@ pub struct PointSummary {
     /// waiting (each run's mean), KV-cache usage (each run's max, a fraction 0..1), sequences
     /// preempted, prefix-cache hit rate (0..1).
     pub server_waiting_mean: Option<f64>,
-    /// Sequences the server was running (each run's mean).
+    /// Sequences the server was running (each run's mean, each run's max).
     pub server_running_mean: Option<f64>,
+    pub server_running_max: Option<f64>,
     pub server_kv_cache_usage_max: Option<f64>,
     pub server_preemptions: Option<f64>,
     pub server_prefix_cache_hit_rate: Option<f64>,
@@ -101,6 +102,7 @@ impl PointSummary {
             gpu_utilization_mean_pct: mean_of("gpu_utilization_mean_pct"),
             server_waiting_mean: mean_of("server_waiting_mean"),
             server_running_mean: mean_of("server_running_mean"),
+            server_running_max: mean_of("server_running_max"),
             server_kv_cache_usage_max: mean_of("server_kv_cache_usage_max"),
             server_preemptions: mean_of("server_preemptions"),
             server_prefix_cache_hit_rate: mean_of("server_prefix_cache_hit_rate"),
@@ -127,12 +129,15 @@ impl PointSummary {
         if let Some(w) = self.server_waiting_mean.filter(|&w| w >= 1.0) {
             why.push(format!("queueing (mean {w:.1} waiting)"));
         }
-        // nothing queued, nothing full: the server ran the test's whole concurrency at once,
-        // so its decode step grew with the batch (llama.cpp's slots, a batch-size bound)
+        // nothing queued, nothing full: the server ran the test's whole concurrency at once
+        // (its running count reached the concurrency, or stayed near it), so its decode step
+        // grew with the batch (llama.cpp's slots, a batch-size bound). A closed-loop test's
+        // mean stays below its concurrency while the last requests drain, hence the max.
+        let c = self.concurrency as f64;
+        let all_at_once = self.server_running_max.is_some_and(|m| m >= 0.95 * c);
         if why.is_empty()
-            && let Some(r) = self
-                .server_running_mean
-                .filter(|&r| r >= 0.75 * self.concurrency as f64)
+            && let Some(r) = self.server_running_mean
+            && (all_at_once || r >= 0.75 * c)
         {
             why.push(format!(
                 "batch size (mean {r:.0} of {} running, none queued)",
@@ -482,6 +487,16 @@ mod tests {
         );
         p.server_running_mean = Some(60.0);
         assert_eq!(p.limiter(), None, "half the concurrency: not the batch");
+        // llama.cpp at 512x128 c=161 on the H200 (docs/server-metrics-gpu/distributed): all
+        // 161 ran at once, the mean lower while the wave drained
+        let mut q = point(161, 0.0, 0.3, 0.0);
+        (q.server_running_mean, q.server_running_max) = (Some(112.2), Some(161.0));
+        assert_eq!(
+            q.limiter().as_deref(),
+            Some("batch size (mean 112 of 161 running, none queued)")
+        );
+        q.server_running_max = Some(120.0);
+        assert_eq!(q.limiter(), None, "never all at once, mean 70 %: not the batch");
         p.server_waiting_mean = Some(30.0);
         p.server_running_mean = Some(127.0);
         assert_eq!(
