@@ -496,7 +496,11 @@ mod tests {
             Some("batch size (mean 112 of 161 running, none queued)")
         );
         q.server_running_max = Some(120.0);
-        assert_eq!(q.limiter(), None, "never all at once, mean 70 %: not the batch");
+        assert_eq!(
+            q.limiter(),
+            None,
+            "never all at once, mean 70 %: not the batch"
+        );
         p.server_waiting_mean = Some(30.0);
         p.server_running_mean = Some(127.0);
         assert_eq!(
