@@ -123,6 +123,10 @@ fn write_metrics(t: &mut String, info: &RunInfo, s: &Summary) {
         if m == Metric::DispatchLag && !info.request_rate.is_finite() {
             continue;
         }
+        // Without reasoning or tool calls TTFO is TTFT: print it once.
+        if m == Metric::Ttfo && s.metrics.get(&Metric::Ttft) == Some(d) {
+            continue;
+        }
         // With one token per chunk the per-token ITL is the ITL: print it once.
         if m == Metric::ItlPerToken && s.metrics.get(&Metric::Itl) == Some(d) {
             continue;
@@ -152,6 +156,7 @@ fn write_metrics(t: &mut String, info: &RunInfo, s: &Summary) {
 fn title(m: Metric) -> &'static str {
     match m {
         Metric::Ttft => "Time to First Token",
+        Metric::Ttfo => "Time to First visible Output",
         Metric::Tpot => "Time per Output Token (excl. 1st token)",
         Metric::Itl => "Inter-token Latency",
         Metric::E2el => "End-to-end Latency",
@@ -165,6 +170,7 @@ fn title(m: Metric) -> &'static str {
 fn short(m: Metric) -> &'static str {
     match m {
         Metric::Ttft => "TTFT",
+        Metric::Ttfo => "TTFO",
         Metric::Tpot => "TPOT",
         Metric::Itl => "ITL",
         Metric::E2el => "E2EL",
