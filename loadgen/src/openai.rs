@@ -73,18 +73,40 @@ pub struct BodySpec {
 impl BodySpec {
     /// The JSON body of one streamed request, serialised once before the send is stamped.
     pub fn render(&self, prompt: &str, max_tokens: u32) -> Vec<u8> {
+        let messages = || json!([{"role": "user", "content": prompt}]);
+        self.render_input(|| Value::String(prompt.to_owned()), messages, max_tokens)
+    }
+
+    /// The body of one turn of a conversation: `turns` alternate user and assistant, starting
+    /// and ending with a user message. Chat sends them as messages; completions their
+    /// concatenation as the prompt.
+    pub fn render_turns(&self, turns: &[&str], max_tokens: u32) -> Vec<u8> {
+        let messages = || {
+            let roles = ["user", "assistant"].into_iter().cycle();
+            turns
+                .iter()
+                .zip(roles)
+                .map(|(t, role)| json!({"role": role, "content": t}))
+                .collect()
+        };
+        self.render_input(|| Value::String(turns.concat()), messages, max_tokens)
+    }
+
+    fn render_input(
+        &self,
+        prompt: impl FnOnce() -> Value,
+        messages: impl FnOnce() -> Value,
+        max_tokens: u32,
+    ) -> Vec<u8> {
         let mut body = Map::new();
         body.insert("model".into(), Value::String(self.model.clone()));
         match self.kind {
             EndpointKind::Completions => {
-                body.insert("prompt".into(), Value::String(prompt.to_owned()));
+                body.insert("prompt".into(), prompt());
                 body.insert("max_tokens".into(), max_tokens.into());
             }
             EndpointKind::Chat => {
-                body.insert(
-                    "messages".into(),
-                    json!([{"role": "user", "content": prompt}]),
-                );
+                body.insert("messages".into(), messages());
                 // vLLM and SGLang follow OpenAI's current name; others know the older one.
                 let key = if self.backend == Backend::Openai {
                     "max_tokens"
@@ -319,13 +341,11 @@ mod tests {
 
     #[test]
     fn reasoning_and_tool_calls_are_hidden_channels() {
-        let c = parse_chunk(br#"{"choices":[{"delta":{"reasoning":"hm","content":null}}]}"#)
-            .unwrap();
+        let c =
+            parse_chunk(br#"{"choices":[{"delta":{"reasoning":"hm","content":null}}]}"#).unwrap();
         assert_eq!((&*c.content, &*c.hidden), ("", "hm"));
-        let c = parse_chunk(
-            br#"{"choices":[{"delta":{"reasoning_content":"a","content":"b"}}]}"#,
-        )
-        .unwrap();
+        let c = parse_chunk(br#"{"choices":[{"delta":{"reasoning_content":"a","content":"b"}}]}"#)
+            .unwrap();
         assert_eq!((&*c.content, &*c.hidden), ("b", "a"));
         let c = parse_chunk(br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"get","arguments":""}}]}}]}"#).unwrap();
         assert_eq!((&*c.content, &*c.hidden), ("", "get"));

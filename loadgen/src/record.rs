@@ -86,6 +86,12 @@ pub struct RequestRecord {
     /// rather than the time the read returned. False until the request is sent.
     #[serde(default)]
     pub kernel_rx_stamps: bool,
+    /// A conversation's turn: its index in the session (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<u32>,
+    /// A conversation's turn: how many turns its session has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_turns: Option<u32>,
     /// The generated text (kept for token counting; written to the JSONL only on request).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,

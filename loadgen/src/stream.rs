@@ -226,16 +226,33 @@ mod tests {
         let mut rec = RequestRecord::default();
         let mut p = StreamParser::new();
         let ev = |d: &str| format!("data: {{\"choices\":[{{\"delta\":{d}}}]}}\n\n");
-        p.feed(&mut rec, ev(r#"{"role":"assistant","content":""}"#).as_bytes(), 5)
-            .unwrap();
-        p.feed(&mut rec, ev(r#"{"reasoning_content":"think "}"#).as_bytes(), 10)
-            .unwrap();
-        p.feed(&mut rec, ev(r#"{"reasoning_content":"more "}"#).as_bytes(), 20)
-            .unwrap();
+        p.feed(
+            &mut rec,
+            ev(r#"{"role":"assistant","content":""}"#).as_bytes(),
+            5,
+        )
+        .unwrap();
+        p.feed(
+            &mut rec,
+            ev(r#"{"reasoning_content":"think "}"#).as_bytes(),
+            10,
+        )
+        .unwrap();
+        p.feed(
+            &mut rec,
+            ev(r#"{"reasoning_content":"more "}"#).as_bytes(),
+            20,
+        )
+        .unwrap();
         p.feed(&mut rec, ev(r#"{"content":"answer"}"#).as_bytes(), 30)
             .unwrap();
-        p.feed(&mut rec, ev(r#"{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{}"}}]}"#).as_bytes(), 40)
-            .unwrap();
+        p.feed(
+            &mut rec,
+            ev(r#"{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{}"}}]}"#)
+                .as_bytes(),
+            40,
+        )
+        .unwrap();
         p.feed(&mut rec, b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"completion_tokens_details\":{\"reasoning_tokens\":2}}}\n\n", 50).unwrap();
         p.finish(&mut rec, 60).unwrap();
         assert_eq!(

@@ -87,6 +87,8 @@ impl From<&RequestRecord> for proto::RequestRecord {
             first_visible_ns: r.first_visible_ns.unwrap_or(0),
             hidden_text: r.hidden_text.iter().flatten().copied().collect(),
             reasoning_tokens_server: r.reasoning_tokens_server,
+            turn: r.turn,
+            session_turns: r.session_turns,
         }
     }
 }
@@ -168,6 +170,8 @@ impl TryFrom<proto::RequestRecord> for RequestRecord {
             first_visible_ns: nonzero(p.first_visible_ns),
             hidden_text: p.hidden_text.chunks(2).map(|c| [c[0], c[1]]).collect(),
             reasoning_tokens_server: p.reasoning_tokens_server,
+            turn: p.turn,
+            session_turns: p.session_turns,
         })
     }
 }
@@ -361,6 +365,8 @@ mod tests {
             first_visible_ns: Some(1_800),
             hidden_text: vec![[0, 3]],
             reasoning_tokens_server: Some(1),
+            turn: Some(2),
+            session_turns: Some(4),
         }
     }
 
@@ -503,6 +509,8 @@ mod tests {
                 .map(|_| [rng.random(), rng.random()])
                 .collect(),
             reasoning_tokens_server: rng.random_bool(0.5).then(|| rng.random()),
+            turn: rng.random_bool(0.5).then(|| rng.random()),
+            session_turns: rng.random_bool(0.5).then(|| rng.random()),
         }
     }
 

@@ -33,9 +33,9 @@ pub(crate) struct ChannelRender {
 }
 
 /// The events' tails after a tool call's arguments.
-pub(crate) const TOOL_SUFFIX: &str =
-    "\"}}]},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
-pub(crate) const TOOL_FINAL_SUFFIX: &str = "\"}}]},\"logprobs\":null,\"finish_reason\":\"tool_calls\",\"stop_reason\":null}]}\n\n";
+pub(crate) const TOOL_SUFFIX: &str = "\"}}]},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+pub(crate) const TOOL_FINAL_SUFFIX: &str =
+    "\"}}]},\"logprobs\":null,\"finish_reason\":\"tool_calls\",\"stop_reason\":null}]}\n\n";
 
 impl ChannelRender {
     /// `head` is `{"id":…,"object":…,"created":…,"model":…,`.
@@ -62,7 +62,10 @@ impl ChannelRender {
 
     /// The prefix and the two suffixes of the visible part's event, `visible_before` tokens
     /// after the reasoning; `None` for plain content.
-    pub(crate) fn visible(&self, visible_before: usize) -> Option<(&str, &'static str, &'static str)> {
+    pub(crate) fn visible(
+        &self,
+        visible_before: usize,
+    ) -> Option<(&str, &'static str, &'static str)> {
         if !self.channels.tool_calls {
             return None;
         }

@@ -137,7 +137,12 @@ pub struct SimConfig {
     #[arg(long, env = "BENCHCTL_SIM_DEFAULT_MAX_TOKENS", default_value_t = 256)]
     pub default_max_tokens: usize,
     /// Chat streams: the first N generated tokens of each answer are reasoning, sent as `delta.reasoning_content` before the content (counted in `completion_tokens` and in `usage.completion_tokens_details.reasoning_tokens`), so TTFT and TTFO differ by N decode steps.
-    #[arg(long, alias = "sim-reasoning-tokens", env = "BENCHCTL_SIM_REASONING_TOKENS", default_value_t = 0)]
+    #[arg(
+        long,
+        alias = "sim-reasoning-tokens",
+        env = "BENCHCTL_SIM_REASONING_TOKENS",
+        default_value_t = 0
+    )]
     pub reasoning_tokens: usize,
     /// Chat streams: the tokens after the reasoning are one tool call's arguments (`delta.tool_calls`, finish_reason `tool_calls`) instead of content, so an answer has no visible output.
     #[arg(long, env = "BENCHCTL_SIM_TOOL_CALLS")]

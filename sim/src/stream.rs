@@ -101,8 +101,8 @@ impl Render {
         done_event: bool,
         channels: Channels,
     ) -> Self {
-        let channels = (chat && channels != Channels::default())
-            .then(|| ChannelRender::new(channels, head));
+        let channels =
+            (chat && channels != Channels::default()).then(|| ChannelRender::new(channels, head));
         let (body, suffix, final_suffix) = if chat {
             (
                 "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"",
@@ -226,7 +226,13 @@ impl SseBody {
         };
         let (reasoning, visible) = ch.split(before, tokens);
         if reasoning > 0 {
-            put_event(rng, &mut buf, &ch.reasoning_prefix, reasoning, ending(visible == 0));
+            put_event(
+                rng,
+                &mut buf,
+                &ch.reasoning_prefix,
+                reasoning,
+                ending(visible == 0),
+            );
         }
         if visible > 0 {
             let after_reasoning = before + reasoning as usize - ch.channels.reasoning_tokens;

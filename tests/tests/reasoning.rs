@@ -62,22 +62,40 @@ async fn ttfo_trails_ttft_by_the_simulators_reasoning_time() {
     for r in &run.records {
         assert!(r.ok(), "{:?}", r.error);
         let t = &sent[&r.request_id];
-        assert_eq!(r.chunks.len(), OUTPUT, "reasoning chunks are generated chunks");
-        assert_eq!(r.output_tokens(), OUTPUT as u32, "ITL and TPOT span every token");
+        assert_eq!(
+            r.chunks.len(),
+            OUTPUT,
+            "reasoning chunks are generated chunks"
+        );
+        assert_eq!(
+            r.output_tokens(),
+            OUTPUT as u32,
+            "ITL and TPOT span every token"
+        );
         assert_eq!(r.reasoning_tokens_server, Some(REASONING as u32));
         let (ttft, ttfo) = (r.ttft_ns().unwrap(), r.ttfo_ns().unwrap());
         assert!(ttft < ttfo, "{}: TTFT {ttft} ≥ TTFO {ttfo}", r.request_id);
         // the simulator's reasoning time: its first visible event minus its first event
         let reasoning_ns = t[REASONING] - t[0];
         // 8 decode steps of about 2 ms (the engine keeps an absolute step schedule)
-        assert!(reasoning_ns >= REASONING as u64 * 1_000_000, "{reasoning_ns}");
+        assert!(
+            reasoning_ns >= REASONING as u64 * 1_000_000,
+            "{reasoning_ns}"
+        );
         diffs.push((ttfo - ttft) as i64 - reasoning_ns as i64);
-        assert_eq!(r.hidden_text.len(), 1, "the reasoning is one range: the text's prefix");
+        assert_eq!(
+            r.hidden_text.len(),
+            1,
+            "the reasoning is one range: the text's prefix"
+        );
         assert_eq!(r.hidden_text[0][0], 0);
     }
     diffs.sort();
     let median = diffs[diffs.len() / 2];
-    assert!(median.abs() < 1_000_000, "median client − sim difference {median} ns");
+    assert!(
+        median.abs() < 1_000_000,
+        "median client − sim difference {median} ns"
+    );
     assert!(
         diffs.iter().all(|d| d.abs() < 10_000_000),
         "each within a loaded machine's delivery delay: {diffs:?}"
@@ -86,7 +104,10 @@ async fn ttfo_trails_ttft_by_the_simulators_reasoning_time() {
     assert!(j["mean_ttfo_ms"].as_f64().unwrap() > j["mean_ttft_ms"].as_f64().unwrap());
     assert!(j["p99_ttfo_ms"].as_f64().is_some());
     assert_eq!(j["total_reasoning_tokens"], 24 * REASONING as u64);
-    assert_eq!(j["total_visible_output_tokens"], 24 * (OUTPUT - REASONING) as u64);
+    assert_eq!(
+        j["total_visible_output_tokens"],
+        24 * (OUTPUT - REASONING) as u64
+    );
     assert_eq!(j["no_visible_output"], 0);
 }
 

@@ -191,6 +191,16 @@ fn insert_benchctl_keys(o: &mut Map<String, Value>, info: &RunInfo, s: &Summary)
     );
     o.insert("missing_usage".into(), json!(s.missing_usage));
     insert_reasoning_keys(o, s);
+    if let Some(c) = &s.sessions {
+        o.insert("sessions".into(), json!(c.started));
+        o.insert("sessions_completed".into(), json!(c.completed));
+        o.insert("mean_ttft_ms_by_turn".into(), json!(c.mean_ttft_ms_by_turn));
+        o.insert("mean_ttfo_ms_by_turn".into(), json!(c.mean_ttfo_ms_by_turn));
+        o.insert(
+            "mean_prompt_tokens_by_turn".into(),
+            json!(c.mean_prompt_tokens_by_turn),
+        );
+    }
     o.insert("chunk_tokens".into(), json!(info.chunk_tokens));
     let stamps = if s.completed > 0 && s.kernel_stamped == s.completed {
         "CLOCK_MONOTONIC; each read stamped with the kernel's receive time of its last byte (SO_TIMESTAMPING), before parsing"

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::metric::{GoodputBound, Metric};
+use super::sessions::Sessions;
 use crate::error::ErrorKind;
 use crate::record::RequestRecord;
 use crate::stats::Distribution;
@@ -48,6 +49,8 @@ pub struct Summary {
     pub max_concurrent_requests: usize,
     pub metrics: BTreeMap<Metric, Distribution>,
     pub percentiles: Vec<f64>,
+    /// A conversation run's sessions (`None` for single requests).
+    pub sessions: Option<Sessions>,
 }
 
 impl Summary {
@@ -133,6 +136,7 @@ pub fn summarize(
         max_concurrent_requests: max_in_flight(records),
         metrics,
         percentiles: percentiles.to_vec(),
+        sessions: Sessions::of(records),
     }
 }
 

@@ -75,6 +75,7 @@ impl Sweep<'_> {
         let warmup_prompts = prompts.split_off(n);
         Ok(TestSpec {
             prompts,
+            sessions: vec![],
             warmup_prompts,
             warmup_requests: warmup,
             max_concurrency: Some(c as usize),
