@@ -111,7 +111,7 @@ impl TryFrom<proto::RequestRecord> for RequestRecord {
         if t != ends || t != tokens {
             return Err(WireError::ChunkArrays { t, ends, tokens });
         }
-        if p.hidden_text.len() % 2 != 0 {
+        if !p.hidden_text.len().is_multiple_of(2) {
             return Err(WireError::HiddenText(p.hidden_text.len()));
         }
         let status = match p.status {

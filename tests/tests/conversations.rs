@@ -104,6 +104,17 @@ async fn each_prompt_is_the_last_one_plus_its_answer_plus_the_new_message() {
     );
     assert_eq!(j["mean_ttft_ms_by_turn"].as_array().unwrap().len(), 4);
     assert_eq!(j["num_prompts"], 24, "every turn is a request");
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/result.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(j).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,4 +294,37 @@ async fn a_session_stays_on_one_worker() {
         by.values()
             .all(|t| t.len() == 3 && t.iter().enumerate().all(|(k, r)| r.turn == Some(k as u32)))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_rate_schedules_session_arrivals() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(fast_sim()).await;
+    let run = bench(
+        &sim.base_url(),
+        dir.path(),
+        &args(&[
+            "--turns",
+            "2",
+            "--num-prompts",
+            "5",
+            "--request-rate",
+            "20",
+            "--think-time",
+            "10ms",
+        ]),
+    )
+    .await;
+    sim.shutdown().await;
+    run.result.as_ref().expect("the run succeeds");
+    let by = sessions(&run.records);
+    let mut arrivals: Vec<u64> = by.values().map(|t| t[0].intended_ns).collect();
+    arrivals.sort();
+    arrivals.dedup();
+    assert_eq!(arrivals.len(), 5, "each session its own arrival");
+    for turns in by.values() {
+        assert!(turns[0].dispatch_lag_ns() < 20_000_000, "on schedule");
+        // the second turn is paced by the first answer and the think time, not by the rate
+        assert!(turns[1].intended_ns >= turns[0].end_ns + 10_000_000);
+    }
 }

@@ -109,6 +109,19 @@ async fn ttfo_trails_ttft_by_the_simulators_reasoning_time() {
         24 * (OUTPUT - REASONING) as u64
     );
     assert_eq!(j["no_visible_output"], 0);
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/result.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(
+        validator.is_valid(j),
+        "the result matches docs/result.schema.json"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
