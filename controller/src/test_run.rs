@@ -25,6 +25,8 @@ pub const RESULT_VERSION: u32 = 1;
 pub struct TestSpec {
     /// The measured requests, one per prompt.
     pub prompts: Vec<Prompt>,
+    /// A conversation test's sessions (`prompts` then holds their first turns).
+    pub sessions: Vec<loadgen::conversation::Session>,
     /// Prompts of the warm-up (cycled), never measured.
     pub warmup_prompts: Vec<Prompt>,
     pub warmup_requests: usize,
@@ -37,7 +39,47 @@ pub struct TestSpec {
     pub workers: Option<usize>,
 }
 
+/// A conversation test's sessions, their first turns as prompts, and `warmup` random warm-up
+/// prompts of the same message length (never the sessions' own).
+pub async fn conversation_prompts(
+    spec: &loadgen::conversation::ConversationSpec,
+    sessions: usize,
+    warmup: usize,
+    tok: &loadgen::Tokenizer,
+    seed: u64,
+) -> anyhow::Result<(
+    Vec<loadgen::conversation::Session>,
+    Vec<Prompt>,
+    Vec<Prompt>,
+)> {
+    let sessions = loadgen::conversation::build_sessions(spec, sessions, tok, seed).await?;
+    let firsts = sessions
+        .iter()
+        .filter_map(|s| s.first_prompt().cloned())
+        .collect();
+    let warmup_prompts = if warmup == 0 {
+        vec![]
+    } else {
+        let random = loadgen::DatasetSpec::Random {
+            input_len: spec.input_len.max(1),
+            output_len: spec.output_len,
+            range_ratio: 0.0,
+            prefix_len: 0,
+        };
+        loadgen::dataset::build(&random, warmup, tok, seed ^ 0x77a2_3f01).await?
+    };
+    Ok((sessions, firsts, warmup_prompts))
+}
+
 impl TestSpec {
+    /// The requests the test sends: one per prompt, or every turn of its sessions.
+    pub fn requests(&self) -> usize {
+        match self.sessions.len() {
+            0 => self.prompts.len(),
+            _ => self.sessions.iter().map(|s| s.turns.len()).sum(),
+        }
+    }
+
     /// The job for the workers; `progress` counts its finished requests.
     pub fn job(
         self,
@@ -50,6 +92,7 @@ impl TestSpec {
             target_urls: base_urls,
             spec: loadgen::wire::request_spec(endpoint, prep.client.target()),
             prompts: self.prompts,
+            sessions: self.sessions,
             max_concurrency: self.max_concurrency,
             request_rate: self.request_rate,
             burstiness: self.burstiness,

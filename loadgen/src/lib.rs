@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod conversation;
 pub mod dataset;
 pub mod error;
 pub mod http1;

@@ -73,18 +73,40 @@ pub struct BodySpec {
 impl BodySpec {
     /// The JSON body of one streamed request, serialised once before the send is stamped.
     pub fn render(&self, prompt: &str, max_tokens: u32) -> Vec<u8> {
+        let messages = || json!([{"role": "user", "content": prompt}]);
+        self.render_input(|| Value::String(prompt.to_owned()), messages, max_tokens)
+    }
+
+    /// The body of one turn of a conversation: `turns` alternate user and assistant, starting
+    /// and ending with a user message. Chat sends them as messages; completions their
+    /// concatenation as the prompt.
+    pub fn render_turns(&self, turns: &[&str], max_tokens: u32) -> Vec<u8> {
+        let messages = || {
+            let roles = ["user", "assistant"].into_iter().cycle();
+            turns
+                .iter()
+                .zip(roles)
+                .map(|(t, role)| json!({"role": role, "content": t}))
+                .collect()
+        };
+        self.render_input(|| Value::String(turns.concat()), messages, max_tokens)
+    }
+
+    fn render_input(
+        &self,
+        prompt: impl FnOnce() -> Value,
+        messages: impl FnOnce() -> Value,
+        max_tokens: u32,
+    ) -> Vec<u8> {
         let mut body = Map::new();
         body.insert("model".into(), Value::String(self.model.clone()));
         match self.kind {
             EndpointKind::Completions => {
-                body.insert("prompt".into(), Value::String(prompt.to_owned()));
+                body.insert("prompt".into(), prompt());
                 body.insert("max_tokens".into(), max_tokens.into());
             }
             EndpointKind::Chat => {
-                body.insert(
-                    "messages".into(),
-                    json!([{"role": "user", "content": prompt}]),
-                );
+                body.insert("messages".into(), messages());
                 // vLLM and SGLang follow OpenAI's current name; others know the older one.
                 let key = if self.backend == Backend::Openai {
                     "max_tokens"
@@ -112,8 +134,12 @@ impl BodySpec {
 pub struct ChunkInfo<'a> {
     /// The payload carried `choices` with at least one element.
     pub has_choices: bool,
-    /// Generated text (completion `text`, chat `delta.content`, or `delta.reasoning_content`).
+    /// Visible generated text (completion `text`, chat `delta.content`).
     pub content: Cow<'a, str>,
+    /// Generated text on the other channels: `delta.reasoning_content` or `delta.reasoning`,
+    /// then each `delta.tool_calls[].function`'s name and arguments. Generated tokens (TTFT
+    /// counts them) that are not visible output (TTFO does not).
+    pub hidden: Cow<'a, str>,
     pub finish_reason: Option<Cow<'a, str>>,
     pub usage: Option<Usage>,
     /// An `error` object or string inside the stream.
@@ -126,6 +152,17 @@ pub struct Usage {
     pub prompt_tokens: Option<u32>,
     #[serde(default)]
     pub completion_tokens: Option<u32>,
+    /// `completion_tokens_details` (its `reasoning_tokens`), when the server sends it.
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+/// `usage.completion_tokens_details`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct CompletionDetails {
+    /// Tokens of hidden reasoning among `completion_tokens`.
+    #[serde(default)]
+    pub reasoning_tokens: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +191,54 @@ struct RawDelta<'a> {
     content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<RawToolCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct RawToolCall<'a> {
+    #[serde(default, borrow)]
+    function: Option<RawFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawFunction<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+impl<'a> RawDelta<'a> {
+    /// The text of the hidden channels, in order: reasoning, then the tool calls.
+    fn hidden(&mut self) -> Cow<'a, str> {
+        let reasoning = self
+            .reasoning_content
+            .take()
+            .filter(|r| !r.is_empty())
+            .or_else(|| self.reasoning.take())
+            .unwrap_or(Cow::Borrowed(""));
+        let Some(calls) = self.tool_calls.take() else {
+            return reasoning;
+        };
+        let mut parts = calls
+            .into_iter()
+            .filter_map(|c| c.function)
+            .flat_map(|f| [f.name, f.arguments])
+            .flatten()
+            .filter(|p| !p.is_empty());
+        match (reasoning.is_empty(), parts.next()) {
+            (_, None) => reasoning,
+            (true, Some(first)) => parts.fold(first, |acc, p| Cow::Owned(acc.into_owned() + &p)),
+            (false, Some(first)) => {
+                let mut s = reasoning.into_owned() + &first;
+                parts.for_each(|p| s.push_str(&p));
+                Cow::Owned(s)
+            }
+        }
+    }
 }
 
 /// Parses one `data:` payload (not `[DONE]`).
@@ -169,16 +254,14 @@ pub fn parse_chunk(payload: &[u8]) -> Result<ChunkInfo<'_>, serde_json::Error> {
     if let Some(choice) = raw.choices.and_then(|c| c.into_iter().next()) {
         info.has_choices = true;
         info.finish_reason = choice.finish_reason;
-        info.content = match (choice.text, choice.delta) {
-            (Some(t), _) => t,
-            (None, Some(d)) => match (d.content, d.reasoning_content) {
-                (Some(c), _) if !c.is_empty() => c,
-                (_, Some(r)) => r,
-                (Some(c), None) => c,
-                (None, None) => Cow::Borrowed(""),
-            },
-            (None, None) => Cow::Borrowed(""),
-        };
+        match (choice.text, choice.delta) {
+            (Some(t), _) => info.content = t,
+            (None, Some(mut d)) => {
+                info.hidden = d.hidden();
+                info.content = d.content.unwrap_or(Cow::Borrowed(""));
+            }
+            (None, None) => {}
+        }
     }
     Ok(info)
 }
@@ -238,14 +321,15 @@ mod tests {
             "role-only chunk carries no content"
         );
         let c = parse_chunk(br#"{"choices":[{"delta":{"reasoning_content":"think"}}]}"#).unwrap();
-        assert_eq!(c.content, "think");
+        assert_eq!((&*c.content, &*c.hidden), ("", "think"));
         let c = parse_chunk(br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#).unwrap();
         assert!(!c.has_choices);
         assert_eq!(
             c.usage,
             Some(Usage {
                 prompt_tokens: Some(5),
-                completion_tokens: Some(7)
+                completion_tokens: Some(7),
+                completion_tokens_details: None,
             })
         );
         let c = parse_chunk(br#"{"choices":[{"text":"","finish_reason":"length"}]}"#).unwrap();
@@ -253,5 +337,26 @@ mod tests {
         let c = parse_chunk(br#"{"error":{"message":"boom"}}"#).unwrap();
         assert_eq!(c.error.as_deref(), Some("boom"));
         assert!(parse_chunk(br#"{"choices": ["#).is_err());
+    }
+
+    #[test]
+    fn reasoning_and_tool_calls_are_hidden_channels() {
+        let c =
+            parse_chunk(br#"{"choices":[{"delta":{"reasoning":"hm","content":null}}]}"#).unwrap();
+        assert_eq!((&*c.content, &*c.hidden), ("", "hm"));
+        let c = parse_chunk(br#"{"choices":[{"delta":{"reasoning_content":"a","content":"b"}}]}"#)
+            .unwrap();
+        assert_eq!((&*c.content, &*c.hidden), ("b", "a"));
+        let c = parse_chunk(br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"get","arguments":""}}]}}]}"#).unwrap();
+        assert_eq!((&*c.content, &*c.hidden), ("", "get"));
+        let c = parse_chunk(br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"x\":"}},{"index":1,"function":{"arguments":"1"}}]}}]}"#).unwrap();
+        assert_eq!(&*c.hidden, "{\"x\":1");
+        let c = parse_chunk(br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"completion_tokens_details":{"reasoning_tokens":4}}}"#).unwrap();
+        assert_eq!(
+            c.usage
+                .and_then(|u| u.completion_tokens_details)
+                .and_then(|d| d.reasoning_tokens),
+            Some(4)
+        );
     }
 }

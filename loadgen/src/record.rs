@@ -39,8 +39,17 @@ pub struct RequestRecord {
     /// When the first body bytes were read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_byte_ns: Option<u64>,
-    /// Content chunks in arrival order.
+    /// Content chunks in arrival order: every chunk that carried generated text on any channel
+    /// (visible content, reasoning, tool calls).
     pub chunks: Vec<ContentChunk>,
+    /// When the first chunk with visible output (`text`, `delta.content`) was read: TTFO ends
+    /// here. `None` when the answer had none (all reasoning or tool calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_visible_ns: Option<u64>,
+    /// Byte ranges `[start, end)` of `text` that came on hidden channels (reasoning, tool
+    /// calls), in order; empty when all of it was visible.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden_text: Vec<[u32; 2]>,
     /// The last chunk that carried `choices` (content or the finishing chunk): E2EL ends here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_choice_ns: Option<u64>,
@@ -56,6 +65,9 @@ pub struct RequestRecord {
     /// Output tokens the server counted (`usage.completion_tokens`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens_server: Option<u32>,
+    /// Reasoning tokens among them (`usage.completion_tokens_details.reasoning_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens_server: Option<u32>,
     /// Output tokens the client's tokenizer counted in the generated text (after the run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens_client: Option<u32>,
@@ -74,6 +86,12 @@ pub struct RequestRecord {
     /// rather than the time the read returned. False until the request is sent.
     #[serde(default)]
     pub kernel_rx_stamps: bool,
+    /// A conversation's turn: its index in the session (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<u32>,
+    /// A conversation's turn: how many turns its session has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_turns: Option<u32>,
     /// The generated text (kept for token counting; written to the JSONL only on request).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,
@@ -102,6 +120,34 @@ impl RequestRecord {
         self.chunks
             .first()
             .map(|c| c.t_ns.saturating_sub(self.send_ns))
+    }
+
+    /// Time to first visible output in ns: the first chunk with visible content minus the send
+    /// time (reasoning and tool-call chunks do not count).
+    pub fn ttfo_ns(&self) -> Option<u64> {
+        self.first_visible_ns
+            .map(|t| t.saturating_sub(self.send_ns))
+    }
+
+    /// The visible part of the generated text: `text` without its hidden ranges.
+    pub fn visible_text(&self) -> String {
+        let mut out = String::with_capacity(self.text.len());
+        let mut at = 0usize;
+        for &[s, e] in &self.hidden_text {
+            out.push_str(self.text.get(at..s as usize).unwrap_or(""));
+            at = e as usize;
+        }
+        out.push_str(self.text.get(at..).unwrap_or(""));
+        out
+    }
+
+    /// Notes that `text[start..]`, just appended, came on a hidden channel.
+    pub(crate) fn push_hidden(&mut self, start: usize) {
+        let (s, e) = (start as u32, self.text.len() as u32);
+        match self.hidden_text.last_mut() {
+            Some(last) if last[1] == s => last[1] = e,
+            _ => self.hidden_text.push([s, e]),
+        }
     }
 
     /// End-to-end latency in ns: the last chunk carrying choices minus the send time.

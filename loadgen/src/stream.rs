@@ -111,8 +111,17 @@ fn on_event(
     }
     if chunk.has_choices {
         rec.last_choice_ns = Some(t);
-        if !chunk.content.is_empty() {
+        let visible = !chunk.content.is_empty();
+        if !chunk.hidden.is_empty() {
+            let start = rec.text.len();
+            rec.text.push_str(&chunk.hidden);
+            rec.push_hidden(start);
+        }
+        if visible {
+            rec.first_visible_ns.get_or_insert(t);
             rec.text.push_str(&chunk.content);
+        }
+        if visible || !chunk.hidden.is_empty() {
             rec.chunks.push(ContentChunk {
                 t_ns: t,
                 text_end: rec.text.len() as u32,
@@ -130,6 +139,9 @@ fn on_event(
         }
         if u.completion_tokens.is_some() {
             rec.output_tokens_server = u.completion_tokens;
+        }
+        if let Some(r) = u.completion_tokens_details.and_then(|d| d.reasoning_tokens) {
+            rec.reasoning_tokens_server = Some(r);
         }
     }
 }
@@ -207,5 +219,51 @@ mod tests {
             ErrorKind::NoContent,
             "a role-only chunk is not content"
         );
+    }
+
+    #[test]
+    fn reasoning_and_tool_calls_are_generated_but_not_visible() {
+        let mut rec = RequestRecord::default();
+        let mut p = StreamParser::new();
+        let ev = |d: &str| format!("data: {{\"choices\":[{{\"delta\":{d}}}]}}\n\n");
+        p.feed(
+            &mut rec,
+            ev(r#"{"role":"assistant","content":""}"#).as_bytes(),
+            5,
+        )
+        .unwrap();
+        p.feed(
+            &mut rec,
+            ev(r#"{"reasoning_content":"think "}"#).as_bytes(),
+            10,
+        )
+        .unwrap();
+        p.feed(
+            &mut rec,
+            ev(r#"{"reasoning_content":"more "}"#).as_bytes(),
+            20,
+        )
+        .unwrap();
+        p.feed(&mut rec, ev(r#"{"content":"answer"}"#).as_bytes(), 30)
+            .unwrap();
+        p.feed(
+            &mut rec,
+            ev(r#"{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{}"}}]}"#)
+                .as_bytes(),
+            40,
+        )
+        .unwrap();
+        p.feed(&mut rec, b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"completion_tokens_details\":{\"reasoning_tokens\":2}}}\n\n", 50).unwrap();
+        p.finish(&mut rec, 60).unwrap();
+        assert_eq!(
+            rec.chunks.iter().map(|c| c.t_ns).collect::<Vec<_>>(),
+            vec![10, 20, 30, 40],
+            "every channel's text is a generated chunk"
+        );
+        assert_eq!(rec.first_visible_ns, Some(30));
+        assert_eq!(rec.text, "think more answerf{}");
+        assert_eq!(rec.hidden_text, vec![[0, 11], [17, 20]]);
+        assert_eq!(rec.visible_text(), "answer");
+        assert_eq!(rec.reasoning_tokens_server, Some(2));
     }
 }

@@ -31,6 +31,8 @@ pub enum WireError {
         ends: usize,
         tokens: usize,
     },
+    #[error("RequestRecord.hidden_text must hold start/end pairs, got {0} numbers")]
+    HiddenText(usize),
     #[error("RequestRecord.status must be an HTTP status (at most 65535), got {0}")]
     Status(u32),
     #[error("RequestSpec.backend must be openai, vllm or sglang, got {0:?}")]
@@ -82,6 +84,11 @@ impl From<&RequestRecord> for proto::RequestRecord {
             error_message,
             kernel_rx_stamps: r.kernel_rx_stamps,
             text: r.text.clone(),
+            first_visible_ns: r.first_visible_ns.unwrap_or(0),
+            hidden_text: r.hidden_text.iter().flatten().copied().collect(),
+            reasoning_tokens_server: r.reasoning_tokens_server,
+            turn: r.turn,
+            session_turns: r.session_turns,
         }
     }
 }
@@ -103,6 +110,9 @@ impl TryFrom<proto::RequestRecord> for RequestRecord {
         );
         if t != ends || t != tokens {
             return Err(WireError::ChunkArrays { t, ends, tokens });
+        }
+        if !p.hidden_text.len().is_multiple_of(2) {
+            return Err(WireError::HiddenText(p.hidden_text.len()));
         }
         let status = match p.status {
             0 => None,
@@ -157,6 +167,11 @@ impl TryFrom<proto::RequestRecord> for RequestRecord {
             error,
             kernel_rx_stamps: p.kernel_rx_stamps,
             text: p.text,
+            first_visible_ns: nonzero(p.first_visible_ns),
+            hidden_text: p.hidden_text.chunks(2).map(|c| [c[0], c[1]]).collect(),
+            reasoning_tokens_server: p.reasoning_tokens_server,
+            turn: p.turn,
+            session_turns: p.session_turns,
         })
     }
 }
@@ -177,6 +192,7 @@ pub fn map_times(r: &mut RequestRecord, f: impl Fn(u64) -> u64) {
         &mut r.headers_ns,
         &mut r.first_byte_ns,
         &mut r.last_choice_ns,
+        &mut r.first_visible_ns,
     ]
     .into_iter()
     .flatten()
@@ -346,6 +362,11 @@ mod tests {
             error: None,
             kernel_rx_stamps: true,
             text: "one two three".into(),
+            first_visible_ns: Some(1_800),
+            hidden_text: vec![[0, 3]],
+            reasoning_tokens_server: Some(1),
+            turn: Some(2),
+            session_turns: Some(4),
         }
     }
 
@@ -483,6 +504,13 @@ mod tests {
             error,
             kernel_rx_stamps: rng.random(),
             text,
+            first_visible_ns: maybe(rng),
+            hidden_text: (0..rng.random_range(0..3))
+                .map(|_| [rng.random(), rng.random()])
+                .collect(),
+            reasoning_tokens_server: rng.random_bool(0.5).then(|| rng.random()),
+            turn: rng.random_bool(0.5).then(|| rng.random()),
+            session_turns: rng.random_bool(0.5).then(|| rng.random()),
         }
     }
 

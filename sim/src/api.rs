@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::channels::Channels;
 use super::emission::EmissionLog;
 use super::engine::{EngineHandle, Job};
 use super::faults::{Fault, FaultRates};
@@ -393,7 +394,11 @@ async fn generate(st: &Arc<AppState>, headers: &HeaderMap, body: &[u8], chat: bo
         let usage = req
             .include_usage
             .then_some((req.prompt_tokens, req.max_tokens));
-        let render = Render::new(chat, &head, usage, !st.cfg.no_done);
+        let channels = Channels {
+            reasoning_tokens: st.cfg.reasoning_tokens,
+            tool_calls: st.cfg.tool_calls,
+        };
+        let render = Render::new(chat, &head, usage, !st.cfg.no_done, channels);
         let log = st.log.clone().map(|l| (l, log_id));
         let body = SseBody::new(
             rx,

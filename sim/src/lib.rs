@@ -48,6 +48,7 @@
 //!   or not `ignore_eos` is set; `finish_reason` is always `"length"`.
 
 mod api;
+mod channels;
 mod emission;
 mod engine;
 mod faults;
@@ -135,6 +136,17 @@ pub struct SimConfig {
     /// Output tokens of a request that sets no max_tokens.
     #[arg(long, env = "BENCHCTL_SIM_DEFAULT_MAX_TOKENS", default_value_t = 256)]
     pub default_max_tokens: usize,
+    /// Chat streams: the first N generated tokens of each answer are reasoning, sent as `delta.reasoning_content` before the content (counted in `completion_tokens` and in `usage.completion_tokens_details.reasoning_tokens`), so TTFT and TTFO differ by N decode steps.
+    #[arg(
+        long,
+        alias = "sim-reasoning-tokens",
+        env = "BENCHCTL_SIM_REASONING_TOKENS",
+        default_value_t = 0
+    )]
+    pub reasoning_tokens: usize,
+    /// Chat streams: the tokens after the reasoning are one tool call's arguments (`delta.tool_calls`, finish_reason `tool_calls`) instead of content, so an answer has no visible output.
+    #[arg(long, env = "BENCHCTL_SIM_TOOL_CALLS")]
+    pub tool_calls: bool,
     /// Tokens per streamed content chunk (>1 exercises clients' per-token inter-token latency).
     #[arg(long, env = "BENCHCTL_SIM_TOKENS_PER_CHUNK", default_value_t = 1)]
     pub tokens_per_chunk: usize,
@@ -178,6 +190,8 @@ impl Default for SimConfig {
             prefix_cache_tokens: 0,
             max_model_len: 32_768,
             default_max_tokens: 256,
+            reasoning_tokens: 0,
+            tool_calls: false,
             tokens_per_chunk: 1,
             strict: false,
             no_done: false,

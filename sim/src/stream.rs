@@ -15,6 +15,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use super::channels::{ChannelRender, Channels};
 use super::emission::{EmissionLog, Event, Kind};
 use super::engine::Emit;
 use super::faults::{Fault, mix, splitmix64};
@@ -87,6 +88,8 @@ pub(crate) struct Render {
     pub role_event: Option<Bytes>,
     pub usage_event: Option<Bytes>,
     pub done_event: bool,
+    /// Reasoning and tool calls (chat only; `None` for plain content).
+    pub channels: Option<ChannelRender>,
 }
 
 impl Render {
@@ -96,7 +99,10 @@ impl Render {
         head: &str,
         usage: Option<(usize, usize)>,
         done_event: bool,
+        channels: Channels,
     ) -> Self {
+        let channels =
+            (chat && channels != Channels::default()).then(|| ChannelRender::new(channels, head));
         let (body, suffix, final_suffix) = if chat {
             (
                 "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"",
@@ -116,8 +122,15 @@ impl Render {
             ))
         });
         let usage_event = usage.map(|(p, c)| {
+            let details = match &channels {
+                Some(ch) => format!(
+                    ",\"completion_tokens_details\":{{\"reasoning_tokens\":{}}}",
+                    ch.channels.reasoning_of(c)
+                ),
+                None => String::new(),
+            };
             Bytes::from(format!(
-                "data: {head}\"choices\":[],\"usage\":{{\"prompt_tokens\":{p},\"total_tokens\":{},\"completion_tokens\":{c}}}}}\n\n",
+                "data: {head}\"choices\":[],\"usage\":{{\"prompt_tokens\":{p},\"total_tokens\":{},\"completion_tokens\":{c}{details}}}}}\n\n",
                 p + c
             ))
         });
@@ -128,6 +141,7 @@ impl Render {
             role_event,
             usage_event,
             done_event,
+            channels,
         }
     }
 }
@@ -191,21 +205,45 @@ impl SseBody {
         }
     }
 
-    fn render_content(&mut self, tokens: u32, finished: bool) -> Bytes {
-        let v = vocab();
-        let suffix = if finished {
-            self.render.final_suffix
-        } else {
-            self.render.suffix
+    /// The event(s) of `tokens` tokens generated in one step, `before` tokens after the
+    /// answer's start: reasoning, then content (or a tool call), cut where the reasoning ends.
+    fn render_content(&mut self, before: usize, tokens: u32, finished: bool) -> Bytes {
+        let render = &self.render;
+        let rng = &mut self.rng;
+        let ending = |last: bool| {
+            if finished && last {
+                render.final_suffix
+            } else {
+                render.suffix
+            }
         };
-        let prefix = self.render.content_prefix.as_bytes();
-        let mut buf = BytesMut::with_capacity(prefix.len() + suffix.len() + 8 * tokens as usize);
-        buf.put_slice(prefix);
-        for _ in 0..tokens {
-            let i = self.rng.next_index(v.ids.len());
-            buf.put_slice(v.escaped[i].as_bytes());
+        let mut buf = BytesMut::with_capacity(
+            render.content_prefix.len() + render.suffix.len() + 8 * tokens as usize,
+        );
+        let Some(ch) = &render.channels else {
+            put_event(rng, &mut buf, &render.content_prefix, tokens, ending(true));
+            return buf.freeze();
+        };
+        let (reasoning, visible) = ch.split(before, tokens);
+        if reasoning > 0 {
+            put_event(
+                rng,
+                &mut buf,
+                &ch.reasoning_prefix,
+                reasoning,
+                ending(visible == 0),
+            );
         }
-        buf.put_slice(suffix.as_bytes());
+        if visible > 0 {
+            let after_reasoning = before + reasoning as usize - ch.channels.reasoning_tokens;
+            match ch.visible(after_reasoning) {
+                Some((prefix, suffix, final_suffix)) => {
+                    let suffix = if finished { final_suffix } else { suffix };
+                    put_event(rng, &mut buf, prefix, visible, suffix);
+                }
+                None => put_event(rng, &mut buf, &render.content_prefix, visible, ending(true)),
+            }
+        }
         buf.freeze()
     }
 
@@ -228,6 +266,17 @@ impl SseBody {
         }
         Poll::Ready(Some(Ok(bytes)))
     }
+}
+
+/// Appends one SSE event of `tokens` sampled tokens between `prefix` and `suffix`.
+fn put_event(rng: &mut TokenRng, buf: &mut BytesMut, prefix: &str, tokens: u32, suffix: &str) {
+    let v = vocab();
+    buf.put_slice(prefix.as_bytes());
+    for _ in 0..tokens {
+        let i = rng.next_index(v.ids.len());
+        buf.put_slice(v.escaped[i].as_bytes());
+    }
+    buf.put_slice(suffix.as_bytes());
 }
 
 fn aborted(msg: &'static str) -> Poll<Option<io::Result<Bytes>>> {
@@ -273,8 +322,9 @@ impl Stream for SseBody {
                     }
                     let seq = this.seq;
                     this.seq += 1;
+                    let before = this.sent_tokens;
                     this.sent_tokens += e.tokens as usize;
-                    let content = this.render_content(e.tokens, e.finished);
+                    let content = this.render_content(before, e.tokens, e.finished);
                     if e.finished {
                         this.phase = if this.fault == Fault::Truncate {
                             Phase::TruncateSoon

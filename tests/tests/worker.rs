@@ -100,6 +100,7 @@ fn job(sim: &SimServer, prompts: Vec<Prompt>, concurrency: usize) -> JobSpec {
         target_urls: vec![sim.base_url()],
         spec: loadgen::wire::request_spec(ENDPOINT, &target(sim)),
         prompts,
+        sessions: vec![],
         max_concurrency: Some(concurrency),
         request_rate: f64::INFINITY,
         burstiness: 1.0,

@@ -30,6 +30,11 @@ pub enum DatasetKind {
     Sharegpt,
     /// JSONL, one `{"prompt": …, "output_len": …}` a line (`--dataset-path`).
     Jsonl,
+    /// Multi-turn sessions (`--turns`, `--think-time`): each turn sends the history with the
+    /// server's real answers and a new user message of `--input-len` tokens (or the user turns
+    /// of a JSONL of ShareGPT-style conversations, `--dataset-path`). `--num-prompts`,
+    /// `--max-concurrency` and `--request-rate` count sessions.
+    Conversations,
 }
 
 /// `benchctl bench`: flags follow `vllm bench serve` and the original scripts' `vllm_bench.sh`.
@@ -40,6 +45,8 @@ pub struct BenchArgs {
     /// Where prompts come from.
     #[arg(long, env = "BENCHCTL_DATASET", value_enum, default_value = "random")]
     pub dataset: DatasetKind,
+    #[command(flatten)]
+    pub conversation: super::conversation_args::ConversationArgs,
     /// The ShareGPT or JSONL file.
     #[arg(long, env = "BENCHCTL_DATASET_PATH", required_if_eq_any = [("dataset", "sharegpt"), ("dataset", "jsonl")])]
     pub dataset_path: Option<PathBuf>,
@@ -155,7 +162,8 @@ async fn measure(
         }
     });
 
-    let bar = crate::progress::bar(args.num_prompts as u64, args.common.quiet);
+    let requests = spec.requests();
+    let bar = crate::progress::bar(requests as u64, args.common.quiet);
     let done = Arc::new(AtomicU64::new(0));
     let ticker = {
         let (bar, done) = (bar.clone(), done.clone());
@@ -169,7 +177,7 @@ async fn measure(
     let judging = Judging {
         prep: &prep,
         endpoint: &target.endpoint,
-        num_prompts: args.num_prompts,
+        num_prompts: requests,
         request_rate: args.request_rate,
         burstiness: args.burstiness,
         max_concurrency: args.max_concurrency,
@@ -250,6 +258,27 @@ async fn test_spec(args: &BenchArgs, prep: &Prepared) -> anyhow::Result<TestSpec
         prep.tokenizer.id()
     );
     let warmup_distinct = args.warmup_requests.min(1000);
+    if args.dataset == DatasetKind::Conversations {
+        let conv = args.conversation.spec(
+            args.input_len,
+            args.output_len.unwrap_or(1024),
+            args.dataset_path.clone(),
+        )?;
+        let (sessions, prompts, warmup_prompts) = crate::test_run::conversation_prompts(
+            &conv,
+            args.num_prompts,
+            warmup_distinct,
+            &prep.tokenizer,
+            args.common.seed,
+        )
+        .await?;
+        return Ok(TestSpec {
+            prompts,
+            sessions,
+            warmup_prompts,
+            ..test_load(args)
+        });
+    }
     let mut prompts = loadgen::dataset::build(
         &dataset_spec(args),
         args.num_prompts + warmup_distinct,
@@ -261,13 +290,23 @@ async fn test_spec(args: &BenchArgs, prep: &Prepared) -> anyhow::Result<TestSpec
     Ok(TestSpec {
         prompts,
         warmup_prompts,
+        ..test_load(args)
+    })
+}
+
+/// The test's load, without its prompts.
+fn test_load(args: &BenchArgs) -> TestSpec {
+    TestSpec {
+        prompts: vec![],
+        sessions: vec![],
+        warmup_prompts: vec![],
         warmup_requests: args.warmup_requests,
         max_concurrency: args.max_concurrency,
         request_rate: args.request_rate,
         burstiness: args.burstiness,
         seed: args.common.seed,
         workers: args.common.workers.map(|w| w as usize),
-    })
+    }
 }
 
 /// `--save-result`: the result JSON (with the GPU statistics), the GPU logs beside it, and the
@@ -341,5 +380,6 @@ fn dataset_spec(args: &BenchArgs) -> DatasetSpec {
             path,
             output_len: args.output_len.unwrap_or(1024),
         },
+        DatasetKind::Conversations => unreachable!("conversations are built as sessions"),
     }
 }

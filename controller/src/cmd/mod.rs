@@ -6,6 +6,7 @@ pub mod agents;
 pub mod bench;
 pub mod common;
 pub mod controller;
+pub mod conversation_args;
 pub mod dashboard;
 pub mod sweep;
 pub mod sweep_args;

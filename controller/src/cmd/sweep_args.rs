@@ -26,6 +26,15 @@ pub enum SweepAction {
     Cancel(AttachArgs),
 }
 
+/// What a sweep's tests send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SweepDataset {
+    /// Random prompts of an exact length.
+    Random,
+    /// Multi-turn sessions with the server's real answers in the history.
+    Conversations,
+}
+
 /// `benchctl sweep`: the original scripts' `vllm_bench_with_gpu.sh`. Grid flags override `--config`.
 #[derive(Clone, Debug, Args)]
 pub struct SweepArgs {
@@ -60,8 +69,19 @@ pub struct SweepArgs {
     /// concurrency (one wave); 0 turns it off.
     #[arg(long, env = "BENCHCTL_WARMUP_REQUESTS")]
     pub warmup_requests: Option<u64>,
+    /// What the tests send: random prompts of the combination's input length, or
+    /// conversations (sessions of --turns; --concurrency and the test's prompt count then count
+    /// sessions, and each new user message has the input length) [default: random].
+    #[arg(long, env = "BENCHCTL_DATASET", value_enum)]
+    pub dataset: Option<SweepDataset>,
+    /// Conversations: a JSONL of ShareGPT-style conversations whose user turns are replayed.
+    #[arg(long, env = "BENCHCTL_DATASET_PATH", requires = "dataset")]
+    pub dataset_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub conversation: super::conversation_args::ConversationArgs,
     /// Latency bounds a test must meet, in ms: "ttft:400 tpot:50" (the original scripts'; mean), also
-    /// p99_ttft:400, median_tpot:50, itl, e2el. Without it every grid point is tested.
+    /// p99_ttft:400, median_tpot:50, itl, e2el, ttfo (time to first visible output). Without it every
+    /// grid point is tested.
     #[arg(long, env = "BENCHCTL_THRESHOLD")]
     pub threshold: Option<String>,
     /// The largest fraction of failed requests a passing test may have [default: 0].
@@ -94,7 +114,7 @@ pub struct SweepArgs {
     #[arg(long, env = "BENCHCTL_RESUME", conflicts_with_all = [
         "config", "dtype", "tp", "io", "concurrency", "num_prompts", "prompts_per_concurrency",
         "min_prompts", "warmup_requests", "threshold", "max_error_rate", "search", "repeats",
-        "metadata", "server_metrics", "server_metrics_interval",
+        "metadata", "server_metrics", "server_metrics_interval", "dataset", "dataset_path",
     ])]
     pub resume: Option<PathBuf>,
     /// Distributed mode: submit the sweep to the controller and follow it (Ctrl-C detaches;

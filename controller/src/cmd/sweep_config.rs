@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use super::sweep_args::SweepArgs;
+use super::sweep_args::{SweepArgs, SweepDataset};
 use crate::metrics_source::MetricsSource;
 use crate::sweep::grid::{parse_concurrency, parse_io};
 use crate::sweep::plan::{PLAN_VERSION, Plan, Prompts};
@@ -197,7 +197,26 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
         server_metrics_interval,
         endpoint: args.common.endpoint.clone(),
         served_model: String::new(),
+        conversation: conversation(args)?,
     })
+}
+
+/// `--dataset conversations`: the sessions' spec (lengths from each test's combination).
+fn conversation(
+    args: &SweepArgs,
+) -> anyhow::Result<Option<loadgen::conversation::ConversationSpec>> {
+    match args.dataset {
+        None | Some(SweepDataset::Random) => {
+            if args.dataset_path.is_some() {
+                bail!("--dataset-path needs --dataset conversations in a sweep");
+            }
+            Ok(None)
+        }
+        Some(SweepDataset::Conversations) => args
+            .conversation
+            .spec(0, 0, args.dataset_path.clone())
+            .map(Some),
+    }
 }
 
 #[cfg(test)]

@@ -16,8 +16,12 @@ pub struct JobSpec {
     pub target_urls: Vec<String>,
     /// What every request sends ([`loadgen::wire::request_spec`]).
     pub spec: proto::RequestSpec,
-    /// One request per prompt; the result's record `i` is prompt `i`'s.
+    /// One request per prompt; the result's record `i` is prompt `i`'s. A conversation job:
+    /// each session's first turn.
     pub prompts: Vec<loadgen::Prompt>,
+    /// A conversation job's sessions (one per prompt, split like them: a session stays on one
+    /// worker); the concurrency and the rate then count sessions. Empty: one request per prompt.
+    pub sessions: Vec<loadgen::conversation::Session>,
     /// Total concurrency over all workers (`None`: unlimited).
     pub max_concurrency: Option<usize>,
     /// Total open-loop rate, requests/s (`f64::INFINITY`: closed loop).
@@ -60,6 +64,13 @@ impl JobSpec {
     pub(super) fn check(&self) -> anyhow::Result<()> {
         if self.prompts.is_empty() {
             bail!("a job needs at least one prompt");
+        }
+        if !self.sessions.is_empty() && self.sessions.len() != self.prompts.len() {
+            bail!(
+                "a conversation job needs one prompt (the first turn) per session: {} sessions, {} prompts",
+                self.sessions.len(),
+                self.prompts.len()
+            );
         }
         if self.target_urls.is_empty() {
             bail!("a job needs at least one target URL");
@@ -111,6 +122,13 @@ impl JobSpec {
             warmup_requests: split_even(self.warmup_requests, k, n) as u32,
             warmup_prompts: share(&self.warmup_prompts),
             start_on_signal: gated,
+            sessions: self
+                .sessions
+                .iter()
+                .skip(k)
+                .step_by(n)
+                .map(proto::Session::from)
+                .collect(),
         }
     }
 }

@@ -76,6 +76,10 @@ pub struct Plan {
     pub server_metrics_interval: Duration,
     /// The `model` field the requests sent when the sweep began.
     pub served_model: String,
+    /// Conversations (`--dataset conversations`): each test's sessions, their messages of the
+    /// combination's input length (the spec's own lengths are not used). `None`: random prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<loadgen::conversation::ConversationSpec>,
 }
 
 impl Plan {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use loadgen::report::Metric::{self, E2el, Itl, Tpot, Ttft};
+use loadgen::report::Metric::{self, E2el, Itl, Tpot, Ttfo, Ttft};
 use loadgen::report::Summary;
 
 use super::search::Search;
@@ -32,6 +32,9 @@ pub struct PointSummary {
     /// Pooled over the runs' requests.
     pub mean_ttft_ms: Option<f64>,
     pub p99_ttft_ms: Option<f64>,
+    /// Time to first visible output (equal to TTFT without reasoning or tool calls).
+    pub mean_ttfo_ms: Option<f64>,
+    pub p99_ttfo_ms: Option<f64>,
     pub mean_tpot_ms: Option<f64>,
     pub p99_tpot_ms: Option<f64>,
     pub mean_itl_ms: Option<f64>,
@@ -70,7 +73,7 @@ impl PointSummary {
         };
         let m = |metric: Metric| s.metrics.get(&metric);
         let mut pooled = BTreeMap::new();
-        for metric in [Ttft, Tpot, Itl, E2el] {
+        for metric in [Ttft, Ttfo, Tpot, Itl, E2el] {
             if let Some(d) = m(metric) {
                 let k = metric.key();
                 pooled.insert(format!("mean_{k}_ms"), d.mean);
@@ -94,6 +97,8 @@ impl PointSummary {
             request_throughput: mean_of("request_throughput").unwrap_or(0.0),
             mean_ttft_ms: m(Ttft).map(|d| d.mean),
             p99_ttft_ms: m(Ttft).and_then(|d| d.get(99.0)),
+            mean_ttfo_ms: m(Ttfo).map(|d| d.mean),
+            p99_ttfo_ms: m(Ttfo).and_then(|d| d.get(99.0)),
             mean_tpot_ms: m(Tpot).map(|d| d.mean),
             p99_tpot_ms: m(Tpot).and_then(|d| d.get(99.0)),
             mean_itl_ms: m(Itl).map(|d| d.mean),

@@ -139,10 +139,12 @@ fn parse_bounds(spec: &str) -> Result<Vec<Bound>, String> {
             _ => (Stat::Mean, key),
         };
         let metric = match Metric::parse(metric) {
-            Some(m @ (Metric::Ttft | Metric::Tpot | Metric::E2el | Metric::Itl)) => m,
+            Some(m @ (Metric::Ttft | Metric::Ttfo | Metric::Tpot | Metric::E2el | Metric::Itl)) => {
+                m
+            }
             _ => {
                 return Err(format!(
-                    "--threshold: unknown key {key:?} (expected ttft, tpot, e2el or itl, optionally prefixed by mean_, median_ or pNN_)"
+                    "--threshold: unknown key {key:?} (expected ttft, ttfo, tpot, e2el or itl, optionally prefixed by mean_, median_ or pNN_)"
                 ));
             }
         };
@@ -247,6 +249,13 @@ mod tests {
         assert_eq!(t.bounds[1].stat, Stat::Median);
         assert_eq!(t.bounds[2].name(), "p99.9_itl");
         assert_eq!(t.percentiles(), vec![99.0, 99.9]);
+        let t = parse("p99_ttfo:2000 ttfo:900", 0.0).unwrap();
+        assert_eq!(t.bounds[0].metric, Metric::Ttfo);
+        assert_eq!(t.bounds[0].name(), "p99_ttfo");
+        assert_eq!(
+            (t.bounds[1].metric, t.bounds[1].stat),
+            (Metric::Ttfo, Stat::Mean)
+        );
     }
 
     #[test]

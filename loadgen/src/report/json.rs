@@ -121,6 +121,22 @@ fn insert_per_request_keys(o: &mut Map<String, Value>, records: &[RequestRecord]
     );
 }
 
+/// Reasoning against visible output: token counts where the server reported them.
+fn insert_reasoning_keys(o: &mut Map<String, Value>, s: &Summary) {
+    o.insert(
+        "total_reasoning_tokens".into(),
+        json!(s.total_reasoning_tokens),
+    );
+    o.insert(
+        "total_visible_output_tokens".into(),
+        json!(
+            s.total_reasoning_tokens
+                .map(|r| s.total_output_tokens.saturating_sub(r))
+        ),
+    );
+    o.insert("no_visible_output".into(), json!(s.no_visible_output));
+}
+
 /// benchctl's additions, after vLLM's keys.
 fn insert_benchctl_keys(o: &mut Map<String, Value>, info: &RunInfo, s: &Summary) {
     o.insert("benchctl_version".into(), json!(env!("CARGO_PKG_VERSION")));
@@ -174,6 +190,17 @@ fn insert_benchctl_keys(o: &mut Map<String, Value>, info: &RunInfo, s: &Summary)
         json!(s.output_len_mismatches),
     );
     o.insert("missing_usage".into(), json!(s.missing_usage));
+    insert_reasoning_keys(o, s);
+    if let Some(c) = &s.sessions {
+        o.insert("sessions".into(), json!(c.started));
+        o.insert("sessions_completed".into(), json!(c.completed));
+        o.insert("mean_ttft_ms_by_turn".into(), json!(c.mean_ttft_ms_by_turn));
+        o.insert("mean_ttfo_ms_by_turn".into(), json!(c.mean_ttfo_ms_by_turn));
+        o.insert(
+            "mean_prompt_tokens_by_turn".into(),
+            json!(c.mean_prompt_tokens_by_turn),
+        );
+    }
     o.insert("chunk_tokens".into(), json!(info.chunk_tokens));
     let stamps = if s.completed > 0 && s.kernel_stamped == s.completed {
         "CLOCK_MONOTONIC; each read stamped with the kernel's receive time of its last byte (SO_TIMESTAMPING), before parsing"

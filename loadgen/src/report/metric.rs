@@ -10,8 +10,12 @@ pub struct GoodputBound {
 /// The latency metrics of the result, each a distribution in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Metric {
-    /// Time to first token.
+    /// Time to first token: the first generated token on any channel (content, reasoning,
+    /// tool calls).
     Ttft,
+    /// Time to first visible output: the first `content` token (reasoning and tool calls do
+    /// not count). Equal to TTFT for a model that does not reason.
+    Ttfo,
     /// Time per output token after the first.
     Tpot,
     /// Gaps between content chunks, pooled.
@@ -27,8 +31,9 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 8] = [
         Metric::Ttft,
+        Metric::Ttfo,
         Metric::Tpot,
         Metric::Itl,
         Metric::E2el,
@@ -41,6 +46,7 @@ impl Metric {
     pub fn key(self) -> &'static str {
         match self {
             Metric::Ttft => "ttft",
+            Metric::Ttfo => "ttfo",
             Metric::Tpot => "tpot",
             Metric::Itl => "itl",
             Metric::E2el => "e2el",
@@ -50,13 +56,13 @@ impl Metric {
         }
     }
 
-    /// Parses a goodput/threshold key (`ttft`, `tpot`, `itl`, `e2el`).
+    /// Parses a goodput/threshold key (`ttft`, `ttfo`, `tpot`, `itl`, `e2el`).
     pub fn parse(key: &str) -> Option<Metric> {
         Metric::ALL.into_iter().find(|m| m.key() == key)
     }
 }
 
-/// Parses `--goodput "ttft:400 tpot:50"` (milliseconds; keys ttft, tpot, e2el).
+/// Parses `--goodput "ttft:400 tpot:50"` (milliseconds; keys ttft, ttfo, tpot, e2el).
 pub fn parse_goodput(spec: &str) -> Result<Vec<GoodputBound>, String> {
     let mut out = Vec::new();
     for item in spec.split([' ', ',']).filter(|s| !s.is_empty()) {
@@ -65,11 +71,12 @@ pub fn parse_goodput(spec: &str) -> Result<Vec<GoodputBound>, String> {
         })?;
         let metric = match k {
             "ttft" => Metric::Ttft,
+            "ttfo" => Metric::Ttfo,
             "tpot" => Metric::Tpot,
             "e2el" => Metric::E2el,
             _ => {
                 return Err(format!(
-                    "--goodput: unknown key {k:?} (expected ttft, tpot or e2el)"
+                    "--goodput: unknown key {k:?} (expected ttft, ttfo, tpot or e2el)"
                 ));
             }
         };

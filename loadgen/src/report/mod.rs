@@ -2,16 +2,19 @@
 //! result JSON (a superset of `vllm bench serve --save-result`'s keys) and the printed summary.
 //!
 //! - `metric`: the latency metrics and the goodput bounds on them
+//! - `sessions`: a conversation run's sessions and their growth by turn
 //! - `summary`: everything computed from a run's records ([`summarize`])
 //! - `json`: the result JSON ([`result_json`]); `text`: the printed summary ([`render_text`])
 
 mod json;
 mod metric;
+mod sessions;
 mod summary;
 mod text;
 
 pub use json::result_json;
 pub use metric::{GoodputBound, Metric, parse_goodput};
+pub use sessions::Sessions;
 pub use summary::{Summary, summarize};
 pub use text::render_text;
 

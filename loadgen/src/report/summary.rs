@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::metric::{GoodputBound, Metric};
+use super::sessions::Sessions;
 use crate::error::ErrorKind;
 use crate::record::RequestRecord;
 use crate::stats::Distribution;
@@ -23,6 +24,11 @@ pub struct Summary {
     /// Sum of the targets of completed requests (compare with `total_input_tokens`).
     pub total_input_tokens_target: u64,
     pub total_output_tokens: u64,
+    /// Reasoning tokens among the output tokens, where the server reported them
+    /// (`completion_tokens_details.reasoning_tokens`); `None` when no request's usage did.
+    pub total_reasoning_tokens: Option<u64>,
+    /// Completed requests whose answer had no visible output (only reasoning or tool calls).
+    pub no_visible_output: usize,
     pub request_throughput: f64,
     pub output_throughput: f64,
     pub total_token_throughput: f64,
@@ -43,6 +49,8 @@ pub struct Summary {
     pub max_concurrent_requests: usize,
     pub metrics: BTreeMap<Metric, Distribution>,
     pub percentiles: Vec<f64>,
+    /// A conversation run's sessions (`None` for single requests).
+    pub sessions: Option<Sessions>,
 }
 
 impl Summary {
@@ -100,6 +108,11 @@ pub fn summarize(
         total_input_tokens,
         total_input_tokens_target,
         total_output_tokens,
+        total_reasoning_tokens: ok
+            .iter()
+            .filter_map(|r| r.reasoning_tokens_server.map(u64::from))
+            .reduce(|a, b| a + b),
+        no_visible_output: ok.iter().filter(|r| r.first_visible_ns.is_none()).count(),
         request_throughput: per_s(ok.len() as f64),
         output_throughput: per_s(total_output_tokens as f64),
         total_token_throughput: per_s((total_input_tokens + total_output_tokens) as f64),
@@ -123,6 +136,7 @@ pub fn summarize(
         max_concurrent_requests: max_in_flight(records),
         metrics,
         percentiles: percentiles.to_vec(),
+        sessions: Sessions::of(records),
     }
 }
 
@@ -167,9 +181,11 @@ fn samples(
     let mut good = 0usize;
     for r in ok {
         let ttft = r.ttft_ns().map(|v| ms(v as f64));
+        let ttfo = r.ttfo_ns().map(|v| ms(v as f64));
         let tpot = r.tpot_ns().map(ms);
         let e2el = r.e2el_ns().map(|v| ms(v as f64));
         samples.get_mut(&Metric::Ttft).unwrap().extend(ttft);
+        samples.get_mut(&Metric::Ttfo).unwrap().extend(ttfo);
         samples.get_mut(&Metric::Tpot).unwrap().extend(tpot);
         samples.get_mut(&Metric::E2el).unwrap().extend(e2el);
         samples
@@ -181,7 +197,7 @@ fn samples(
             .unwrap()
             .extend(r.itl_per_token_ns().into_iter().map(ms));
         if !goodput.is_empty() {
-            good += usize::from(meets(goodput, ttft, tpot, e2el));
+            good += usize::from(meets(goodput, [ttft, ttfo, tpot, e2el]));
         }
     }
     for r in records.iter().filter(|r| {
@@ -202,15 +218,11 @@ fn samples(
 }
 
 /// Whether a completed request meets every goodput bound (milliseconds).
-fn meets(
-    goodput: &[GoodputBound],
-    ttft: Option<f64>,
-    tpot: Option<f64>,
-    e2el: Option<f64>,
-) -> bool {
+fn meets(goodput: &[GoodputBound], [ttft, ttfo, tpot, e2el]: [Option<f64>; 4]) -> bool {
     goodput.iter().all(|b| {
         let v = match b.metric {
             Metric::Ttft => ttft,
+            Metric::Ttfo => ttfo,
             // vLLM counts a request without TPOT (one token) as meeting the TPOT bound
             Metric::Tpot => Some(tpot.unwrap_or(0.0)),
             Metric::E2el => e2el,

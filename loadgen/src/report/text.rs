@@ -18,6 +18,7 @@ pub fn render_text(info: &RunInfo, s: &Summary) -> String {
         );
     }
     write_requests(&mut t, info, s);
+    write_sessions(&mut t, s);
     write_throughputs(&mut t, s);
     write_length_checks(&mut t, s);
     write_metrics(&mut t, info, s);
@@ -60,6 +61,32 @@ fn write_requests(t: &mut String, info: &RunInfo, s: &Summary) {
         t,
         "Total generated tokens:",
         s.total_output_tokens.to_string(),
+    );
+}
+
+/// A conversation run's sessions and the growth of TTFT and the prompt by turn.
+fn write_sessions(t: &mut String, s: &Summary) {
+    let Some(c) = &s.sessions else { return };
+    let list = |v: &[Option<f64>], digits: usize| {
+        v.iter()
+            .map(|x| x.map_or("-".into(), |x| format!("{x:.digits$}")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    line(
+        t,
+        "Sessions completed / started:",
+        format!("{} / {}", c.completed, c.started),
+    );
+    line(
+        t,
+        "Mean prompt tokens by turn:",
+        list(&c.mean_prompt_tokens_by_turn, 0),
+    );
+    line(
+        t,
+        "Mean TTFT by turn (ms):",
+        list(&c.mean_ttft_ms_by_turn, 2),
     );
 }
 
@@ -123,6 +150,10 @@ fn write_metrics(t: &mut String, info: &RunInfo, s: &Summary) {
         if m == Metric::DispatchLag && !info.request_rate.is_finite() {
             continue;
         }
+        // Without reasoning or tool calls TTFO is TTFT: print it once.
+        if m == Metric::Ttfo && s.metrics.get(&Metric::Ttft) == Some(d) {
+            continue;
+        }
         // With one token per chunk the per-token ITL is the ITL: print it once.
         if m == Metric::ItlPerToken && s.metrics.get(&Metric::Itl) == Some(d) {
             continue;
@@ -152,6 +183,7 @@ fn write_metrics(t: &mut String, info: &RunInfo, s: &Summary) {
 fn title(m: Metric) -> &'static str {
     match m {
         Metric::Ttft => "Time to First Token",
+        Metric::Ttfo => "Time to First visible Output",
         Metric::Tpot => "Time per Output Token (excl. 1st token)",
         Metric::Itl => "Inter-token Latency",
         Metric::E2el => "End-to-end Latency",
@@ -165,6 +197,7 @@ fn title(m: Metric) -> &'static str {
 fn short(m: Metric) -> &'static str {
     match m {
         Metric::Ttft => "TTFT",
+        Metric::Ttfo => "TTFO",
         Metric::Tpot => "TPOT",
         Metric::Itl => "ITL",
         Metric::E2el => "E2EL",

@@ -106,7 +106,10 @@ async fn execute(
     cfg: &WorkerConfig,
 ) -> anyhow::Result<proto::JobDone> {
     let runs = plan(&job, cfg)?;
-    let n_prompts = job.prompts.len();
+    let n_prompts = match job.sessions.len() {
+        0 => job.prompts.len(),
+        _ => job.sessions.iter().map(|s| s.turns.len()).sum(),
+    };
     let cancel = gate.cancel.clone();
     let warm = futures_util::future::join_all(
         runs.iter()
@@ -144,7 +147,19 @@ async fn execute(
                 // the receiver lives until every sender is gone
                 let _ = rec_tx.send(p);
             };
-            crate::runner::measure(&run.client, run.cfg, cancel, on_record).await
+            if run.sessions.is_empty() {
+                crate::runner::measure(&run.client, run.cfg, cancel, on_record).await
+            } else {
+                let sessions = &run.sessions;
+                crate::conversation::measure_sessions(
+                    &run.client,
+                    sessions,
+                    &run.cfg,
+                    cancel,
+                    on_record,
+                )
+                .await
+            }
         }
     }))
     .await;

@@ -5,6 +5,7 @@ use anyhow::{Context, anyhow, bail};
 
 use super::WorkerConfig;
 use crate::client::HttpClient;
+use crate::conversation::Session;
 use crate::dataset::Prompt;
 use crate::runner::RunConfig;
 use crate::schedule::Arrivals;
@@ -22,6 +23,9 @@ pub fn split_even(total: usize, k: usize, n: usize) -> usize {
 pub(super) struct SubRun {
     pub(super) client: HttpClient,
     pub(super) cfg: RunConfig,
+    /// A conversation job's sessions, shared like the prompts (their first turns); empty
+    /// otherwise.
+    pub(super) sessions: Vec<Session>,
 }
 
 /// Splits the assignment over its targets (prompt `i` goes to target `i mod m`, with that
@@ -41,6 +45,14 @@ pub(super) fn plan(job: &proto::JobAssignment, cfg: &WorkerConfig) -> anyhow::Re
         .cloned()
         .map(Prompt::from)
         .collect();
+    let sessions: Vec<Session> = job.sessions.iter().cloned().map(Session::from).collect();
+    if !sessions.is_empty() && sessions.len() != prompts.len() {
+        bail!(
+            "JobAssignment: {} sessions but {} prompts (one first turn per session)",
+            sessions.len(),
+            prompts.len()
+        );
+    }
     let max_concurrency = (job.max_concurrency > 0).then_some(job.max_concurrency as usize);
     // 0 means "not set" on the wire; anything else must be valid
     let rate = if job.request_rate == 0.0 {
@@ -95,6 +107,7 @@ pub(super) fn plan(job: &proto::JobAssignment, cfg: &WorkerConfig) -> anyhow::Re
                 warmup_prompts: warmup.iter().skip(j).step_by(m).cloned().collect(),
                 request_id_prefix: prefix,
             },
+            sessions: sessions.iter().skip(j).step_by(m).cloned().collect(),
         });
     }
     Ok(runs)
@@ -147,6 +160,7 @@ mod tests {
             warmup_requests: 3,
             warmup_prompts: vec![],
             start_on_signal: false,
+            sessions: vec![],
         }
     }
 

@@ -35,12 +35,12 @@ impl Sweep<'_> {
         }
         let c = key.concurrency;
         let n = self.plan.prompts.for_concurrency(c);
-        self.progress.start(&key, n);
         let spec = self.test_spec(&key, n).await?;
+        self.progress.start(&key, spec.requests());
         let judging = Judging {
             prep: &self.prep,
             endpoint: &self.plan.endpoint,
-            num_prompts: n,
+            num_prompts: spec.requests(),
             request_rate: f64::INFINITY,
             burstiness: 1.0,
             max_concurrency: Some(c as usize),
@@ -64,6 +64,39 @@ impl Sweep<'_> {
         let c = key.concurrency;
         let warmup = self.plan.warmup_for(c);
         let seed = test_seed(self.plan.seed, key);
+        let load = TestSpec {
+            prompts: vec![],
+            sessions: vec![],
+            warmup_prompts: vec![],
+            warmup_requests: warmup,
+            max_concurrency: Some(c as usize),
+            request_rate: f64::INFINITY,
+            burstiness: 1.0,
+            seed,
+            workers: self.want_workers,
+        };
+        if let Some(conv) = &self.plan.conversation {
+            let conv = loadgen::conversation::ConversationSpec {
+                input_len: key.io.input_len,
+                output_len: key.io.output_len,
+                ..conv.clone()
+            };
+            let (sessions, prompts, warmup_prompts) = crate::test_run::conversation_prompts(
+                &conv,
+                n,
+                warmup.min(1000),
+                &self.prep.tokenizer,
+                seed,
+            )
+            .await
+            .with_context(|| format!("building the sessions of test {}", key.id()))?;
+            return Ok(TestSpec {
+                prompts,
+                sessions,
+                warmup_prompts,
+                ..load
+            });
+        }
         let mut prompts = loadgen::dataset::build(
             &dataset(self.plan, key.io),
             n + warmup.min(1000),
@@ -76,12 +109,7 @@ impl Sweep<'_> {
         Ok(TestSpec {
             prompts,
             warmup_prompts,
-            warmup_requests: warmup,
-            max_concurrency: Some(c as usize),
-            request_rate: f64::INFINITY,
-            burstiness: 1.0,
-            seed,
-            workers: self.want_workers,
+            ..load
         })
     }
 
