@@ -126,6 +126,16 @@ pub struct Usage {
     pub prompt_tokens: Option<u32>,
     #[serde(default)]
     pub completion_tokens: Option<u32>,
+    /// `prompt_tokens_details` (vLLM with `--enable-prompt-tokens-details`, SGLang, llama.cpp,
+    /// OpenAI): its `cached_tokens` are the prompt tokens served from the prefix cache.
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -245,7 +255,8 @@ mod tests {
             c.usage,
             Some(Usage {
                 prompt_tokens: Some(5),
-                completion_tokens: Some(7)
+                completion_tokens: Some(7),
+                ..Default::default()
             })
         );
         let c = parse_chunk(br#"{"choices":[{"text":"","finish_reason":"length"}]}"#).unwrap();
@@ -253,5 +264,20 @@ mod tests {
         let c = parse_chunk(br#"{"error":{"message":"boom"}}"#).unwrap();
         assert_eq!(c.error.as_deref(), Some("boom"));
         assert!(parse_chunk(br#"{"choices": ["#).is_err());
+    }
+
+    #[test]
+    fn parses_cached_tokens_and_tolerates_null_details() {
+        let cached = |p: &[u8]| {
+            parse_chunk(p)
+                .unwrap()
+                .usage
+                .and_then(|u| u.prompt_tokens_details)
+                .and_then(|d| d.cached_tokens)
+        };
+        let with = br#"{"choices":[],"usage":{"prompt_tokens":50,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":32}}}"#;
+        assert_eq!(cached(with), Some(32));
+        let null = br#"{"choices":[],"usage":{"prompt_tokens":50,"completion_tokens":3,"prompt_tokens_details":null}}"#;
+        assert_eq!(cached(null), None);
     }
 }

@@ -131,6 +131,9 @@ fn on_event(
         if u.completion_tokens.is_some() {
             rec.output_tokens_server = u.completion_tokens;
         }
+        if let Some(c) = u.prompt_tokens_details.and_then(|d| d.cached_tokens) {
+            rec.cached_tokens_server = Some(c);
+        }
     }
 }
 

@@ -47,6 +47,10 @@ pub struct PointSummary {
     pub server_kv_cache_usage_max: Option<f64>,
     pub server_preemptions: Option<f64>,
     pub server_prefix_cache_hit_rate: Option<f64>,
+    /// Cached prompt tokens / prompt tokens by the server's usage (0..1, mean over the runs;
+    /// `None` when the server did not report `cached_tokens`), and what the workload expected.
+    pub cached_token_fraction: Option<f64>,
+    pub expected_cached_token_fraction: Option<f64>,
     /// Every statistic of the pooled requests, by result-JSON key (`mean_ttft_ms`,
     /// `p99_tpot_ms`, `median_e2el_ms`…): what the verdict judged, for charts.
     pub pooled: BTreeMap<String, f64>,
@@ -104,6 +108,8 @@ impl PointSummary {
             server_kv_cache_usage_max: mean_of("server_kv_cache_usage_max"),
             server_preemptions: mean_of("server_preemptions"),
             server_prefix_cache_hit_rate: mean_of("server_prefix_cache_hit_rate"),
+            cached_token_fraction: mean_of("cached_token_fraction"),
+            expected_cached_token_fraction: mean_of("expected_cached_token_fraction"),
             pooled,
         }
     }
@@ -336,9 +342,20 @@ impl SweepSummary {
             .iter()
             .flat_map(|c| &c.points)
             .any(|p| p.server_waiting_mean.is_some() || p.server_kv_cache_usage_max.is_some());
+        // the cached-token column where the server's usage reported cached tokens
+        let cached = self
+            .combinations
+            .iter()
+            .flat_map(|c| &c.points)
+            .any(|p| p.cached_token_fraction.is_some());
+        let (cached_head, cached_rule) = if cached {
+            (" cached % | expected cached % |", "---:|---:|")
+        } else {
+            ("", "")
+        };
         let _ = writeln!(
             s,
-            "\n## Every concurrency tested\n\n| input | output | concurrency | runs | verdict | ok/failed | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | p99 TPOT ms | mean E2EL ms | GPU util % |{}\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|{}",
+            "\n## Every concurrency tested\n\n| input | output | concurrency | runs | verdict | ok/failed | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | p99 TPOT ms | mean E2EL ms | GPU util % |{}{cached_head}\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|{}{cached_rule}",
             if server {
                 " server waiting | KV cache max % | preemptions | prefix hit % |"
             } else {
@@ -379,6 +396,14 @@ impl SweepSummary {
                         f(p.server_kv_cache_usage_max.map(|v| v * 100.0), 1),
                         f(p.server_preemptions, 0),
                         f(p.server_prefix_cache_hit_rate.map(|v| v * 100.0), 1),
+                    );
+                }
+                if cached {
+                    let _ = write!(
+                        s,
+                        " {} | {} |",
+                        f(p.cached_token_fraction.map(|v| v * 100.0), 1),
+                        f(p.expected_cached_token_fraction.map(|v| v * 100.0), 1),
                     );
                 }
                 s.push('\n');
