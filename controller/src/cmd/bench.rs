@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
-use loadgen::report::{GoodputBound, parse_goodput, render_text};
+use loadgen::report::{GoodputBound, parse_goodput};
 use loadgen::{Arrivals, DatasetSpec, RequestRecord};
 use tokio_util::sync::CancellationToken;
 
@@ -142,9 +142,9 @@ async fn measure(
         args.max_concurrency.unwrap_or(args.num_prompts.min(10_000)),
     )
     .await?;
-    let spec = test_spec(args, &prep).await?;
-    if !args.common.no_preflight {
-        preflight(&prep.client, &spec.prompts[0]).await?;
+    let (spec, preflight_prompt) = test_spec(args, &prep).await?;
+    if let Some(p) = &preflight_prompt {
+        preflight(&prep.client, p).await?;
     }
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
@@ -166,7 +166,19 @@ async fn measure(
             }
         })
     };
+    let cache_reset = match args.common.reset_prefix_cache {
+        true => {
+            let said =
+                crate::prefix_reset::reset(&target.base_urls(), target.api_key.as_deref()).await;
+            eprintln!("prefix cache reset: {said}");
+            Some(said)
+        }
+        false => None,
+    };
+    let expected_cache = spec.expected_cache;
     let judging = Judging {
+        expected_cache,
+        cache_reset,
         prep: &prep,
         endpoint: &target.endpoint,
         num_prompts: args.num_prompts,
@@ -209,7 +221,7 @@ async fn measure(
         None => None,
     };
     let m = judging.measure(result?).await?;
-    print!("{}", render_text(&m.info, &m.summary));
+    print!("{}", m.text());
     std::io::stdout().flush().ok();
     let server = log.as_ref().map(|l| (m.server_stats(l), l));
     if let Some((stats, _)) = &server {
@@ -240,9 +252,13 @@ async fn measure(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The prompts: the measured ones, then the warm-up's own (cycled past 1000), so that a server
-/// with prefix caching does not serve measured prompts from its cache.
-async fn test_spec(args: &BenchArgs, prep: &Prepared) -> anyhow::Result<TestSpec> {
+/// The prompts: the measured ones, then the warm-up's own (cycled past 1000) and the
+/// preflight's own, so that a server with prefix caching does not serve measured prompts from
+/// its cache. Returns the test and the preflight's prompt (none with `--no-preflight`).
+async fn test_spec(
+    args: &BenchArgs,
+    prep: &Prepared,
+) -> anyhow::Result<(TestSpec, Option<loadgen::Prompt>)> {
     eprintln!(
         "building {} prompts ({:?}) with tokenizer {}",
         args.num_prompts,
@@ -250,15 +266,27 @@ async fn test_spec(args: &BenchArgs, prep: &Prepared) -> anyhow::Result<TestSpec
         prep.tokenizer.id()
     );
     let warmup_distinct = args.warmup_requests.min(1000);
+    let preflight = usize::from(!args.common.no_preflight);
     let mut prompts = loadgen::dataset::build(
         &dataset_spec(args),
-        args.num_prompts + warmup_distinct,
+        args.num_prompts + warmup_distinct + preflight,
         &prep.tokenizer,
         args.common.seed,
     )
     .await?;
-    let warmup_prompts = prompts.split_off(args.num_prompts.min(prompts.len()));
-    Ok(TestSpec {
+    let mut warmup_prompts = prompts.split_off(args.num_prompts.min(prompts.len()));
+    let preflight_prompt = match preflight {
+        1 => warmup_prompts.pop(),
+        _ => None,
+    };
+    let expected_cache = crate::cache_check::ExpectedCache::of(
+        &dataset_spec(args),
+        args.common.seed,
+        &prompts,
+        warmup_prompts.len() + preflight,
+    );
+    let spec = TestSpec {
+        expected_cache,
         prompts,
         warmup_prompts,
         warmup_requests: args.warmup_requests,
@@ -267,7 +295,8 @@ async fn test_spec(args: &BenchArgs, prep: &Prepared) -> anyhow::Result<TestSpec
         burstiness: args.burstiness,
         seed: args.common.seed,
         workers: args.common.workers.map(|w| w as usize),
-    })
+    };
+    Ok((spec, preflight_prompt))
 }
 
 /// `--save-result`: the result JSON (with the GPU statistics), the GPU logs beside it, and the
@@ -331,7 +360,8 @@ fn dataset_spec(args: &BenchArgs) -> DatasetSpec {
             input_len: args.input_len,
             output_len: args.output_len.unwrap_or(1024),
             range_ratio: args.common.random_range_ratio,
-            prefix_len: args.common.prefix_len,
+            prefix_len: args.common.prefix_len.unwrap_or(0),
+            prefix_groups: args.common.prefix_groups.unwrap_or(1),
         },
         DatasetKind::Sharegpt => DatasetSpec::Sharegpt {
             path,
