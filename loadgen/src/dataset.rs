@@ -17,6 +17,10 @@ pub struct Prompt {
     pub prompt_tokens: u32,
     /// `max_tokens` to ask for.
     pub output_len: u32,
+    /// When its request starts, ns from the measured run's start (a replayed trace's
+    /// timestamp; [`mooncake`]); `None`: the arrival process decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_ns: Option<u64>,
 }
 
 /// Which prompts to build.
@@ -43,6 +47,13 @@ pub enum DatasetSpec {
     },
     /// One JSON object a line: `{"prompt": "…", "output_len": N}` (`output_len` optional).
     Jsonl { path: PathBuf, output_len: u32 },
+    /// A Mooncake trace replayed on its timestamps, `speedup` times faster ([`mooncake`]): its
+    /// first `replay` records, then (warm-up, preflight) copies sharing none of its blocks.
+    Mooncake {
+        path: PathBuf,
+        speedup: f64,
+        replay: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +78,7 @@ pub enum DatasetError {
     },
 }
 
+pub mod mooncake;
 pub mod shared_prefix;
 
 fn one_group() -> u32 {
@@ -94,6 +106,8 @@ pub fn expected_cached_tokens(
             measured,
             warmup,
         ),
+        // the copies past the trace's end share no block with it
+        DatasetSpec::Mooncake { path, .. } => mooncake::expected_cached_tokens(path, measured),
         _ => 0,
     }
 }
@@ -146,6 +160,7 @@ pub async fn build(
                     text,
                     prompt_tokens: count,
                     output_len: out_len,
+                    offset_ns: None,
                 });
             }
             Ok(out)
@@ -171,10 +186,16 @@ pub async fn build(
                     text: prompt,
                     prompt_tokens: p,
                     output_len: o,
+                    offset_ns: None,
                 });
             }
             cycle_to(out, n, path)
         }
+        DatasetSpec::Mooncake {
+            path,
+            speedup,
+            replay,
+        } => mooncake::build(path, *speedup, n, *replay, tok, seed).await,
         DatasetSpec::Jsonl { path, output_len } => {
             let text = std::fs::read_to_string(path).map_err(|e| DatasetError::File {
                 path: path.clone(),
@@ -201,6 +222,7 @@ pub async fn build(
                     text: l.prompt,
                     prompt_tokens: p,
                     output_len: l.output_len.unwrap_or(*output_len),
+                    offset_ns: None,
                 });
                 if out.len() == n {
                     break;

@@ -198,6 +198,7 @@ impl From<&Prompt> for proto::Prompt {
             text: p.text.clone(),
             prompt_tokens: p.prompt_tokens,
             output_len: p.output_len,
+            offset_ns: p.offset_ns,
         }
     }
 }
@@ -208,6 +209,7 @@ impl From<Prompt> for proto::Prompt {
             text: p.text,
             prompt_tokens: p.prompt_tokens,
             output_len: p.output_len,
+            offset_ns: p.offset_ns,
         }
     }
 }
@@ -218,6 +220,7 @@ impl From<proto::Prompt> for Prompt {
             text: p.text,
             prompt_tokens: p.prompt_tokens,
             output_len: p.output_len,
+            offset_ns: p.offset_ns,
         }
     }
 }
@@ -529,6 +532,7 @@ mod tests {
             text: "héllo".into(),
             prompt_tokens: 2,
             output_len: 9,
+            offset_ns: Some(1_500_000),
         };
         assert_eq!(Prompt::from(proto::Prompt::from(&p)), p);
     }

@@ -30,6 +30,9 @@ pub enum DatasetKind {
     Sharegpt,
     /// JSONL, one `{"prompt": …, "output_len": …}` a line (`--dataset-path`).
     Jsonl,
+    /// A Mooncake trace (`--dataset-path`, JSONL of `timestamp` ms, `input_length`,
+    /// `output_length`, `hash_ids` of 512-token blocks) replayed on its timestamps.
+    Mooncake,
 }
 
 /// `benchctl bench`: flags follow `vllm bench serve` and the original scripts' `vllm_bench.sh`.
@@ -41,7 +44,7 @@ pub struct BenchArgs {
     #[arg(long, env = "BENCHCTL_DATASET", value_enum, default_value = "random")]
     pub dataset: DatasetKind,
     /// The ShareGPT or JSONL file.
-    #[arg(long, env = "BENCHCTL_DATASET_PATH", required_if_eq_any = [("dataset", "sharegpt"), ("dataset", "jsonl")])]
+    #[arg(long, env = "BENCHCTL_DATASET_PATH", required_if_eq_any = [("dataset", "sharegpt"), ("dataset", "jsonl"), ("dataset", "mooncake")])]
     pub dataset_path: Option<PathBuf>,
     /// Prompt tokens of random prompts (exact, by the model's tokenizer).
     #[arg(long, env = "BENCHCTL_INPUT_LEN", default_value_t = 1024)]
@@ -49,9 +52,12 @@ pub struct BenchArgs {
     /// Output tokens asked for (`max_tokens`); for ShareGPT, overrides the reply's length.
     #[arg(long, env = "BENCHCTL_OUTPUT_LEN")]
     pub output_len: Option<u32>,
-    /// Requests in the measured run.
+    /// Requests in the measured run (a trace's: at most its records).
     #[arg(long, env = "BENCHCTL_NUM_PROMPTS", default_value_t = 1000)]
     pub num_prompts: usize,
+    /// `--dataset mooncake`: replay the trace this many times faster (2: half the gaps).
+    #[arg(long, env = "BENCHCTL_TRACE_SPEEDUP", default_value_t = 1.0)]
+    pub trace_speedup: f64,
     /// At most this many requests in flight (closed loop). Combinable with --request-rate.
     #[arg(long, env = "BENCHCTL_MAX_CONCURRENCY")]
     pub max_concurrency: Option<usize>,
@@ -101,7 +107,18 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-async fn run_against(args: BenchArgs) -> anyhow::Result<ExitCode> {
+async fn run_against(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.dataset == DatasetKind::Mooncake {
+        if args.request_rate.is_finite() {
+            bail!(
+                "--request-rate {} does not apply to --dataset mooncake: the trace's timestamps schedule it (--trace-speedup scales them)",
+                args.request_rate
+            );
+        }
+        let path = args.dataset_path.clone().unwrap_or_default();
+        let records = loadgen::dataset::mooncake::read(&path)?.len();
+        args.num_prompts = args.num_prompts.min(records);
+    }
     let percentiles =
         loadgen::stats::parse_percentiles(&args.common.percentiles).map_err(anyhow::Error::msg)?;
     let goodput = if args.goodput.is_empty() {
@@ -182,7 +199,7 @@ async fn measure(
         prep: &prep,
         endpoint: &target.endpoint,
         num_prompts: args.num_prompts,
-        request_rate: args.request_rate,
+        request_rate: trace_rate(&spec.prompts).unwrap_or(args.request_rate),
         burstiness: args.burstiness,
         max_concurrency: args.max_concurrency,
         percentiles,
@@ -299,6 +316,13 @@ async fn test_spec(
     Ok((spec, preflight_prompt))
 }
 
+/// A replayed trace's mean arrival rate (requests over its span, after the speedup); `None`
+/// without start times.
+fn trace_rate(prompts: &[loadgen::Prompt]) -> Option<f64> {
+    let last = prompts.iter().map(|p| p.offset_ns).max()??;
+    (last > 0).then(|| (prompts.len() - 1) as f64 / (last as f64 / 1e9))
+}
+
 /// `--save-result`: the result JSON (with the GPU statistics), the GPU logs beside it, and the
 /// per-request records.
 fn save(
@@ -366,6 +390,11 @@ fn dataset_spec(args: &BenchArgs) -> DatasetSpec {
         DatasetKind::Sharegpt => DatasetSpec::Sharegpt {
             path,
             output_len: args.output_len,
+        },
+        DatasetKind::Mooncake => DatasetSpec::Mooncake {
+            path,
+            speedup: args.trace_speedup,
+            replay: args.num_prompts,
         },
         DatasetKind::Jsonl => DatasetSpec::Jsonl {
             path,
