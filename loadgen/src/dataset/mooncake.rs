@@ -17,6 +17,7 @@
 //! Prompts past the trace's end (the warm-up's, the preflight's) replay its records again with
 //! blocks of their own, so they never warm the trace's blocks.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -120,14 +121,14 @@ pub async fn build(
         let blocks = r.blocks(i % replay, cycle);
         let mut text = String::new();
         for &h in &blocks {
-            if !texts.contains_key(&h) {
+            if let Entry::Vacant(slot) = texts.entry(h) {
                 let mut rng = StdRng::seed_from_u64(seed ^ h.wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 let ids: Vec<u32> = (0..BLOCK_TOKENS)
                     .map(|_| pool[rng.random_range(0..pool.len())])
                     .collect();
                 // exactly BLOCK_TOKENS tokens alone, so a block's tokens are the block's
-                let text = super::exact_text(tok, "", ids, BLOCK_TOKENS, &pool, &mut rng).await?;
-                texts.insert(h, text.0);
+                let block = super::exact_text(tok, "", ids, BLOCK_TOKENS, &pool, &mut rng).await?;
+                slot.insert(block.0);
             }
             text.push_str(&texts[&h]);
         }
