@@ -86,6 +86,37 @@ async fn a_trace_replays_on_schedule_and_its_shared_blocks_hit_the_cache() {
     assert_eq!(u(j, "expected_cached_tokens"), 1024 + 512 + 300);
     assert!(cached <= 1836 && cached + 3 * 16 >= 1836, "{cached}");
     assert_eq!(j["warm_cache"], false);
+    // two workers share the trace: the same schedule (within their start skew), the same hits
+    let path = path.to_str().unwrap();
+    let args = [
+        "--dataset",
+        "mooncake",
+        "--dataset-path",
+        path,
+        "--trace-speedup",
+        "4",
+        "--workers",
+        "2",
+        "--reset-prefix-cache",
+        "--server-metrics",
+        "--server-metrics-interval",
+        "100ms",
+    ];
+    let run = bench(&sim.base_url(), dir.path(), &args).await;
+    run.result.as_ref().unwrap();
+    let j = run.json();
+    let mut recs = run.records.clone();
+    recs.sort_by_key(|r| r.intended_ns);
+    let t0 = recs[0].intended_ns;
+    for (r, want) in recs.iter().zip([0, 125, 250, 400, 525, 750]) {
+        let got = (r.intended_ns - t0) as f64 / 1e6;
+        assert!((got - want as f64).abs() < 5.0, "{got} ms, want {want}");
+    }
+    let hits = j["server_metrics"]["quantities"]["prefix_cache_hits"]["delta"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(u(j, "total_cached_tokens"), hits as u64);
+    assert_eq!(u(j, "total_cached_tokens"), cached);
     sim.shutdown().await;
 }
 
