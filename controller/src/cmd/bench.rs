@@ -107,17 +107,24 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
+/// `--dataset mooncake`: the trace schedules the run (no `--request-rate`), and
+/// `--num-prompts` replays at most its records.
+fn fit_to_trace(args: &mut BenchArgs) -> anyhow::Result<()> {
+    if args.request_rate.is_finite() {
+        bail!(
+            "--request-rate {} does not apply to --dataset mooncake: the trace's timestamps schedule it (--trace-speedup scales them)",
+            args.request_rate
+        );
+    }
+    let path = args.dataset_path.clone().unwrap_or_default();
+    let records = loadgen::dataset::mooncake::read(&path)?.len();
+    args.num_prompts = args.num_prompts.min(records);
+    Ok(())
+}
+
 async fn run_against(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.dataset == DatasetKind::Mooncake {
-        if args.request_rate.is_finite() {
-            bail!(
-                "--request-rate {} does not apply to --dataset mooncake: the trace's timestamps schedule it (--trace-speedup scales them)",
-                args.request_rate
-            );
-        }
-        let path = args.dataset_path.clone().unwrap_or_default();
-        let records = loadgen::dataset::mooncake::read(&path)?.len();
-        args.num_prompts = args.num_prompts.min(records);
+        fit_to_trace(&mut args)?;
     }
     let percentiles =
         loadgen::stats::parse_percentiles(&args.common.percentiles).map_err(anyhow::Error::msg)?;
@@ -183,15 +190,7 @@ async fn measure(
             }
         })
     };
-    let cache_reset = match args.common.reset_prefix_cache {
-        true => {
-            let said =
-                crate::prefix_reset::reset(&target.base_urls(), target.api_key.as_deref()).await;
-            eprintln!("prefix cache reset: {said}");
-            Some(said)
-        }
-        false => None,
-    };
+    let cache_reset = reset_cache(args, &target).await;
     let expected_cache = spec.expected_cache;
     let judging = Judging {
         expected_cache,
@@ -314,6 +313,16 @@ async fn test_spec(
         workers: args.common.workers.map(|w| w as usize),
     };
     Ok((spec, preflight_prompt))
+}
+
+/// `--reset-prefix-cache`: the server's prefix cache emptied before the run; what was done.
+async fn reset_cache(args: &BenchArgs, target: &crate::target::Target) -> Option<String> {
+    if !args.common.reset_prefix_cache {
+        return None;
+    }
+    let said = crate::prefix_reset::reset(&target.base_urls(), target.api_key.as_deref()).await;
+    eprintln!("prefix cache reset: {said}");
+    Some(said)
 }
 
 /// A replayed trace's mean arrival rate (requests over its span, after the speedup); `None`
