@@ -3,7 +3,7 @@
 //! hits they promise; a test served from a cache that its warm-up filled is flagged, a clean
 //! one is not; `--reset-prefix-cache` empties the cache between runs.
 
-use benchctl_tests::{SimConfig, bench, fast_sim, start};
+use benchctl_tests::{SimConfig, bench, fast_sim, start, sweep};
 use serde_json::Value;
 
 fn caching_sim() -> SimConfig {
@@ -201,4 +201,63 @@ async fn a_server_without_a_reset_endpoint_is_named() {
         said.contains("/reset_prefix_cache: HTTP 404") && said.contains("/flush_cache: HTTP 404"),
         "{said}"
     );
+}
+
+/// A sweep over shared prefixes, each test's cache reset first: every entry's cached tokens are
+/// the simulator's hits over its measured run, near what the workload expects, never warm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sweep_over_shared_prefixes_resets_and_accounts_each_test() {
+    let sim = start(caching_sim()).await;
+    let root = tempfile::tempdir().unwrap();
+    let run = sweep(
+        &sim.base_url(),
+        root.path(),
+        &[
+            "--io",
+            "64x4",
+            "--concurrency",
+            "2,4",
+            "--num-prompts",
+            "24",
+            "--prefix-len",
+            "256",
+            "--prefix-groups",
+            "3",
+            "--reset-prefix-cache",
+            "--server-metrics",
+            "--server-metrics-interval",
+            "100ms",
+            "--dashboard-addr",
+            "off",
+        ],
+    )
+    .await;
+    run.result.as_ref().expect("the sweep succeeds");
+    let entries = run.results();
+    assert_eq!(entries.len(), 2);
+    for j in &entries {
+        assert_eq!(
+            j["prefix_cache_reset"], "vLLM POST /reset_prefix_cache",
+            "{j}"
+        );
+        assert_eq!(
+            u(j, "total_cached_tokens"),
+            server_delta(j, "prefix_cache_hits")
+        );
+        let (m, e) = (
+            j["cached_token_fraction"].as_f64().unwrap(),
+            j["expected_cached_token_fraction"].as_f64().unwrap(),
+        );
+        assert!(
+            e > 0.5 && (m - e).abs() < 0.05,
+            "measured {m}, expected {e}"
+        );
+        assert_eq!(j["warm_cache"], false);
+    }
+    let md = std::fs::read_to_string(run.dir().join("summary.md")).unwrap();
+    assert!(
+        md.contains("expected cached %") && !md.contains("WARNING"),
+        "{md}"
+    );
+    sim.shutdown().await;
 }
