@@ -6,6 +6,7 @@
 //! `local`, `service/` (the controller service: agent and worker sessions, the registry, the
 //! pool) → `gpu_stats`, `telemetry`, `clock`, `progress`, `output`.
 
+pub mod cache_check;
 pub mod cli;
 pub mod clock;
 pub mod cmd;
@@ -14,6 +15,7 @@ pub mod gpu_stats;
 pub mod local;
 pub mod metrics_source;
 pub mod output;
+pub mod prefix_reset;
 pub mod progress;
 pub mod server_metrics;
 pub mod service;

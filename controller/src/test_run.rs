@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 use loadgen::report::{GoodputBound, RunInfo, Summary, result_json, summarize};
 use loadgen::{Prompt, RequestRecord};
 
+use crate::cache_check::{CacheCheck, ExpectedCache};
 use crate::gpu_stats::GpuStats;
 use crate::server_metrics::{
     ClientTotals, ScrapeLog, Scraper, ServerKind, ServerStats, cross_check,
@@ -37,6 +38,29 @@ pub struct TestSpec {
     pub seed: u64,
     /// Workers sharing the test (`None`: every idle one).
     pub workers: Option<usize>,
+    /// The prefix-cache reuse its prompts ask for.
+    pub expected_cache: ExpectedCache,
+}
+
+impl ExpectedCache {
+    /// The reuse `dataset` asks for in its `measured` prompts, when the `warm` prompts built
+    /// after them (the warm-up's, a preflight's) were sent first.
+    pub fn of(
+        dataset: &loadgen::DatasetSpec,
+        seed: u64,
+        measured: &[Prompt],
+        warm: usize,
+    ) -> ExpectedCache {
+        ExpectedCache {
+            cached_tokens: loadgen::dataset::expected_cached_tokens(
+                dataset,
+                seed,
+                measured.len(),
+                warm,
+            ),
+            prompt_tokens: measured.iter().map(|p| u64::from(p.prompt_tokens)).sum(),
+        }
+    }
 }
 
 /// A conversation test's sessions, their first turns as prompts, and `warmup` random warm-up
@@ -65,6 +89,7 @@ pub async fn conversation_prompts(
             output_len: spec.output_len,
             range_ratio: 0.0,
             prefix_len: 0,
+            prefix_groups: 1,
         };
         loadgen::dataset::build(&random, warmup, tok, seed ^ 0x77a2_3f01).await?
     };
@@ -118,6 +143,8 @@ pub struct Measured {
     pub load_workers: serde_json::Value,
     /// The spread of the workers' measured-run starts.
     pub start_skew_ms: f64,
+    /// The prefix cache's use against the workload's.
+    pub cache: CacheCheck,
 }
 
 /// How a test's numbers are computed and labelled.
@@ -132,6 +159,10 @@ pub struct Judging<'a> {
     pub goodput: &'a [GoodputBound],
     /// When the test started (local time, for the result's `date`).
     pub date: chrono::DateTime<chrono::Local>,
+    /// The prefix-cache reuse the test's prompts ask for.
+    pub expected_cache: ExpectedCache,
+    /// What `--reset-prefix-cache` did before the test.
+    pub cache_reset: Option<String>,
 }
 
 impl Judging<'_> {
@@ -169,7 +200,9 @@ impl Judging<'_> {
             .min()
             .unwrap_or(job.start_ns);
         let to_ns = records.iter().map(|r| r.end_ns).max().unwrap_or(job.end_ns);
+        let cache = CacheCheck::of(&summary, self.expected_cache, self.cache_reset.clone());
         Ok(Measured {
+            cache,
             records,
             info,
             summary,
@@ -184,7 +217,16 @@ impl Judging<'_> {
 impl Measured {
     /// The vLLM-compatible result object (vLLM's keys and benchctl's run keys).
     pub fn vllm_result(&self, detailed: bool) -> serde_json::Value {
-        result_json(&self.info, &self.summary, &self.records, detailed)
+        let mut json = result_json(&self.info, &self.summary, &self.records, detailed);
+        crate::output::add_keys(&mut json, &self.cache);
+        json
+    }
+
+    /// The printed summary: the client's numbers, then the prefix cache's check.
+    pub fn text(&self) -> String {
+        let mut t = loadgen::report::render_text(&self.info, &self.summary);
+        t.push_str(&self.cache.text(&self.summary));
+        t
     }
 
     /// [`Measured::vllm_result`] with who ran it and their start skew.

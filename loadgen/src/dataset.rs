@@ -17,6 +17,10 @@ pub struct Prompt {
     pub prompt_tokens: u32,
     /// `max_tokens` to ask for.
     pub output_len: u32,
+    /// When its request starts, ns from the measured run's start (a replayed trace's
+    /// timestamp; [`mooncake`]); `None`: the arrival process decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_ns: Option<u64>,
 }
 
 /// Which prompts to build.
@@ -31,6 +35,9 @@ pub enum DatasetSpec {
         range_ratio: f64,
         /// Tokens of a prefix shared by every prompt (on top of `input_len`).
         prefix_len: u32,
+        /// Distinct prefixes of `prefix_len` tokens; each prompt draws one ([`shared_prefix`]).
+        #[serde(default = "one_group")]
+        prefix_groups: u32,
     },
     /// ShareGPT JSON: the first human turn is the prompt; the output length is the reply's
     /// token count unless `output_len` is given.
@@ -40,6 +47,13 @@ pub enum DatasetSpec {
     },
     /// One JSON object a line: `{"prompt": "…", "output_len": N}` (`output_len` optional).
     Jsonl { path: PathBuf, output_len: u32 },
+    /// A Mooncake trace replayed on its timestamps, `speedup` times faster ([`mooncake`]): its
+    /// first `replay` records, then (warm-up, preflight) copies sharing none of its blocks.
+    Mooncake {
+        path: PathBuf,
+        speedup: f64,
+        replay: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +78,40 @@ pub enum DatasetError {
     },
 }
 
+pub mod mooncake;
+pub mod shared_prefix;
+
+fn one_group() -> u32 {
+    1
+}
+
+/// The prompt tokens a prefix cache should serve for the first `measured` of the prompts
+/// `build(spec, measured + warmup, _, seed)` makes, the next `warmup` being sent first (the
+/// reuse the workload asks for; 0 for datasets that ask for none).
+pub fn expected_cached_tokens(
+    spec: &DatasetSpec,
+    seed: u64,
+    measured: usize,
+    warmup: usize,
+) -> u64 {
+    match spec {
+        DatasetSpec::Random {
+            prefix_len,
+            prefix_groups,
+            ..
+        } => shared_prefix::expected_cached_tokens(
+            seed,
+            *prefix_len,
+            *prefix_groups,
+            measured,
+            warmup,
+        ),
+        // the copies past the trace's end share no block with it
+        DatasetSpec::Mooncake { path, .. } => mooncake::expected_cached_tokens(path, measured),
+        _ => 0,
+    }
+}
+
 /// Builds `n` prompts.
 pub async fn build(
     spec: &DatasetSpec,
@@ -78,6 +126,7 @@ pub async fn build(
             output_len,
             range_ratio,
             prefix_len,
+            prefix_groups,
         } => {
             if !(0.0..1.0).contains(range_ratio) {
                 return Err(DatasetError::Invalid {
@@ -94,29 +143,24 @@ pub async fn build(
                 });
             }
             let pool = tok.id_pool().await?;
-            let prefix = if *prefix_len > 0 {
-                let ids: Vec<u32> = (0..*prefix_len)
-                    .map(|_| pool[rng.random_range(0..pool.len())])
-                    .collect();
-                exact_text(tok, "", ids, *prefix_len, &pool, &mut rng)
-                    .await?
-                    .0
-            } else {
-                String::new()
-            };
+            let prefixes =
+                shared_prefix::prefixes(tok, *prefix_len, *prefix_groups, &pool, &mut rng).await?;
+            let groups = shared_prefix::groups(seed, n, *prefix_groups);
             let mut out = Vec::with_capacity(n);
-            for _ in 0..n {
+            for group in groups {
+                let prefix = prefixes.get(group as usize).map_or("", String::as_str);
                 let in_len = draw_len(*input_len, *range_ratio, &mut rng).max(1);
                 let out_len = draw_len(*output_len, *range_ratio, &mut rng).max(1);
                 let target = prefix_len + in_len;
                 let ids: Vec<u32> = (0..in_len)
                     .map(|_| pool[rng.random_range(0..pool.len())])
                     .collect();
-                let (text, count) = exact_text(tok, &prefix, ids, target, &pool, &mut rng).await?;
+                let (text, count) = exact_text(tok, prefix, ids, target, &pool, &mut rng).await?;
                 out.push(Prompt {
                     text,
                     prompt_tokens: count,
                     output_len: out_len,
+                    offset_ns: None,
                 });
             }
             Ok(out)
@@ -142,10 +186,16 @@ pub async fn build(
                     text: prompt,
                     prompt_tokens: p,
                     output_len: o,
+                    offset_ns: None,
                 });
             }
             cycle_to(out, n, path)
         }
+        DatasetSpec::Mooncake {
+            path,
+            speedup,
+            replay,
+        } => mooncake::build(path, *speedup, n, *replay, tok, seed).await,
         DatasetSpec::Jsonl { path, output_len } => {
             let text = std::fs::read_to_string(path).map_err(|e| DatasetError::File {
                 path: path.clone(),
@@ -172,6 +222,7 @@ pub async fn build(
                     text: l.prompt,
                     prompt_tokens: p,
                     output_len: l.output_len.unwrap_or(*output_len),
+                    offset_ns: None,
                 });
                 if out.len() == n {
                     break;

@@ -155,6 +155,10 @@ pub struct Usage {
     /// `completion_tokens_details` (its `reasoning_tokens`), when the server sends it.
     #[serde(default)]
     pub completion_tokens_details: Option<CompletionDetails>,
+    /// `prompt_tokens_details` (vLLM with `--enable-prompt-tokens-details`, SGLang, llama.cpp,
+    /// OpenAI): its `cached_tokens` are the prompt tokens served from the prefix cache.
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
 }
 
 /// `usage.completion_tokens_details`.
@@ -163,6 +167,12 @@ pub struct CompletionDetails {
     /// Tokens of hidden reasoning among `completion_tokens`.
     #[serde(default)]
     pub reasoning_tokens: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -329,7 +339,7 @@ mod tests {
             Some(Usage {
                 prompt_tokens: Some(5),
                 completion_tokens: Some(7),
-                completion_tokens_details: None,
+                ..Default::default()
             })
         );
         let c = parse_chunk(br#"{"choices":[{"text":"","finish_reason":"length"}]}"#).unwrap();
@@ -358,5 +368,20 @@ mod tests {
                 .and_then(|d| d.reasoning_tokens),
             Some(4)
         );
+    }
+
+    #[test]
+    fn parses_cached_tokens_and_tolerates_null_details() {
+        let cached = |p: &[u8]| {
+            parse_chunk(p)
+                .unwrap()
+                .usage
+                .and_then(|u| u.prompt_tokens_details)
+                .and_then(|d| d.cached_tokens)
+        };
+        let with = br#"{"choices":[],"usage":{"prompt_tokens":50,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":32}}}"#;
+        assert_eq!(cached(with), Some(32));
+        let null = br#"{"choices":[],"usage":{"prompt_tokens":50,"completion_tokens":3,"prompt_tokens_details":null}}"#;
+        assert_eq!(cached(null), None);
     }
 }

@@ -60,6 +60,10 @@ pub struct RequestRecord {
     /// Prompt tokens the server counted (`usage.prompt_tokens`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_server: Option<u32>,
+    /// Prompt tokens the server served from its prefix cache
+    /// (`usage.prompt_tokens_details.cached_tokens`; absent when it did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens_server: Option<u32>,
     /// `max_tokens` asked for.
     pub output_tokens_target: u32,
     /// Output tokens the server counted (`usage.completion_tokens`).

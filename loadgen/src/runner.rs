@@ -116,7 +116,13 @@ pub async fn measure(
     cancel: &CancellationToken,
     on_record: impl FnMut(&RequestRecord) + Send,
 ) -> Result<RunOutput, ScheduleError> {
-    let offsets = cfg.arrivals.offsets_ns(cfg.prompts.len())?;
+    // a replayed trace's prompts carry their own start times: an open loop on them
+    let trace: Option<Vec<u64>> = cfg.prompts.iter().map(|p| p.offset_ns).collect();
+    let open_loop = trace.is_some() || cfg.arrivals.is_open_loop();
+    let offsets = match trace {
+        Some(t) => t,
+        None => cfg.arrivals.offsets_ns(cfg.prompts.len())?,
+    };
     let sem = cfg
         .max_concurrency
         .map(|c| Arc::new(Semaphore::new(c.max(1))));
@@ -130,7 +136,7 @@ pub async fn measure(
         &offsets,
         sem,
         &cfg.request_id_prefix,
-        cfg.arrivals.is_open_loop(),
+        open_loop,
         cancel,
         on_record,
     )

@@ -143,6 +143,9 @@ fn on_event(
         if let Some(r) = u.completion_tokens_details.and_then(|d| d.reasoning_tokens) {
             rec.reasoning_tokens_server = Some(r);
         }
+        if let Some(c) = u.prompt_tokens_details.and_then(|d| d.cached_tokens) {
+            rec.cached_tokens_server = Some(c);
+        }
     }
 }
 

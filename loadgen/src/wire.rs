@@ -74,6 +74,7 @@ impl From<&RequestRecord> for proto::RequestRecord {
             end_ns: r.end_ns,
             prompt_tokens_target: r.prompt_tokens_target,
             prompt_tokens_server: r.prompt_tokens_server,
+            cached_tokens_server: r.cached_tokens_server,
             output_tokens_target: r.output_tokens_target,
             output_tokens_server: r.output_tokens_server,
             output_tokens_client: r.output_tokens_client,
@@ -158,6 +159,7 @@ impl TryFrom<proto::RequestRecord> for RequestRecord {
             end_ns: p.end_ns,
             prompt_tokens_target: p.prompt_tokens_target,
             prompt_tokens_server: p.prompt_tokens_server,
+            cached_tokens_server: p.cached_tokens_server,
             output_tokens_target: p.output_tokens_target,
             output_tokens_server: p.output_tokens_server,
             output_tokens_client: p.output_tokens_client,
@@ -212,6 +214,7 @@ impl From<&Prompt> for proto::Prompt {
             text: p.text.clone(),
             prompt_tokens: p.prompt_tokens,
             output_len: p.output_len,
+            offset_ns: p.offset_ns,
         }
     }
 }
@@ -222,6 +225,7 @@ impl From<Prompt> for proto::Prompt {
             text: p.text,
             prompt_tokens: p.prompt_tokens,
             output_len: p.output_len,
+            offset_ns: p.offset_ns,
         }
     }
 }
@@ -232,6 +236,7 @@ impl From<proto::Prompt> for Prompt {
             text: p.text,
             prompt_tokens: p.prompt_tokens,
             output_len: p.output_len,
+            offset_ns: p.offset_ns,
         }
     }
 }
@@ -353,6 +358,7 @@ mod tests {
             end_ns: 1_900,
             prompt_tokens_target: 128,
             prompt_tokens_server: Some(129),
+            cached_tokens_server: Some(64),
             output_tokens_target: 3,
             output_tokens_server: Some(3),
             output_tokens_client: Some(3),
@@ -493,6 +499,7 @@ mod tests {
             end_ns: rng.random_range(1..u64::MAX),
             prompt_tokens_target: rng.random(),
             prompt_tokens_server: rng.random_bool(0.5).then(|| rng.random()),
+            cached_tokens_server: rng.random_bool(0.5).then(|| rng.random()),
             output_tokens_target: rng.random(),
             output_tokens_server: rng.random_bool(0.5).then(|| rng.random()),
             output_tokens_client: rng.random_bool(0.5).then(|| rng.random()),
@@ -553,6 +560,7 @@ mod tests {
             text: "héllo".into(),
             prompt_tokens: 2,
             output_len: 9,
+            offset_ns: Some(1_500_000),
         };
         assert_eq!(Prompt::from(proto::Prompt::from(&p)), p);
     }

@@ -21,6 +21,7 @@ use super::faults::{Fault, FaultRates};
 use super::metrics::Metrics;
 use super::prefix_cache::block_hashes;
 use super::stream::{Render, SseBody, TokenRng, generate_text, json_escape};
+use super::usage::json_usage;
 use super::{SimConfig, tokenizer};
 
 /// Request fields accepted in `--strict` mode.
@@ -90,6 +91,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .route("/metrics", get(metrics))
+        .route("/reset_prefix_cache", post(reset_prefix_cache))
         .with_state(state)
 }
 
@@ -422,10 +424,12 @@ async fn generate(st: &Arc<AppState>, headers: &HeaderMap, body: &[u8], chat: bo
     // Non-streaming: answer once the scheduler has produced every token.
     // (Only the error fault applies to non-streaming requests.)
     let mut generated = 0usize;
+    let mut cached;
     loop {
         match rx.recv().await {
             Some(e) => {
                 generated += e.tokens as usize;
+                cached = e.cached_tokens;
                 if e.finished {
                     break;
                 }
@@ -441,11 +445,8 @@ async fn generate(st: &Arc<AppState>, headers: &HeaderMap, body: &[u8], chat: bo
     }
     let mut rng = rng;
     let text = generate_text(&mut rng, generated);
-    let usage = json!({
-        "prompt_tokens": req.prompt_tokens,
-        "total_tokens": req.prompt_tokens + generated,
-        "completion_tokens": generated,
-    });
+    let usage: Value = serde_json::from_str(&json_usage(req.prompt_tokens, generated, cached))
+        .expect("the usage object is JSON");
     let body = if chat {
         json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
@@ -527,6 +528,20 @@ async fn detokenize(State(st): St, body: Bytes) -> Result<Response, ApiError> {
         .decode(&ids, false)
         .map_err(|e| bad_request(format!("detokenization failed: {e}")))?;
     Ok(axum::Json(json!({ "prompt": prompt })).into_response())
+}
+
+/// vLLM's `POST /reset_prefix_cache` (served by vLLM with `VLLM_SERVER_DEV_MODE=1`): empties
+/// the simulated prefix cache before the next step and answers 200 with no body.
+async fn reset_prefix_cache(State(st): St) -> Response {
+    if st.engine.reset_prefix_cache().await {
+        StatusCode::OK.into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableError",
+            "benchctl sim is shutting down",
+        )
+    }
 }
 
 async fn metrics(State(st): St) -> Response {

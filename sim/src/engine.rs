@@ -59,7 +59,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +73,9 @@ use super::prefix_cache::PrefixCache;
 pub(crate) struct Emit {
     pub tokens: u32,
     pub finished: bool,
+    /// The prompt tokens found in the prefix cache at the sequence's first admission (vLLM's
+    /// `num_cached_tokens`); `None` when the cache is off.
+    pub cached_tokens: Option<u32>,
 }
 
 /// A request submitted to the scheduler.
@@ -114,12 +117,20 @@ impl EngineParams {
 #[derive(Clone, Debug)]
 pub(crate) struct EngineHandle {
     tx: mpsc::UnboundedSender<Job>,
+    reset_tx: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 impl EngineHandle {
     /// Queues a job; fails only when the scheduler has stopped.
     pub(crate) fn submit(&self, job: Job) -> Result<(), Job> {
         self.tx.send(job).map_err(|e| e.0)
+    }
+
+    /// Empties the prefix cache (vLLM's `reset_prefix_cache`) before the next step; returns
+    /// once it is done, or `false` when the scheduler has stopped.
+    pub(crate) async fn reset_prefix_cache(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.reset_tx.send(tx).is_ok() && rx.await.is_ok()
     }
 }
 
@@ -135,6 +146,8 @@ struct Seq {
     held: usize,
     /// Whether its prompt is in `prompt_tokens_total` (counted at the first admission).
     counted: bool,
+    /// Prompt tokens found cached at its first admission (`None`: the cache is off).
+    cached_tokens: Option<u32>,
     tx: mpsc::UnboundedSender<Emit>,
 }
 
@@ -148,6 +161,7 @@ impl Seq {
             pending: 0,
             held: 0,
             counted: false,
+            cached_tokens: None,
             tx: job.tx,
         }
     }
@@ -161,6 +175,7 @@ impl Seq {
 struct Scheduler {
     p: EngineParams,
     rx: mpsc::UnboundedReceiver<Job>,
+    reset_rx: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
     reserved: usize,
@@ -177,9 +192,11 @@ pub(crate) fn spawn(
     cancel: CancellationToken,
 ) -> (EngineHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (reset_tx, reset_rx) = mpsc::unbounded_channel();
     let s = Scheduler {
         p,
         rx,
+        reset_rx,
         waiting: VecDeque::new(),
         running: Vec::new(),
         reserved: 0,
@@ -187,7 +204,7 @@ pub(crate) fn spawn(
         metrics,
         cancel,
     };
-    (EngineHandle { tx }, tokio::spawn(s.run()))
+    (EngineHandle { tx, reset_tx }, tokio::spawn(s.run()))
 }
 
 impl Scheduler {
@@ -198,6 +215,10 @@ impl Scheduler {
                 self.publish();
                 let job = tokio::select! {
                     _ = self.cancel.cancelled() => break,
+                    Some(done) = self.reset_rx.recv() => {
+                        self.reset_prefix_cache(done);
+                        continue;
+                    }
                     j = self.rx.recv() => match j { Some(j) => j, None => break },
                 };
                 self.waiting.push_back(Seq::new(job));
@@ -205,6 +226,9 @@ impl Scheduler {
             }
             while let Ok(j) = self.rx.try_recv() {
                 self.waiting.push_back(Seq::new(j));
+            }
+            while let Ok(done) = self.reset_rx.try_recv() {
+                self.reset_prefix_cache(done);
             }
             let prefill_tokens = if self.p.preempt && self.make_room() {
                 0
@@ -227,6 +251,14 @@ impl Scheduler {
         self.waiting.clear();
         self.reserved = 0;
         self.publish();
+    }
+
+    /// Forgets every cached block (the counters keep counting, as vLLM's do).
+    fn reset_prefix_cache(&mut self, done: oneshot::Sender<()>) {
+        if let Some(cache) = &mut self.prefix_cache {
+            cache.clear();
+        }
+        let _ = done.send(());
     }
 
     /// With `preempt`: reserves every running sequence's KV for the coming
@@ -294,6 +326,8 @@ impl Scheduler {
             return tokens;
         };
         let hit = cache.admit(&s.prompt_blocks, tokens.saturating_sub(1));
+        // vLLM reports the hits of the first admission (a readmission's recompute is not).
+        s.cached_tokens.get_or_insert(hit as u32);
         m.prefix_cache_queries_total
             .fetch_add(tokens as u64, Relaxed);
         m.prefix_cache_hits_total.fetch_add(hit as u64, Relaxed);
@@ -320,6 +354,7 @@ impl Scheduler {
                 let e = Emit {
                     tokens: s.pending as u32,
                     finished,
+                    cached_tokens: s.cached_tokens,
                 };
                 s.pending = 0;
                 s.tx.send(e).is_ok()

@@ -22,7 +22,9 @@
 //! beyond `K` requests queue and TTFT jumps. Two options, off by default:
 //! `--preempt` reserves KV as sequences grow and preempts (vLLM's recompute)
 //! when it runs out; `--prefix-cache-tokens` caches 16-token prompt blocks
-//! whose prefill then costs nothing (see `engine.rs`).
+//! whose prefill then costs nothing (see `engine.rs`); each usage then carries
+//! `prompt_tokens_details.cached_tokens` (the request's hits, summing to
+//! `vllm:prefix_cache_hits_total`), and `POST /reset_prefix_cache` empties the cache.
 //!
 //! # Metrics
 //!
@@ -58,6 +60,7 @@ mod prefix_cache;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

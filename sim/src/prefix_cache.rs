@@ -69,6 +69,12 @@ impl PrefixCache {
         hits * BLOCK_TOKENS
     }
 
+    /// Forgets every block (`POST /reset_prefix_cache`).
+    pub(crate) fn clear(&mut self) {
+        self.last_use.clear();
+        self.by_age.clear();
+    }
+
     /// Marks `blocks` used now, the first one the most recently: a chain's tail is evicted
     /// before its head (vLLM frees a request's blocks in reverse order for the same reason).
     fn touch(&mut self, blocks: &[u64]) {

@@ -20,6 +20,7 @@ use super::emission::{EmissionLog, Event, Kind};
 use super::engine::Emit;
 use super::faults::{Fault, mix, splitmix64};
 pub(crate) use super::json::json_escape;
+use super::usage::UsageEvent;
 
 /// The broken event that the malformed fault sends instead of the 2nd content chunk.
 pub(crate) const MALFORMED_EVENT: &[u8] = b"data: {\"choices\": [\n\n";
@@ -86,7 +87,7 @@ pub(crate) struct Render {
     pub suffix: &'static str,
     pub final_suffix: &'static str,
     pub role_event: Option<Bytes>,
-    pub usage_event: Option<Bytes>,
+    pub usage_event: Option<UsageEvent>,
     pub done_event: bool,
     /// Reasoning and tool calls (chat only; `None` for plain content).
     pub channels: Option<ChannelRender>,
@@ -121,18 +122,13 @@ impl Render {
                 "data: {head}\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"
             ))
         });
-        let usage_event = usage.map(|(p, c)| {
-            let details = match &channels {
-                Some(ch) => format!(
-                    ",\"completion_tokens_details\":{{\"reasoning_tokens\":{}}}",
-                    ch.channels.reasoning_of(c)
-                ),
-                None => String::new(),
-            };
-            Bytes::from(format!(
-                "data: {head}\"choices\":[],\"usage\":{{\"prompt_tokens\":{p},\"total_tokens\":{},\"completion_tokens\":{c}{details}}}}}\n\n",
-                p + c
-            ))
+        let usage_event = usage.map(|(prompt_tokens, completion_tokens)| UsageEvent {
+            head: head.to_owned(),
+            prompt_tokens,
+            completion_tokens,
+            reasoning_tokens: channels
+                .as_ref()
+                .map(|ch| ch.channels.reasoning_of(completion_tokens)),
         });
         Self {
             content_prefix: format!("data: {head}{body}"),
@@ -166,6 +162,8 @@ pub(crate) struct SseBody {
     fault: Fault,
     max_tokens: usize,
     sent_tokens: usize,
+    /// The prompt tokens the prefix cache held at admission (from the scheduler's emits).
+    cached_tokens: Option<u32>,
     seq: u32,
     phase: Phase,
     malformed_tail: bool,
@@ -196,6 +194,7 @@ impl SseBody {
             fault,
             max_tokens,
             sent_tokens: 0,
+            cached_tokens: None,
             seq: 0,
             phase,
             malformed_tail: false,
@@ -320,6 +319,7 @@ impl Stream for SseBody {
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
+                    this.cached_tokens = e.cached_tokens;
                     let seq = this.seq;
                     this.seq += 1;
                     let before = this.sent_tokens;
@@ -357,7 +357,7 @@ impl Stream for SseBody {
                         );
                     }
                     if let Some(u) = this.render.usage_event.take() {
-                        return this.emit(u, Kind::Usage, this.seq, 0);
+                        return this.emit(u.render(this.cached_tokens), Kind::Usage, this.seq, 0);
                     }
                     if std::mem::take(&mut this.render.done_event) {
                         return this.emit(Bytes::from_static(DONE_EVENT), Kind::Done, this.seq, 0);

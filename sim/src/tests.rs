@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::{SimConfig, SimServer, tokenizer};
 
 mod metrics;
+mod prefix;
 
 #[test]
 fn clap_args_and_defaults() {

@@ -154,6 +154,7 @@ fn run_client(base_url: &str, streams: usize, output_len: u32, timeout: Duration
                 text: "Benchmark the client, not the server.".into(),
                 prompt_tokens: 8,
                 output_len,
+                offset_ns: None,
             };
             let cfg = RunConfig {
                 prompts: vec![prompt; streams],

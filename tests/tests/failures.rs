@@ -230,7 +230,8 @@ async fn connection_refused_is_counted_and_stops_the_cli_with_a_sentence() {
         loadgen::Prompt {
             text: "hi".into(),
             prompt_tokens: 1,
-            output_len: 4
+            output_len: 4,
+            offset_ns: None,
         };
         5
     ];

@@ -36,7 +36,8 @@ async fn run(
             Prompt {
                 text: "one two three".into(),
                 prompt_tokens: 3,
-                output_len: 7
+                output_len: 7,
+                offset_ns: None,
             };
             8
         ],

@@ -91,6 +91,7 @@ fn prompts(n: usize, long: u32) -> Vec<Prompt> {
             text: format!("prompt number {i}: one two three"),
             prompt_tokens: 8,
             output_len: 3 + (i as u32 % 7) + long,
+            offset_ns: None,
         })
         .collect()
 }
@@ -666,6 +667,7 @@ async fn an_assignment_over_four_mebibytes_reaches_the_worker() {
             text: format!("{i} {long}"),
             prompt_tokens: 4000,
             output_len: 2,
+            offset_ns: None,
         })
         .collect();
     let res = run_job(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
-use loadgen::report::{GoodputBound, parse_goodput, render_text};
+use loadgen::report::{GoodputBound, parse_goodput};
 use loadgen::{Arrivals, DatasetSpec, RequestRecord};
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +35,9 @@ pub enum DatasetKind {
     /// of a JSONL of ShareGPT-style conversations, `--dataset-path`). `--num-prompts`,
     /// `--max-concurrency` and `--request-rate` count sessions.
     Conversations,
+    /// A Mooncake trace (`--dataset-path`, JSONL of `timestamp` ms, `input_length`,
+    /// `output_length`, `hash_ids` of 512-token blocks) replayed on its timestamps.
+    Mooncake,
 }
 
 /// `benchctl bench`: flags follow `vllm bench serve` and the original scripts' `vllm_bench.sh`.
@@ -48,7 +51,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub conversation: super::conversation_args::ConversationArgs,
     /// The ShareGPT or JSONL file.
-    #[arg(long, env = "BENCHCTL_DATASET_PATH", required_if_eq_any = [("dataset", "sharegpt"), ("dataset", "jsonl")])]
+    #[arg(long, env = "BENCHCTL_DATASET_PATH", required_if_eq_any = [("dataset", "sharegpt"), ("dataset", "jsonl"), ("dataset", "mooncake")])]
     pub dataset_path: Option<PathBuf>,
     /// Prompt tokens of random prompts (exact, by the model's tokenizer).
     #[arg(long, env = "BENCHCTL_INPUT_LEN", default_value_t = 1024)]
@@ -56,9 +59,12 @@ pub struct BenchArgs {
     /// Output tokens asked for (`max_tokens`); for ShareGPT, overrides the reply's length.
     #[arg(long, env = "BENCHCTL_OUTPUT_LEN")]
     pub output_len: Option<u32>,
-    /// Requests in the measured run.
+    /// Requests in the measured run (a trace's: at most its records).
     #[arg(long, env = "BENCHCTL_NUM_PROMPTS", default_value_t = 1000)]
     pub num_prompts: usize,
+    /// `--dataset mooncake`: replay the trace this many times faster (2: half the gaps).
+    #[arg(long, env = "BENCHCTL_TRACE_SPEEDUP", default_value_t = 1.0)]
+    pub trace_speedup: f64,
     /// At most this many requests in flight (closed loop). Combinable with --request-rate.
     #[arg(long, env = "BENCHCTL_MAX_CONCURRENCY")]
     pub max_concurrency: Option<usize>,
@@ -108,7 +114,25 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-async fn run_against(args: BenchArgs) -> anyhow::Result<ExitCode> {
+/// `--dataset mooncake`: the trace schedules the run (no `--request-rate`), and
+/// `--num-prompts` replays at most its records.
+fn fit_to_trace(args: &mut BenchArgs) -> anyhow::Result<()> {
+    if args.request_rate.is_finite() {
+        bail!(
+            "--request-rate {} does not apply to --dataset mooncake: the trace's timestamps schedule it (--trace-speedup scales them)",
+            args.request_rate
+        );
+    }
+    let path = args.dataset_path.clone().unwrap_or_default();
+    let records = loadgen::dataset::mooncake::read(&path)?.len();
+    args.num_prompts = args.num_prompts.min(records);
+    Ok(())
+}
+
+async fn run_against(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.dataset == DatasetKind::Mooncake {
+        fit_to_trace(&mut args)?;
+    }
     let percentiles =
         loadgen::stats::parse_percentiles(&args.common.percentiles).map_err(anyhow::Error::msg)?;
     let goodput = if args.goodput.is_empty() {
@@ -149,9 +173,9 @@ async fn measure(
         args.max_concurrency.unwrap_or(args.num_prompts.min(10_000)),
     )
     .await?;
-    let spec = test_spec(args, &prep).await?;
-    if !args.common.no_preflight {
-        preflight(&prep.client, &spec.prompts[0]).await?;
+    let (spec, preflight_prompt) = test_spec(args, &prep).await?;
+    if let Some(p) = &preflight_prompt {
+        preflight(&prep.client, p).await?;
     }
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
@@ -174,11 +198,15 @@ async fn measure(
             }
         })
     };
+    let cache_reset = reset_cache(args, &target).await;
+    let expected_cache = spec.expected_cache;
     let judging = Judging {
+        expected_cache,
+        cache_reset,
         prep: &prep,
         endpoint: &target.endpoint,
         num_prompts: requests,
-        request_rate: args.request_rate,
+        request_rate: trace_rate(&spec.prompts).unwrap_or(args.request_rate),
         burstiness: args.burstiness,
         max_concurrency: args.max_concurrency,
         percentiles,
@@ -217,7 +245,7 @@ async fn measure(
         None => None,
     };
     let m = judging.measure(result?).await?;
-    print!("{}", render_text(&m.info, &m.summary));
+    print!("{}", m.text());
     std::io::stdout().flush().ok();
     let server = log.as_ref().map(|l| (m.server_stats(l), l));
     if let Some((stats, _)) = &server {
@@ -248,9 +276,13 @@ async fn measure(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The prompts: the measured ones, then the warm-up's own (cycled past 1000), so that a server
-/// with prefix caching does not serve measured prompts from its cache.
-async fn test_spec(args: &BenchArgs, prep: &Prepared) -> anyhow::Result<TestSpec> {
+/// The prompts: the measured ones, then the warm-up's own (cycled past 1000) and the
+/// preflight's own, so that a server with prefix caching does not serve measured prompts from
+/// its cache. Returns the test and the preflight's prompt (none with `--no-preflight`).
+async fn test_spec(
+    args: &BenchArgs,
+    prep: &Prepared,
+) -> anyhow::Result<(TestSpec, Option<loadgen::Prompt>)> {
     eprintln!(
         "building {} prompts ({:?}) with tokenizer {}",
         args.num_prompts,
@@ -272,26 +304,43 @@ async fn test_spec(args: &BenchArgs, prep: &Prepared) -> anyhow::Result<TestSpec
             args.common.seed,
         )
         .await?;
-        return Ok(TestSpec {
+        // the preflight sends the first session's first turn; a conversation's reuse is its own
+        // history, not known beforehand (its cache is not judged)
+        let preflight_prompt = (!args.common.no_preflight).then(|| prompts[0].clone());
+        let spec = TestSpec {
             prompts,
             sessions,
             warmup_prompts,
             ..test_load(args)
-        });
+        };
+        return Ok((spec, preflight_prompt));
     }
+    let preflight = usize::from(!args.common.no_preflight);
     let mut prompts = loadgen::dataset::build(
         &dataset_spec(args),
-        args.num_prompts + warmup_distinct,
+        args.num_prompts + warmup_distinct + preflight,
         &prep.tokenizer,
         args.common.seed,
     )
     .await?;
-    let warmup_prompts = prompts.split_off(args.num_prompts.min(prompts.len()));
-    Ok(TestSpec {
+    let mut warmup_prompts = prompts.split_off(args.num_prompts.min(prompts.len()));
+    let preflight_prompt = match preflight {
+        1 => warmup_prompts.pop(),
+        _ => None,
+    };
+    let expected_cache = crate::cache_check::ExpectedCache::of(
+        &dataset_spec(args),
+        args.common.seed,
+        &prompts,
+        warmup_prompts.len() + preflight,
+    );
+    let spec = TestSpec {
+        expected_cache,
         prompts,
         warmup_prompts,
         ..test_load(args)
-    })
+    };
+    Ok((spec, preflight_prompt))
 }
 
 /// The test's load, without its prompts.
@@ -306,7 +355,25 @@ fn test_load(args: &BenchArgs) -> TestSpec {
         burstiness: args.burstiness,
         seed: args.common.seed,
         workers: args.common.workers.map(|w| w as usize),
+        expected_cache: Default::default(),
     }
+}
+
+/// `--reset-prefix-cache`: the server's prefix cache emptied before the run; what was done.
+async fn reset_cache(args: &BenchArgs, target: &crate::target::Target) -> Option<String> {
+    if !args.common.reset_prefix_cache {
+        return None;
+    }
+    let said = crate::prefix_reset::reset(&target.base_urls(), target.api_key.as_deref()).await;
+    eprintln!("prefix cache reset: {said}");
+    Some(said)
+}
+
+/// A replayed trace's mean arrival rate (requests over its span, after the speedup); `None`
+/// without start times.
+fn trace_rate(prompts: &[loadgen::Prompt]) -> Option<f64> {
+    let last = prompts.iter().map(|p| p.offset_ns).max()??;
+    (last > 0).then(|| (prompts.len() - 1) as f64 / (last as f64 / 1e9))
 }
 
 /// `--save-result`: the result JSON (with the GPU statistics), the GPU logs beside it, and the
@@ -370,11 +437,17 @@ fn dataset_spec(args: &BenchArgs) -> DatasetSpec {
             input_len: args.input_len,
             output_len: args.output_len.unwrap_or(1024),
             range_ratio: args.common.random_range_ratio,
-            prefix_len: args.common.prefix_len,
+            prefix_len: args.common.prefix_len.unwrap_or(0),
+            prefix_groups: args.common.prefix_groups.unwrap_or(1),
         },
         DatasetKind::Sharegpt => DatasetSpec::Sharegpt {
             path,
             output_len: args.output_len,
+        },
+        DatasetKind::Mooncake => DatasetSpec::Mooncake {
+            path,
+            speedup: args.trace_speedup,
+            replay: args.num_prompts,
         },
         DatasetKind::Jsonl => DatasetSpec::Jsonl {
             path,

@@ -50,9 +50,19 @@ pub struct CommonArgs {
     /// Random lengths uniform in [len·(1−r), len·(1+r)].
     #[arg(long, env = "BENCHCTL_RANDOM_RANGE_RATIO", default_value_t = 0.0)]
     pub random_range_ratio: f64,
-    /// Tokens of a prefix shared by all random prompts (added to --input-len).
-    #[arg(long, env = "BENCHCTL_PREFIX_LEN", default_value_t = 0)]
-    pub prefix_len: u32,
+    /// Tokens of a prefix shared by all random prompts (added to --input-len); default 0.
+    #[arg(long, env = "BENCHCTL_PREFIX_LEN")]
+    pub prefix_len: Option<u32>,
+    /// Distinct shared prefixes of --prefix-len tokens (system prompts); each request draws
+    /// one with the seed, so the cache hits a prefix-caching server should report are known;
+    /// default 1.
+    #[arg(long, env = "BENCHCTL_PREFIX_GROUPS")]
+    pub prefix_groups: Option<u32>,
+    /// Empty the server's prefix cache before each test (vLLM `POST /reset_prefix_cache`,
+    /// SGLang `POST /flush_cache`, llama.cpp `POST /slots/N?action=erase` with its
+    /// --slot-save-path); says so when none of them works.
+    #[arg(long, env = "BENCHCTL_RESET_PREFIX_CACHE")]
+    pub reset_prefix_cache: bool,
     /// Limit for one request, send to end of stream (e.g. 10m, 90s).
     #[arg(long, env = "BENCHCTL_TIMEOUT", default_value = "10m", value_parser = cluster::duration::parse)]
     pub timeout: Duration,

@@ -34,6 +34,10 @@ pub struct SweepFile {
     pub server_metrics_interval: Option<String>,
     pub dtype: Option<String>,
     pub tp: Option<u32>,
+    /// `--prefix-len`, `--prefix-groups`, `--reset-prefix-cache`.
+    pub prefix_len: Option<u32>,
+    pub prefix_groups: Option<u32>,
+    pub reset_prefix_cache: Option<bool>,
     #[serde(default)]
     pub metadata: BTreeMap<String, toml::Value>,
 }
@@ -191,7 +195,13 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
         metadata,
         seed: args.common.seed,
         random_range_ratio: args.common.random_range_ratio,
-        prefix_len: args.common.prefix_len,
+        prefix_len: args.common.prefix_len.or(file.prefix_len).unwrap_or(0),
+        prefix_groups: args
+            .common
+            .prefix_groups
+            .or(file.prefix_groups)
+            .unwrap_or(1),
+        reset_prefix_cache: args.common.reset_prefix_cache || file.reset_prefix_cache == Some(true),
         percentiles: args.common.percentiles.clone(),
         server_metrics,
         server_metrics_interval,
@@ -278,6 +288,9 @@ repeats = 3
 prompts_per_concurrency = 2
 min_prompts = 5
 dtype = "bf16"
+prefix_len = 512
+prefix_groups = 4
+reset_prefix_cache = true
 [metadata]
 gpu = "H100"
 tp = 8
@@ -293,7 +306,11 @@ tp = 8
         assert_eq!(p.prompts.for_concurrency(4), 8);
         assert_eq!(p.metadata["tp"], "8");
         assert_eq!(p.dtype, "bf16");
+        assert_eq!((p.prefix_len, p.prefix_groups), (512, 4));
+        assert!(p.reset_prefix_cache);
         let p = resolve(&args(&[
+            "--prefix-groups",
+            "2",
             "--config",
             &c,
             "--concurrency",
@@ -310,6 +327,7 @@ tp = 8
         assert_eq!(p.search, Mode::Ascending);
         assert_eq!(p.metadata["gpu"], "A100");
         assert_eq!(p.prompts, Prompts::Fixed(7));
+        assert_eq!((p.prefix_len, p.prefix_groups), (512, 2));
     }
 
     #[test]

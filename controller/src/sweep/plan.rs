@@ -36,6 +36,10 @@ impl Prompts {
     }
 }
 
+fn one_group() -> u32 {
+    1
+}
+
 fn default_metrics_interval() -> Duration {
     metrics_source::DEFAULT_INTERVAL
 }
@@ -67,6 +71,12 @@ pub struct Plan {
     pub seed: u64,
     pub random_range_ratio: f64,
     pub prefix_len: u32,
+    /// `--prefix-groups` (1 in plans written before it existed).
+    #[serde(default = "one_group")]
+    pub prefix_groups: u32,
+    /// `--reset-prefix-cache` (off in plans written before it existed).
+    #[serde(default)]
+    pub reset_prefix_cache: bool,
     pub percentiles: String,
     pub endpoint: String,
     /// `--server-metrics` (off in plans written before it existed).
@@ -169,7 +179,15 @@ mod tests {
         let mut new = serde_json::to_value(&p).unwrap();
         // what came later: the version, and the server metrics (off in an older plan)
         assert_eq!(p.server_metrics, MetricsSource::Off);
-        for k in ["version", "server_metrics", "server_metrics_interval"] {
+        // and the prefix cache's settings (one group, no reset)
+        assert_eq!((p.prefix_groups, p.reset_prefix_cache), (1, false));
+        for k in [
+            "version",
+            "server_metrics",
+            "server_metrics_interval",
+            "prefix_groups",
+            "reset_prefix_cache",
+        ] {
             new.as_object_mut().unwrap().remove(k);
             old.as_object_mut().unwrap().remove(k);
         }

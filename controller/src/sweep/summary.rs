@@ -51,6 +51,13 @@ pub struct PointSummary {
     pub server_kv_cache_usage_max: Option<f64>,
     pub server_preemptions: Option<f64>,
     pub server_prefix_cache_hit_rate: Option<f64>,
+    /// Cached prompt tokens / prompt tokens by the server's usage (0..1, mean over the runs;
+    /// `None` when the server did not report `cached_tokens`), and what the workload expected.
+    pub cached_token_fraction: Option<f64>,
+    pub expected_cached_token_fraction: Option<f64>,
+    /// A run was served from a warm prefix cache (its result's `warm_cache`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warm_cache: bool,
     /// Every statistic of the pooled requests, by result-JSON key (`mean_ttft_ms`,
     /// `p99_tpot_ms`, `median_e2el_ms`…): what the verdict judged, for charts.
     pub pooled: BTreeMap<String, f64>,
@@ -111,6 +118,9 @@ impl PointSummary {
             server_kv_cache_usage_max: mean_of("server_kv_cache_usage_max"),
             server_preemptions: mean_of("server_preemptions"),
             server_prefix_cache_hit_rate: mean_of("server_prefix_cache_hit_rate"),
+            cached_token_fraction: mean_of("cached_token_fraction"),
+            expected_cached_token_fraction: mean_of("expected_cached_token_fraction"),
+            warm_cache: entries.iter().any(|e| e["warm_cache"] == true),
             pooled,
         }
     }
@@ -346,9 +356,20 @@ impl SweepSummary {
             .iter()
             .flat_map(|c| &c.points)
             .any(|p| p.server_waiting_mean.is_some() || p.server_kv_cache_usage_max.is_some());
+        // the cached-token column where the server's usage reported cached tokens
+        let cached = self
+            .combinations
+            .iter()
+            .flat_map(|c| &c.points)
+            .any(|p| p.cached_token_fraction.is_some());
+        let (cached_head, cached_rule) = if cached {
+            (" cached % | expected cached % |", "---:|---:|")
+        } else {
+            ("", "")
+        };
         let _ = writeln!(
             s,
-            "\n## Every concurrency tested\n\n| input | output | concurrency | runs | verdict | ok/failed | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | p99 TPOT ms | mean E2EL ms | GPU util % |{}\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|{}",
+            "\n## Every concurrency tested\n\n| input | output | concurrency | runs | verdict | ok/failed | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | p99 TPOT ms | mean E2EL ms | GPU util % |{}{cached_head}\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|{}{cached_rule}",
             if server {
                 " server waiting | KV cache max % | preemptions | prefix hit % |"
             } else {
@@ -391,8 +412,19 @@ impl SweepSummary {
                         f(p.server_prefix_cache_hit_rate.map(|v| v * 100.0), 1),
                     );
                 }
+                if cached {
+                    let _ = write!(
+                        s,
+                        " {} | {} |",
+                        f(p.cached_token_fraction.map(|v| v * 100.0), 1),
+                        f(p.expected_cached_token_fraction.map(|v| v * 100.0), 1),
+                    );
+                }
                 s.push('\n');
             }
+        }
+        if let Some(w) = warm_cache_line(self) {
+            let _ = writeln!(s, "\n{w}");
         }
         s
     }
@@ -441,7 +473,30 @@ pub fn final_table(s: &SweepSummary) -> String {
             c.bound_by.join("; ")
         );
     }
+    if let Some(w) = warm_cache_line(s) {
+        let _ = writeln!(t, "{w}");
+    }
     t
+}
+
+/// A warning naming the tests served from a warm prefix cache, if any.
+fn warm_cache_line(s: &SweepSummary) -> Option<String> {
+    let warm: Vec<String> = s
+        .combinations
+        .iter()
+        .flat_map(|c| {
+            c.points
+                .iter()
+                .filter(|p| p.warm_cache)
+                .map(move |p| format!("{}x{} c={}", c.input_len, c.output_len, p.concurrency))
+        })
+        .collect();
+    (!warm.is_empty()).then(|| {
+        format!(
+            "WARNING: served from a warm prefix cache (more cached prompt tokens than the workload shares; TTFT reads low): {}",
+            warm.join(", ")
+        )
+    })
 }
 
 #[cfg(test)]
@@ -545,5 +600,36 @@ mod tests {
         );
         assert!(final_table(&s).contains("likely limiter"));
         assert!(s.markdown().contains("KV cache max %"), "{}", s.markdown());
+    }
+
+    #[test]
+    fn tests_served_from_a_warm_cache_are_named_with_the_cached_columns() {
+        let warm = PointSummary {
+            concurrency: 8,
+            cached_token_fraction: Some(0.9),
+            expected_cached_token_fraction: Some(0.0),
+            warm_cache: true,
+            ..point(8, 0.0, 0.1, 0.0)
+        };
+        let mut c = ComboSummary {
+            input_len: 512,
+            output_len: 64,
+            ..Default::default()
+        };
+        c.update(vec![point(4, 0.0, 0.1, 0.0), warm], 2, None);
+        let s = SweepSummary {
+            combinations: vec![c],
+            ..Default::default()
+        };
+        let md = s.markdown();
+        assert!(md.contains(" cached % | expected cached % |"), "{md}");
+        assert!(md.contains(" 90.0 | 0.0 |"), "{md}");
+        for text in [md, final_table(&s)] {
+            assert!(
+                text.contains("WARNING: served from a warm prefix cache")
+                    && text.contains("512x64 c=8"),
+                "{text}"
+            );
+        }
     }
 }

@@ -49,6 +49,7 @@ pub async fn build_sessions(
                 output_len: spec.output_len,
                 range_ratio: 0.0,
                 prefix_len: 0,
+                prefix_groups: 1,
             };
             let mut messages = dataset::build(&random, counts.iter().sum(), tok, seed)
                 .await?
@@ -122,6 +123,7 @@ async fn read_conversations(
                 prompt_tokens: tok.encode(&m.value).await?.len() as u32,
                 text: m.value,
                 output_len,
+                offset_ns: None,
             });
         }
         if !users.is_empty() {

@@ -64,6 +64,7 @@ impl From<proto::Session> for Session {
                         text: String::new(),
                         prompt_tokens: 0,
                         output_len: 1,
+                        offset_ns: None,
                     }),
                     think_ns: t.think_ns,
                 })

@@ -201,6 +201,7 @@ fn insert_benchctl_keys(o: &mut Map<String, Value>, info: &RunInfo, s: &Summary)
             json!(c.mean_prompt_tokens_by_turn),
         );
     }
+    insert_cache_keys(o, s);
     o.insert("chunk_tokens".into(), json!(info.chunk_tokens));
     let stamps = if s.completed > 0 && s.kernel_stamped == s.completed {
         "CLOCK_MONOTONIC; each read stamped with the kernel's receive time of its last byte (SO_TIMESTAMPING), before parsing"
@@ -210,6 +211,18 @@ fn insert_benchctl_keys(o: &mut Map<String, Value>, info: &RunInfo, s: &Summary)
         "CLOCK_MONOTONIC, taken when each read of the response returned, before parsing"
     };
     o.insert("timestamps".into(), json!(stamps));
+}
+
+/// The prefix cache as the server's usage reported it (`null`s when it did not).
+fn insert_cache_keys(o: &mut Map<String, Value>, s: &Summary) {
+    let c = &s.cache;
+    let reported = c.reported > 0;
+    o.insert(
+        "total_cached_tokens".into(),
+        json!(reported.then_some(c.cached_tokens)),
+    );
+    o.insert("cached_token_fraction".into(), json!(c.fraction()));
+    o.insert("cached_tokens_reported".into(), json!(c.reported));
 }
 
 #[cfg(test)]

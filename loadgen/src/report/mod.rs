@@ -4,14 +4,17 @@
 //! - `metric`: the latency metrics and the goodput bounds on them
 //! - `sessions`: a conversation run's sessions and their growth by turn
 //! - `summary`: everything computed from a run's records ([`summarize`])
+//! - `cache`: prefix-cache accounting ([`CacheUsage`])
 //! - `json`: the result JSON ([`result_json`]); `text`: the printed summary ([`render_text`])
 
+mod cache;
 mod json;
 mod metric;
 mod sessions;
 mod summary;
 mod text;
 
+pub use cache::CacheUsage;
 pub use json::result_json;
 pub use metric::{GoodputBound, Metric, parse_goodput};
 pub use sessions::Sessions;

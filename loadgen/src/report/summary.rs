@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::cache::CacheUsage;
 use super::metric::{GoodputBound, Metric};
 use super::sessions::Sessions;
 use crate::error::ErrorKind;
@@ -41,6 +42,8 @@ pub struct Summary {
     pub output_len_mismatches: usize,
     /// Completed requests that reported no usage (output counted by the client).
     pub missing_usage: usize,
+    /// The prompt tokens the server served from its prefix cache, by its usage.
+    pub cache: CacheUsage,
     /// Completed requests whose every read carried the kernel's receive time.
     pub kernel_stamped: usize,
     /// Highest output tokens in any one-second window.
@@ -131,6 +134,7 @@ pub fn summarize(
             .filter(|r| matches!((r.output_tokens_server, r.output_tokens_client), (Some(s), Some(c)) if s != c))
             .count(),
         missing_usage: ok.iter().filter(|r| r.output_tokens_server.is_none()).count(),
+        cache: CacheUsage::of(ok.iter().copied()),
         kernel_stamped: ok.iter().filter(|r| r.kernel_rx_stamps).count(),
         max_output_tokens_per_s: max_tokens_per_second(&ok, first_send),
         max_concurrent_requests: max_in_flight(records),

@@ -134,6 +134,17 @@ fn write_length_checks(t: &mut String, s: &Summary) {
             ),
         );
     }
+    if let Some(f) = s.cache.fraction() {
+        line(
+            t,
+            "Cached prompt tokens (server usage):",
+            format!(
+                "{} ({:.1} % of prompt tokens)",
+                s.cache.cached_tokens,
+                f * 100.0
+            ),
+        );
+    }
     if s.output_len_mismatches > 0 {
         line(
             t,

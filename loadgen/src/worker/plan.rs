@@ -151,6 +151,7 @@ mod tests {
                     text: format!("p{i}"),
                     prompt_tokens: 1,
                     output_len: 2,
+                    offset_ns: None,
                 })
                 .collect(),
             max_concurrency: concurrency,

@@ -51,7 +51,7 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
     samples
 }
 
-async fn scrape(base: &str) -> BTreeMap<String, f64> {
+pub(super) async fn scrape(base: &str) -> BTreeMap<String, f64> {
     let resp = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert!(
         resp.headers()["content-type"]
@@ -63,7 +63,7 @@ async fn scrape(base: &str) -> BTreeMap<String, f64> {
 }
 
 /// `after − before` of one series (`name` plus, when not empty, more labels).
-fn delta(
+pub(super) fn delta(
     before: &BTreeMap<String, f64>,
     after: &BTreeMap<String, f64>,
     name: &str,

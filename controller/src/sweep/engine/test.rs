@@ -6,9 +6,9 @@ use std::sync::atomic::AtomicU64;
 
 use anyhow::Context;
 use loadgen::DatasetSpec;
-use loadgen::report::render_text;
 
 use super::{CANCEL_DRAIN, HookEvent, JOB_ATTEMPTS, Stop, StopError, Sweep, WORKER_WAIT};
+use crate::cache_check::ExpectedCache;
 use crate::server_metrics::ScrapeLog;
 use crate::service::JobResult;
 use crate::sweep::entry::{Entry, EntryVerdict};
@@ -37,7 +37,19 @@ impl Sweep<'_> {
         let n = self.plan.prompts.for_concurrency(c);
         let spec = self.test_spec(&key, n).await?;
         self.progress.start(&key, spec.requests());
+        let cache_reset = match self.plan.reset_prefix_cache {
+            true => Some(
+                crate::prefix_reset::reset(
+                    &self.base_urls,
+                    self.prep.client.target().api_key.as_deref(),
+                )
+                .await,
+            ),
+            false => None,
+        };
         let judging = Judging {
+            expected_cache: spec.expected_cache,
+            cache_reset,
             prep: &self.prep,
             endpoint: &self.plan.endpoint,
             num_prompts: spec.requests(),
@@ -74,6 +86,8 @@ impl Sweep<'_> {
             burstiness: 1.0,
             seed,
             workers: self.want_workers,
+            // a conversation's reuse is its own history, not known beforehand: not judged
+            expected_cache: Default::default(),
         };
         if let Some(conv) = &self.plan.conversation {
             let conv = loadgen::conversation::ConversationSpec {
@@ -106,7 +120,14 @@ impl Sweep<'_> {
         .await
         .with_context(|| format!("building the prompts of test {}", key.id()))?;
         let warmup_prompts = prompts.split_off(n);
+        let expected_cache = ExpectedCache::of(
+            &dataset(self.plan, key.io),
+            seed,
+            &prompts,
+            if warmup > 0 { warmup_prompts.len() } else { 0 },
+        );
         Ok(TestSpec {
+            expected_cache,
             prompts,
             warmup_prompts,
             ..load
@@ -240,7 +261,7 @@ impl Sweep<'_> {
         lost_workers: Vec<String>,
         unix_of: &impl Fn(u64) -> f64,
     ) -> (Entry, String) {
-        let mut log = render_text(&m.info, &m.summary);
+        let mut log = m.text();
         let threshold = self.plan.threshold.as_ref().map(ToString::to_string);
         if let (Some(t), Some(v)) = (&threshold, verdict) {
             log.push_str(&format!(
@@ -288,6 +309,7 @@ fn dataset(plan: &Plan, io: Io) -> DatasetSpec {
         output_len: io.output_len,
         range_ratio: plan.random_range_ratio,
         prefix_len: plan.prefix_len,
+        prefix_groups: plan.prefix_groups,
     }
 }
 
