@@ -23,7 +23,7 @@ use crate::test_run::{Judging, Measured, ServerWatch, TestSpec, without_text};
 pub async fn preflight_plan(plan: &Plan, prep: &Prepared) -> anyhow::Result<()> {
     let io = plan.io[0];
     let p = loadgen::dataset::build(&dataset(plan, io), 1, &prep.tokenizer, plan.seed).await?;
-    preflight(&prep.client, &p[0]).await
+    preflight(prep, &p[0]).await
 }
 
 impl Sweep<'_> {
