@@ -257,11 +257,15 @@ async fn test_spec(args: &BenchArgs, prep: &Prepared) -> anyhow::Result<TestSpec
         prep.tokenizer.id()
     );
     let warmup_distinct = args.warmup_requests.min(1000);
-    let mut prompts = loadgen::dataset::build(
-        &dataset_spec(args),
-        args.num_prompts + warmup_distinct,
-        &prep.tokenizer,
-        args.common.seed,
+    let what = format!("the prompts, tokenized by {}", prep.tokenizer.id());
+    let mut prompts = crate::waiting::announced(
+        &what,
+        loadgen::dataset::build(
+            &dataset_spec(args),
+            args.num_prompts + warmup_distinct,
+            &prep.tokenizer,
+            args.common.seed,
+        ),
     )
     .await?;
     let warmup_prompts = prompts.split_off(args.num_prompts.min(prompts.len()));

@@ -64,14 +64,17 @@ impl Sweep<'_> {
         let c = key.concurrency;
         let warmup = self.plan.warmup_for(c);
         let seed = test_seed(self.plan.seed, key);
-        let mut prompts = loadgen::dataset::build(
-            &dataset(self.plan, key.io),
-            n + warmup.min(1000),
-            &self.prep.tokenizer,
-            seed,
-        )
-        .await
-        .with_context(|| format!("building the prompts of test {}", key.id()))?;
+        let what = format!(
+            "the prompts of test {}, tokenized by {}",
+            key.id(),
+            self.prep.tokenizer.id()
+        );
+        let dataset = dataset(self.plan, key.io);
+        let build =
+            loadgen::dataset::build(&dataset, n + warmup.min(1000), &self.prep.tokenizer, seed);
+        let mut prompts = crate::waiting::announced(&what, build)
+            .await
+            .with_context(|| format!("building the prompts of test {}", key.id()))?;
         let warmup_prompts = prompts.split_off(n);
         Ok(TestSpec {
             prompts,
