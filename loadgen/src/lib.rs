@@ -12,6 +12,8 @@ pub mod client;
 pub mod clock;
 pub mod dataset;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod http1;
 pub mod openai;
 pub mod record;
