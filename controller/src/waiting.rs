@@ -11,8 +11,10 @@ use tokio::time::{Instant, sleep_until};
 
 /// Silence before the first line.
 pub const FIRST: Duration = Duration::from_secs(3);
-/// Between two lines.
+/// Between the first two lines; each later gap doubles, up to [`MAX_GAP`], so that a long wait
+/// (a long output on a healthy server) does not fill the terminal.
 pub const EVERY: Duration = Duration::from_secs(5);
+pub const MAX_GAP: Duration = Duration::from_secs(60);
 /// Silence before the first line, and between two, with `--quiet`.
 pub const QUIET_FIRST: Duration = Duration::from_secs(5);
 pub const QUIET_EVERY: Duration = Duration::from_secs(30);
@@ -57,13 +59,15 @@ pub async fn announced<F: Future>(what: &str, fut: F) -> F::Output {
     let pace = Pace::new(quiet());
     let start = Instant::now();
     let mut next = start + pace.first;
+    let mut gap = pace.every;
     tokio::pin!(fut);
     loop {
         tokio::select! {
             out = &mut fut => return out,
             _ = sleep_until(next) => {
                 eprintln!("waiting for {what} ({})", secs(start.elapsed()));
-                next += pace.every;
+                next += gap;
+                gap = (gap * 2).min(MAX_GAP);
             }
         }
     }
@@ -76,6 +80,7 @@ pub struct Silence {
     last: u64,
     since: Instant,
     next: Instant,
+    gap: Duration,
     /// Said in each line: the limits that will end the wait.
     limits: String,
 }
@@ -92,6 +97,7 @@ impl Silence {
             last: 0,
             since: now,
             next: now + pace.first,
+            gap: pace.every,
             limits,
         }
     }
@@ -103,12 +109,14 @@ impl Silence {
             self.last = done;
             self.since = now;
             self.next = now + self.pace.first;
+            self.gap = self.pace.every;
             return None;
         }
         if now < self.next {
             return None;
         }
-        self.next = now + self.pace.every;
+        self.next = now + self.gap;
+        self.gap = (self.gap * 2).min(MAX_GAP);
         let quiet_for = secs(now - self.since);
         let limits = match self.limits.is_empty() {
             true => String::new(),
@@ -116,7 +124,7 @@ impl Silence {
         };
         Some(if done == 0 {
             format!(
-                "waiting for the server: no request has finished yet ({quiet_for}; warm-up, queueing or no first token{limits})"
+                "waiting for the server: no request has finished yet ({quiet_for}; warm-up, queueing, prefill or long outputs{limits})"
             )
         } else {
             format!(
@@ -157,6 +165,10 @@ mod tests {
         assert_eq!(s.check(0), None, "not again before EVERY");
         tokio::time::advance(EVERY).await;
         assert!(s.check(0).unwrap().contains("(8s"));
+        tokio::time::advance(EVERY).await;
+        assert_eq!(s.check(0), None, "the gaps double");
+        tokio::time::advance(EVERY).await;
+        assert!(s.check(0).unwrap().contains("(18s"));
         assert_eq!(s.check(2), None, "a finished request resets the silence");
         tokio::time::advance(FIRST).await;
         assert!(s.check(2).unwrap().contains("for 3s (2 done"));

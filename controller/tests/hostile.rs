@@ -234,7 +234,7 @@ async fn a_wedged_server_is_named_on_stderr_even_with_quiet() {
     let o = bench(&server, dir.path(), &["--no-preflight", "--timeout", "8s"]).await;
     assert!(
         o.stderr.contains(
-            "waiting for the server: no request has finished yet (5s; warm-up, queueing or no first token; a request ends at --timeout 8s, --stall-timeout off)"
+            "waiting for the server: no request has finished yet (5s; warm-up, queueing, prefill or long outputs; a request ends at --timeout 8s, --stall-timeout off)"
         ),
         "{}",
         o.stderr

@@ -113,7 +113,7 @@ pub struct CommonArgs {
     #[arg(long, env = "BENCHCTL_TELEMETRY_INTERVAL", default_value = "500ms", value_parser = cluster::duration::parse)]
     pub telemetry_interval: Duration,
     /// No progress bar. What benchctl waits for, when nothing happens for a while, is still said
-    /// on stderr (every 30s instead of every 5s).
+    /// on stderr (first after 5s instead of 3s, then after 30s instead of 5s).
     #[arg(long, env = "BENCHCTL_QUIET")]
     pub quiet: bool,
     /// Read the server's Prometheus metrics during each test (queue, KV cache, preemptions,
