@@ -1,13 +1,17 @@
 //! The client's speed and accuracy against `benchctl sim`, each pinned to its own core.
 //!
-//! `cargo bench -p benchctl-tests --bench client` (add `-- quick` for a short run). Three
-//! scenarios, each on a fresh simulator:
+//! `cargo bench -p benchctl-tests --bench client` (add `-- quick` for a short run). Four
+//! scenarios, the first three each on a fresh simulator:
 //! 1. **Throughput**: many streams with a fast decode step; content chunks per second ingested,
 //!    and per second of the client thread's CPU time (its capacity even where the simulator's
 //!    core is the limit).
 //! 2. **Streams held**: 10,000 concurrent streams open at once, none failed.
 //! 3. **Timestamp error** at ~50k chunks/s: each chunk's client read time minus the simulator's
 //!    emission time (the same CLOCK_MONOTONIC), p50/p99/max.
+//! 4. **Big bodies** (`big.rs`): MB request bodies, chunks across 64 KB, thousands of events per
+//!    write, a 100k-token output, against a canned server; with the client's RSS growth.
+//!
+//! One scenario alone: `-- throughput`, `-- streams`, `-- accuracy` or `-- big`.
 //!
 //! The simulator runs in a child process (this binary, re-executed) on a current-thread runtime
 //! pinned to CPU 1; the client on a current-thread runtime in a thread pinned to CPU 0 (on a
@@ -20,6 +24,9 @@ use std::time::Duration;
 use sim::{SimConfig, SimServer};
 
 use loadgen::{Arrivals, Backend, BodySpec, EndpointKind, HttpClient, Prompt, RunConfig, Target};
+
+#[path = "client/big.rs"]
+mod big;
 
 fn pin(cpu: usize) {
     let n = std::thread::available_parallelism()
@@ -127,6 +134,36 @@ struct ClientRun {
 }
 
 fn run_client(base_url: &str, streams: usize, output_len: u32, timeout: Duration) -> ClientRun {
+    let prompt = Prompt {
+        text: "Benchmark the client, not the server.".into(),
+        prompt_tokens: 8,
+        output_len,
+    };
+    run_prompts(base_url, vec![prompt; streams], streams, timeout)
+}
+
+/// `requests` requests of `prompt` (its text sent as is), `concurrency` at a time.
+fn run_client_with(
+    base_url: &str,
+    requests: usize,
+    concurrency: usize,
+    prompt: String,
+    timeout: Duration,
+) -> ClientRun {
+    let prompt = Prompt {
+        prompt_tokens: (prompt.len() / 4) as u32,
+        text: prompt,
+        output_len: 16,
+    };
+    run_prompts(base_url, vec![prompt; requests], concurrency, timeout)
+}
+
+fn run_prompts(
+    base_url: &str,
+    prompts: Vec<Prompt>,
+    streams: usize,
+    timeout: Duration,
+) -> ClientRun {
     let base_url = base_url.to_string();
     std::thread::spawn(move || {
         pin(0);
@@ -150,13 +187,8 @@ fn run_client(base_url: &str, streams: usize, output_len: u32, timeout: Duration
                 stall_timeout: None,
             };
             let client = HttpClient::new(target, streams).unwrap();
-            let prompt = Prompt {
-                text: "Benchmark the client, not the server.".into(),
-                prompt_tokens: 8,
-                output_len,
-            };
             let cfg = RunConfig {
-                prompts: vec![prompt; streams],
+                prompts,
                 arrivals: Arrivals::closed_loop(),
                 max_concurrency: Some(streams),
                 warmup_requests: 0,
@@ -271,10 +303,20 @@ fn throughput(quick: bool) {
 }
 
 fn streams_held(quick: bool) {
-    let streams = if quick { 2_000 } else { 10_000 };
     println!("\n## 2. Concurrent streams held");
+    let counts: &[usize] = if quick { &[2_000] } else { &[1_000, 10_000] };
+    for &streams in counts {
+        hold(streams);
+    }
+}
+
+/// `streams` streams at once, 60 chunks each; the client process's RSS growth per stream.
+fn hold(streams: usize) {
     let sim = PinnedSim::start(&fast(50.0, streams));
+    let base = big::rss();
+    let peak = big::RssPeak::start();
     let r = run_client(&sim.base_url, streams, 60, Duration::from_secs(300));
+    let peak = peak.peak();
     sim.stop();
     let s = loadgen::report::summarize(&r.out.records, &[99.0], &[]);
     let first_chunks_by = r
@@ -293,8 +335,9 @@ fn streams_held(quick: bool) {
         .map(|c| c.t_ns)
         .min()
         .unwrap_or(0);
+    let recorded: usize = r.out.records.iter().map(|r| r.chunks.len()).sum();
     println!(
-        "{streams} streams asked; peak in flight {}; completed {}; failed {} {:?} {:?}; all streaming at once: {}; wall {:.1} s; client CPU {:.1} s",
+        "{streams} streams asked; peak in flight {}; completed {}; failed {} {:?} {:?}; all streaming at once: {}; wall {:.1} s; client CPU {:.1} s; client RSS {:.0} MB before, {:.0} MB at peak: {:.1} KB per stream (with its record of 60 chunks; {recorded} chunks recorded)",
         s.max_concurrent_requests,
         s.completed,
         s.failed,
@@ -302,7 +345,10 @@ fn streams_held(quick: bool) {
         s.first_error,
         first_chunks_by < last_starts,
         r.wall_s,
-        r.cpu_s
+        r.cpu_s,
+        base as f64 / 1e6,
+        peak as f64 / 1e6,
+        peak.saturating_sub(base) as f64 / 1e3 / streams as f64,
     );
 }
 
@@ -383,7 +429,7 @@ fn main() {
     let only = |name: &str| {
         !args
             .iter()
-            .any(|a| ["throughput", "streams", "accuracy"].contains(&a.as_str()))
+            .any(|a| ["throughput", "streams", "accuracy", "big"].contains(&a.as_str()))
             || args.iter().any(|a| a == name)
     };
     println!(
@@ -401,5 +447,8 @@ fn main() {
     }
     if only("accuracy") {
         timestamp_error(quick);
+    }
+    if only("big") {
+        big::big_bodies(quick);
     }
 }
