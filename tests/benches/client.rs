@@ -11,7 +11,10 @@
 //! 4. **Big bodies** (`big.rs`): MB request bodies, chunks across 64 KB, thousands of events per
 //!    write, a 100k-token output, against a canned server; with the client's RSS growth.
 //!
-//! One scenario alone: `-- throughput`, `-- streams`, `-- accuracy` or `-- big`.
+//! 5. **Multi-core scaling** (`scaling.rs`, on demand: `-- scaling`): the client on 1, 2, 4, 8
+//!    cores against as many simulators.
+//!
+//! One scenario alone: `-- throughput`, `-- streams`, `-- accuracy`, `-- big` or `-- scaling`.
 //!
 //! The simulator runs in a child process (this binary, re-executed) on a current-thread runtime
 //! pinned to CPU 1; the client on a current-thread runtime in a thread pinned to CPU 0 (on a
@@ -27,6 +30,8 @@ use loadgen::{Arrivals, Backend, BodySpec, EndpointKind, HttpClient, Prompt, Run
 
 #[path = "client/big.rs"]
 mod big;
+#[path = "client/scaling.rs"]
+mod scaling;
 
 fn pin(cpu: usize) {
     let n = std::thread::available_parallelism()
@@ -36,6 +41,17 @@ fn pin(cpu: usize) {
     set.set(cpu % n);
     if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
         eprintln!("warning: cannot pin to CPU {cpu}: {e}");
+    }
+}
+
+/// Pins the calling thread (and the threads it starts later) to these CPUs.
+fn pin_set(cpus: &[usize]) {
+    let mut set = rustix::thread::CpuSet::new();
+    for &c in cpus {
+        set.set(c);
+    }
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        eprintln!("warning: cannot pin to CPUs {cpus:?}: {e}");
     }
 }
 
@@ -67,9 +83,15 @@ struct PinnedSim {
 
 impl PinnedSim {
     fn start(args: &[String]) -> PinnedSim {
+        PinnedSim::start_on(1, args)
+    }
+
+    /// A simulator pinned to `cpu`.
+    fn start_on(cpu: usize, args: &[String]) -> PinnedSim {
         use std::io::BufRead;
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .arg("__sim")
+            .env("BENCH_SIM_CPU", cpu.to_string())
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -107,7 +129,10 @@ fn sim_child(args: &[String]) {
     let cfg =
         SimArgs::parse_from(std::iter::once("__sim".to_string()).chain(args.iter().cloned())).cfg;
     raise_nofile();
-    pin(1);
+    pin(std::env::var("BENCH_SIM_CPU")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -302,10 +327,25 @@ fn throughput(quick: bool) {
     }
 }
 
-fn streams_held(quick: bool) {
+/// `--held 1000,10000,50000` overrides the counts (each needs that many open files in this
+/// process and as many ephemeral ports towards the simulator: see scripts/scaling-gpu.sh).
+fn streams_held(quick: bool, args: &[String]) {
     println!("\n## 2. Concurrent streams held");
-    let counts: &[usize] = if quick { &[2_000] } else { &[1_000, 10_000] };
-    for &streams in counts {
+    let given = args
+        .iter()
+        .position(|a| a == "--held")
+        .and_then(|i| args.get(i + 1))
+        .map(|l| {
+            l.split(',')
+                .map(|n| n.parse().unwrap())
+                .collect::<Vec<usize>>()
+        });
+    let counts = given.unwrap_or(if quick {
+        vec![2_000]
+    } else {
+        vec![1_000, 10_000]
+    });
+    for streams in counts {
         hold(streams);
     }
 }
@@ -429,7 +469,7 @@ fn main() {
     let only = |name: &str| {
         !args
             .iter()
-            .any(|a| ["throughput", "streams", "accuracy", "big"].contains(&a.as_str()))
+            .any(|a| ["throughput", "streams", "accuracy", "big", "scaling"].contains(&a.as_str()))
             || args.iter().any(|a| a == name)
     };
     println!(
@@ -443,12 +483,16 @@ fn main() {
         throughput(quick);
     }
     if only("streams") {
-        streams_held(quick);
+        streams_held(quick, &args);
     }
     if only("accuracy") {
         timestamp_error(quick);
     }
     if only("big") {
         big::big_bodies(quick);
+    }
+    // on demand only: it wants many CPUs (the GPU machine's 16: scripts/scaling-gpu.sh)
+    if args.iter().any(|a| a == "scaling") {
+        scaling::scaling(&scaling::Scaling::from_args(&args));
     }
 }
