@@ -1,4 +1,4 @@
-//! 4. Big bodies, and what the client's memory costs. A canned server (a thread pinned to CPU 1)
+//! Scenario 4, big bodies, and what the client's memory costs. A canned server (a thread pinned to CPU 1)
 //! answers every request with one prepared response, written in prepared pieces, so that only
 //! the client's work is measured: MB request bodies, content chunks of 1 KB to 1 MB (across the
 //! 64 KB mark), thousands of SSE events per write, a 100k-token output.

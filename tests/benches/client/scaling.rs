@@ -1,4 +1,4 @@
-//! 5. Multi-core scaling: the load generator on a multi-thread runtime pinned to k CPUs
+//! Scenario 5, multi-core scaling: the load generator on a multi-thread runtime pinned to k CPUs
 //! (k = 1, 2, 4, 8), against k simulators, each a process pinned to its own CPU of the other
 //! half of the machine, so the offered load grows with k (k × streams / step chunks/s). Per k:
 //! content chunks/s, the client's CPU-seconds per million chunks and its CPU use (of k cores),
