@@ -23,3 +23,4 @@ pub mod sweep;
 pub mod target;
 pub mod telemetry;
 pub mod test_run;
+pub mod waiting;

@@ -19,3 +19,13 @@ pub fn bar(n: u64, quiet: bool) -> indicatif::ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
+
+/// A line shown beside the bar (above it), or on stderr where the bar is hidden (`--quiet`, or
+/// stderr is not a terminal).
+pub fn note(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}

@@ -29,6 +29,10 @@ pub struct Target {
     pub tokenizer: Option<PathBuf>,
     pub timeout: Duration,
     pub stall_timeout: Option<Duration>,
+    /// Limit of the preflight request (`--preflight-timeout`; absent in plans saved before it:
+    /// [`DEFAULT_PREFLIGHT_TIMEOUT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight_timeout: Option<Duration>,
     pub ignore_eos: bool,
     pub temperature: f64,
     pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
@@ -69,12 +73,19 @@ impl std::fmt::Debug for Target {
     }
 }
 
+/// The preflight request's limit where none is given (held under `--timeout`).
+pub const DEFAULT_PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Limit of each question asked of the server before the run (`/v1/models`, `/tokenize`).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Everything a run needs, resolved from the target and the server before any load is sent.
 pub struct Prepared {
     pub client: HttpClient,
     pub tokenizer: Tokenizer,
     pub model: String,
     pub target_is_simulator: bool,
+    /// The preflight request's limit.
+    pub preflight_timeout: Duration,
 }
 
 /// Checks the URLs, resolves the model name and tokenizer, checks that the server answers.
@@ -106,9 +117,16 @@ pub async fn prepare(target: &Target, conns: usize) -> anyhow::Result<Prepared> 
     })?;
     let probe = reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(30))
+        .timeout(PROBE_TIMEOUT)
         .build()?;
-    let listed = list_models(&probe, &base_str).await?;
+    let listed = crate::waiting::announced(
+        &format!(
+            "the server at {base_str} to answer GET /v1/models (at most {}s)",
+            PROBE_TIMEOUT.as_secs()
+        ),
+        list_models(&probe, &base_str),
+    )
+    .await?;
     let model = match (&target.model_name, &target.model_path, listed.first()) {
         (Some(n), _, _) => n.clone(),
         (None, _, Some((id, _))) => id.clone(),
@@ -131,7 +149,14 @@ pub async fn prepare(target: &Target, conns: usize) -> anyhow::Result<Prepared> 
                     p.display()
                 );
             }
-            Tokenizer::remote(probe.clone(), &base_str, &model).await?
+            crate::waiting::announced(
+                &format!(
+                    "the server's tokenizer at {base_str}/tokenize (at most {}s)",
+                    PROBE_TIMEOUT.as_secs()
+                ),
+                Tokenizer::remote(probe.clone(), &base_str, &model),
+            )
+            .await?
         }
     };
 
@@ -157,6 +182,10 @@ pub async fn prepare(target: &Target, conns: usize) -> anyhow::Result<Prepared> 
         tokenizer,
         model,
         target_is_simulator,
+        preflight_timeout: target
+            .preflight_timeout
+            .unwrap_or(DEFAULT_PREFLIGHT_TIMEOUT)
+            .min(target.timeout),
     })
 }
 
@@ -164,7 +193,11 @@ pub async fn prepare(target: &Target, conns: usize) -> anyhow::Result<Prepared> 
 /// from a server that answers; a server without the endpoint lists none.
 async fn list_models(probe: &reqwest::Client, base: &str) -> anyhow::Result<Vec<(String, String)>> {
     let models = match probe.get(format!("{base}/v1/models")).send().await {
-        Err(e) if e.is_connect() || e.is_timeout() => bail!(
+        Err(e) if e.is_timeout() => bail!(
+            "the server at {base} accepted the connection but did not answer GET /v1/models within {}s: it may be wedged or overloaded",
+            PROBE_TIMEOUT.as_secs()
+        ),
+        Err(e) if e.is_connect() => bail!(
             "cannot reach the server at {base}: {}; is it running? (`benchctl sim` starts a simulated one)",
             loadgen::client::error_chain(&e)
         ),
@@ -196,8 +229,10 @@ async fn list_models(probe: &reqwest::Client, base: &str) -> anyhow::Result<Vec<
 }
 
 /// Sends the first prompt once, as the run will (with at most 16 output tokens), so that a payload
-/// the server rejects stops the run before any load.
-pub async fn preflight(client: &HttpClient, prompt: &loadgen::Prompt) -> anyhow::Result<()> {
+/// the server rejects, or a server that does not answer, stops the run before any load. It is
+/// limited by `--preflight-timeout`, and says what it waits for when it takes a while.
+pub async fn preflight(prep: &Prepared, prompt: &loadgen::Prompt) -> anyhow::Result<()> {
+    let client = &prep.client;
     let mut rec = RequestRecord {
         request_id: "benchctl-preflight".into(),
         ..Default::default()
@@ -205,12 +240,24 @@ pub async fn preflight(client: &HttpClient, prompt: &loadgen::Prompt) -> anyhow:
     let body = client
         .body_spec()
         .render(&prompt.text, prompt.output_len.min(16));
-    client
-        .execute(&mut rec, body, &CancellationToken::new())
-        .await;
+    let what = format!(
+        "the preflight request's answer from {} (--preflight-timeout {})",
+        client.target().url,
+        humantime::format_duration(prep.preflight_timeout)
+    );
+    crate::waiting::announced(
+        &what,
+        client.execute_within(
+            &mut rec,
+            body,
+            &CancellationToken::new(),
+            prep.preflight_timeout,
+        ),
+    )
+    .await;
     match rec.error {
         None => Ok(()),
-        Some(e) => {
+        Some(mut e) => {
             let hint = match (e.kind, e.status) {
                 (ErrorKind::Http4xx, Some(422)) | (ErrorKind::Http4xx, Some(400)) => {
                     "; the server rejects the request body: try --backend openai (sends only standard fields) or change --extra-body"
@@ -219,8 +266,14 @@ pub async fn preflight(client: &HttpClient, prompt: &loadgen::Prompt) -> anyhow:
                 (ErrorKind::Http4xx, Some(401)) | (ErrorKind::Http4xx, Some(403)) => {
                     "; check --api-key / OPENAI_API_KEY"
                 }
+                (ErrorKind::Timeout | ErrorKind::Stall, _) => {
+                    "; the server accepted the request but did not finish answering: it may be wedged, overloaded or still loading"
+                }
                 _ => "",
             };
+            if e.kind == ErrorKind::Timeout {
+                e.message = e.message.replace("(--timeout)", "(--preflight-timeout)");
+            }
             bail!(
                 "the preflight request failed, no load was sent: {e}{hint} (skip the check with --no-preflight)"
             )
@@ -242,6 +295,7 @@ mod tests {
             tokenizer: None,
             timeout: Duration::from_secs(600),
             stall_timeout: None,
+            preflight_timeout: None,
             ignore_eos: true,
             temperature: 0.0,
             extra_body: None,

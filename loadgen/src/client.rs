@@ -122,12 +122,24 @@ impl HttpClient {
         body: Vec<u8>,
         cancel: &CancellationToken,
     ) {
+        self.execute_within(rec, body, cancel, self.target.timeout)
+            .await
+    }
+
+    /// [`HttpClient::execute`] with another limit than the target's `timeout` (the preflight's).
+    pub async fn execute_within(
+        &self,
+        rec: &mut RequestRecord,
+        body: Vec<u8>,
+        cancel: &CancellationToken,
+        timeout: Duration,
+    ) {
         rec.send_ns = mono_ns();
         // the HTTP/1.1 path clears this on any read the kernel did not stamp
         rec.kernel_rx_stamps = self.http1.is_some();
         let limits = Limits {
-            deadline: Instant::now() + self.target.timeout,
-            timeout: self.target.timeout,
+            deadline: Instant::now() + timeout,
+            timeout,
             stall: self.target.stall_timeout,
         };
         let result = tokio::select! {

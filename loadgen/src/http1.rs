@@ -207,7 +207,7 @@ enum Attempt {
     StaleConnection,
 }
 
-enum Progress {
+pub(crate) enum Progress {
     More,
     /// The body ended; whether the connection can carry another request.
     Complete {
@@ -217,7 +217,7 @@ enum Progress {
 
 /// One response being read: head, then body (chunked, sized or until close).
 #[derive(Default)]
-struct Response {
+pub(crate) struct Response {
     head: Vec<u8>,
     status: Option<u16>,
     framing: Option<Framing>,
@@ -257,7 +257,7 @@ impl Response {
         RequestError::new(kind, what.to_string())
     }
 
-    fn feed(
+    pub(crate) fn feed(
         &mut self,
         rec: &mut RequestRecord,
         mut bytes: &[u8],
@@ -335,7 +335,7 @@ impl Response {
     }
 
     /// The connection closed at `t`.
-    fn eof(&mut self, rec: &mut RequestRecord, t: u64) -> Result<(), RequestError> {
+    pub(crate) fn eof(&mut self, rec: &mut RequestRecord, t: u64) -> Result<(), RequestError> {
         match self.framing {
             Some(Framing::UntilClose) => self.complete(rec, t),
             None => Err(RequestError::new(
@@ -433,7 +433,7 @@ fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
 
 /// Decoder of `Transfer-Encoding: chunked`.
 #[derive(Default)]
-struct Chunked {
+pub(crate) struct Chunked {
     state: ChunkState,
     size: u64,
 }
@@ -456,7 +456,11 @@ enum ChunkState {
 impl Chunked {
     /// Decodes `input`, handing each data slice to `out`; true once the final chunk and
     /// trailers have been read.
-    fn decode(&mut self, input: &[u8], mut out: impl FnMut(&[u8])) -> Result<bool, &'static str> {
+    pub(crate) fn decode(
+        &mut self,
+        input: &[u8],
+        mut out: impl FnMut(&[u8]),
+    ) -> Result<bool, &'static str> {
         use ChunkState::*;
         let mut i = 0;
         while i < input.len() && self.state != Done {

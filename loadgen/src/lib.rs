@@ -13,6 +13,8 @@ pub mod clock;
 pub mod conversation;
 pub mod dataset;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod http1;
 pub mod openai;
 pub mod record;

@@ -1,14 +1,32 @@
 //! An incremental Server-Sent Events reader: bytes in (as they arrive), `data:` payloads out.
 //!
 //! The caller stamps each read before feeding it; every payload completed by that read carries
-//! the read's timestamp. Memory is bounded: a line longer than [`MAX_LINE`] is an error.
+//! the read's timestamp. Memory is bounded: a line, or an event's data, longer than [`MAX_LINE`]
+//! is an error.
 
-/// Longest SSE line accepted (a chunk of JSON); longer means the stream is not what we expect.
+/// Longest SSE line, and longest event data (its `data:` lines joined), accepted (a chunk of
+/// JSON); longer means the stream is not what we expect.
 pub const MAX_LINE: usize = 4 << 20;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum SseError {
     LineTooLong(usize),
+    EventTooLong(usize),
+}
+
+impl std::fmt::Display for SseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SseError::LineTooLong(n) => write!(
+                f,
+                "an SSE line of {n} bytes exceeds the {MAX_LINE} byte limit"
+            ),
+            SseError::EventTooLong(n) => write!(
+                f,
+                "an SSE event of {n} bytes of data lines exceeds the {MAX_LINE} byte limit"
+            ),
+        }
+    }
 }
 
 /// Splits a byte stream into SSE events. Per the SSE spec, consecutive `data:` lines of one event
@@ -36,13 +54,14 @@ impl SseReader {
             let (head, rest) = bytes.split_at(pos);
             bytes = &rest[1..];
             if self.line.is_empty() {
-                self.line_done(head, &mut on_event);
+                self.line_done(head, &mut on_event)?;
             } else {
                 self.line.extend_from_slice(head);
                 let line = std::mem::take(&mut self.line);
-                self.line_done(&line, &mut on_event);
+                let done = self.line_done(&line, &mut on_event);
                 self.line = line;
                 self.line.clear();
+                done?;
             }
         }
         if !bytes.is_empty() {
@@ -55,12 +74,13 @@ impl SseReader {
     }
 
     /// The body ended: an event without its closing blank line still counts.
-    pub fn finish(&mut self, mut on_event: impl FnMut(&[u8])) {
+    pub fn finish(&mut self, mut on_event: impl FnMut(&[u8])) -> Result<(), SseError> {
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
-            self.line_done(&line, &mut on_event);
+            self.line_done(&line, &mut on_event)?;
         }
         self.dispatch(&mut on_event);
+        Ok(())
     }
 
     /// Bytes held that did not form a complete line yet.
@@ -68,21 +88,25 @@ impl SseReader {
         self.line.len() + self.data.len()
     }
 
-    fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(&[u8])) {
+    fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(&[u8])) -> Result<(), SseError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             self.dispatch(on_event);
-            return;
+            return Ok(());
         }
         if let Some(v) = line.strip_prefix(b"data:") {
             let v = v.strip_prefix(b" ").unwrap_or(v);
             if self.has_data {
+                if self.data.len() + 1 + v.len() > MAX_LINE {
+                    return Err(SseError::EventTooLong(self.data.len() + 1 + v.len()));
+                }
                 self.data.push(b'\n');
             }
             self.data.extend_from_slice(v);
             self.has_data = true;
         }
         // comments (":…") and other fields are ignored
+        Ok(())
     }
 
     fn dispatch(&mut self, on_event: &mut impl FnMut(&[u8])) {
@@ -110,7 +134,8 @@ mod tests {
             r.feed(p, |d| out.push(String::from_utf8(d.to_vec()).unwrap()))
                 .unwrap();
         }
-        r.finish(|d| out.push(String::from_utf8(d.to_vec()).unwrap()));
+        r.finish(|d| out.push(String::from_utf8(d.to_vec()).unwrap()))
+            .unwrap();
         out
     }
 
@@ -141,5 +166,21 @@ mod tests {
         let mut r = SseReader::new();
         let big = vec![b'x'; MAX_LINE + 1];
         assert!(r.feed(&big, |_| {}).is_err());
+    }
+
+    #[test]
+    fn an_event_of_endless_data_lines_is_an_error_at_the_limit() {
+        let mut r = SseReader::new();
+        let line = [b"data: ".as_slice(), &[b'x'; 1000], b"\n"].concat();
+        let mut fed = 0;
+        let err = loop {
+            if let Err(e) = r.feed(&line, |_| panic!("no blank line, no event")) {
+                break e;
+            }
+            fed += line.len();
+            assert!(fed < 2 * MAX_LINE, "the data is bounded");
+        };
+        assert!(matches!(err, SseError::EventTooLong(n) if n > MAX_LINE));
+        assert!(r.pending() <= MAX_LINE);
     }
 }

@@ -6,7 +6,7 @@
 use crate::error::{ErrorKind, RequestError};
 use crate::openai::parse_chunk;
 use crate::record::{ContentChunk, RequestRecord};
-use crate::sse::{MAX_LINE, SseError, SseReader};
+use crate::sse::{SseError, SseReader};
 
 /// Parses one response body into its record.
 #[derive(Default)]
@@ -36,11 +36,8 @@ impl StreamParser {
                 on_event(rec, payload, t, failure, saw_usage);
             }
         });
-        if let Err(SseError::LineTooLong(n)) = fed {
-            return Err(RequestError::new(
-                ErrorKind::MalformedChunk,
-                format!("an SSE line of {n} bytes exceeds the {MAX_LINE} byte limit"),
-            ));
+        if let Err(e) = fed {
+            return Err(too_long(e));
         }
         match self.failure.take() {
             Some(f) => Err(f),
@@ -52,11 +49,14 @@ impl StreamParser {
     pub fn finish(mut self, rec: &mut RequestRecord, t: u64) -> Result<(), RequestError> {
         let failure = &mut self.failure;
         let saw_usage = &mut self.saw_usage;
-        self.sse.finish(|payload| {
+        let fed = self.sse.finish(|payload| {
             if failure.is_none() {
                 on_event(rec, payload, t, failure, saw_usage);
             }
         });
+        if let Err(e) = fed {
+            return Err(too_long(e));
+        }
         if let Some(f) = self.failure {
             return Err(f);
         }
@@ -77,6 +77,10 @@ impl StreamParser {
         }
         Ok(())
     }
+}
+
+fn too_long(e: SseError) -> RequestError {
+    RequestError::new(ErrorKind::MalformedChunk, e.to_string())
 }
 
 /// Handles one SSE event's data, read at `t`.

@@ -1,13 +1,20 @@
 //! The client's speed and accuracy against `benchctl sim`, each pinned to its own core.
 //!
-//! `cargo bench -p benchctl-tests --bench client` (add `-- quick` for a short run). Three
-//! scenarios, each on a fresh simulator:
+//! `cargo bench -p benchctl-tests --bench client` (add `-- quick` for a short run). Four
+//! scenarios, the first three each on a fresh simulator:
 //! 1. **Throughput**: many streams with a fast decode step; content chunks per second ingested,
 //!    and per second of the client thread's CPU time (its capacity even where the simulator's
 //!    core is the limit).
 //! 2. **Streams held**: 10,000 concurrent streams open at once, none failed.
 //! 3. **Timestamp error** at ~50k chunks/s: each chunk's client read time minus the simulator's
 //!    emission time (the same CLOCK_MONOTONIC), p50/p99/max.
+//! 4. **Big bodies** (`big.rs`): MB request bodies, chunks across 64 KB, thousands of events per
+//!    write, a 100k-token output, against a canned server; with the client's RSS growth.
+//!
+//! 5. **Multi-core scaling** (`scaling.rs`, on demand: `-- scaling`): the client on 1, 2, 4, 8
+//!    cores against as many simulators.
+//!
+//! One scenario alone: `-- throughput`, `-- streams`, `-- accuracy`, `-- big` or `-- scaling`.
 //!
 //! The simulator runs in a child process (this binary, re-executed) on a current-thread runtime
 //! pinned to CPU 1; the client on a current-thread runtime in a thread pinned to CPU 0 (on a
@@ -21,6 +28,11 @@ use sim::{SimConfig, SimServer};
 
 use loadgen::{Arrivals, Backend, BodySpec, EndpointKind, HttpClient, Prompt, RunConfig, Target};
 
+#[path = "client/big.rs"]
+mod big;
+#[path = "client/scaling.rs"]
+mod scaling;
+
 fn pin(cpu: usize) {
     let n = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -29,6 +41,17 @@ fn pin(cpu: usize) {
     set.set(cpu % n);
     if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
         eprintln!("warning: cannot pin to CPU {cpu}: {e}");
+    }
+}
+
+/// Pins the calling thread (and the threads it starts later) to these CPUs.
+fn pin_set(cpus: &[usize]) {
+    let mut set = rustix::thread::CpuSet::new();
+    for &c in cpus {
+        set.set(c);
+    }
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        eprintln!("warning: cannot pin to CPUs {cpus:?}: {e}");
     }
 }
 
@@ -60,9 +83,15 @@ struct PinnedSim {
 
 impl PinnedSim {
     fn start(args: &[String]) -> PinnedSim {
+        PinnedSim::start_on(1, args)
+    }
+
+    /// A simulator pinned to `cpu`.
+    fn start_on(cpu: usize, args: &[String]) -> PinnedSim {
         use std::io::BufRead;
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .arg("__sim")
+            .env("BENCH_SIM_CPU", cpu.to_string())
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -100,7 +129,10 @@ fn sim_child(args: &[String]) {
     let cfg =
         SimArgs::parse_from(std::iter::once("__sim".to_string()).chain(args.iter().cloned())).cfg;
     raise_nofile();
-    pin(1);
+    pin(std::env::var("BENCH_SIM_CPU")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -127,6 +159,38 @@ struct ClientRun {
 }
 
 fn run_client(base_url: &str, streams: usize, output_len: u32, timeout: Duration) -> ClientRun {
+    let prompt = Prompt {
+        text: "Benchmark the client, not the server.".into(),
+        prompt_tokens: 8,
+        output_len,
+        offset_ns: None,
+    };
+    run_prompts(base_url, vec![prompt; streams], streams, timeout)
+}
+
+/// `requests` requests of `prompt` (its text sent as is), `concurrency` at a time.
+fn run_client_with(
+    base_url: &str,
+    requests: usize,
+    concurrency: usize,
+    prompt: String,
+    timeout: Duration,
+) -> ClientRun {
+    let prompt = Prompt {
+        prompt_tokens: (prompt.len() / 4) as u32,
+        text: prompt,
+        output_len: 16,
+        offset_ns: None,
+    };
+    run_prompts(base_url, vec![prompt; requests], concurrency, timeout)
+}
+
+fn run_prompts(
+    base_url: &str,
+    prompts: Vec<Prompt>,
+    streams: usize,
+    timeout: Duration,
+) -> ClientRun {
     let base_url = base_url.to_string();
     std::thread::spawn(move || {
         pin(0);
@@ -150,14 +214,8 @@ fn run_client(base_url: &str, streams: usize, output_len: u32, timeout: Duration
                 stall_timeout: None,
             };
             let client = HttpClient::new(target, streams).unwrap();
-            let prompt = Prompt {
-                text: "Benchmark the client, not the server.".into(),
-                prompt_tokens: 8,
-                output_len,
-                offset_ns: None,
-            };
             let cfg = RunConfig {
-                prompts: vec![prompt; streams],
+                prompts,
                 arrivals: Arrivals::closed_loop(),
                 max_concurrency: Some(streams),
                 warmup_requests: 0,
@@ -271,11 +329,36 @@ fn throughput(quick: bool) {
     }
 }
 
-fn streams_held(quick: bool) {
-    let streams = if quick { 2_000 } else { 10_000 };
+/// `--held 1000,10000,50000` overrides the counts (each needs that many open files in this
+/// process and as many ephemeral ports towards the simulator: see scripts/scaling-gpu.sh).
+fn streams_held(quick: bool, args: &[String]) {
     println!("\n## 2. Concurrent streams held");
+    let given = args
+        .iter()
+        .position(|a| a == "--held")
+        .and_then(|i| args.get(i + 1))
+        .map(|l| {
+            l.split(',')
+                .map(|n| n.parse().unwrap())
+                .collect::<Vec<usize>>()
+        });
+    let counts = given.unwrap_or(if quick {
+        vec![2_000]
+    } else {
+        vec![1_000, 10_000]
+    });
+    for streams in counts {
+        hold(streams);
+    }
+}
+
+/// `streams` streams at once, 60 chunks each; the client process's RSS growth per stream.
+fn hold(streams: usize) {
     let sim = PinnedSim::start(&fast(50.0, streams));
+    let base = big::rss();
+    let peak = big::RssPeak::start();
     let r = run_client(&sim.base_url, streams, 60, Duration::from_secs(300));
+    let peak = peak.peak();
     sim.stop();
     let s = loadgen::report::summarize(&r.out.records, &[99.0], &[]);
     let first_chunks_by = r
@@ -294,8 +377,9 @@ fn streams_held(quick: bool) {
         .map(|c| c.t_ns)
         .min()
         .unwrap_or(0);
+    let recorded: usize = r.out.records.iter().map(|r| r.chunks.len()).sum();
     println!(
-        "{streams} streams asked; peak in flight {}; completed {}; failed {} {:?} {:?}; all streaming at once: {}; wall {:.1} s; client CPU {:.1} s",
+        "{streams} streams asked; peak in flight {}; completed {}; failed {} {:?} {:?}; all streaming at once: {}; wall {:.1} s; client CPU {:.1} s; client RSS {:.0} MB before, {:.0} MB at peak: {:.1} KB per stream (with its record of 60 chunks; {recorded} chunks recorded)",
         s.max_concurrent_requests,
         s.completed,
         s.failed,
@@ -303,7 +387,10 @@ fn streams_held(quick: bool) {
         s.first_error,
         first_chunks_by < last_starts,
         r.wall_s,
-        r.cpu_s
+        r.cpu_s,
+        base as f64 / 1e6,
+        peak as f64 / 1e6,
+        peak.saturating_sub(base) as f64 / 1e3 / streams as f64,
     );
 }
 
@@ -384,7 +471,7 @@ fn main() {
     let only = |name: &str| {
         !args
             .iter()
-            .any(|a| ["throughput", "streams", "accuracy"].contains(&a.as_str()))
+            .any(|a| ["throughput", "streams", "accuracy", "big", "scaling"].contains(&a.as_str()))
             || args.iter().any(|a| a == name)
     };
     println!(
@@ -398,9 +485,16 @@ fn main() {
         throughput(quick);
     }
     if only("streams") {
-        streams_held(quick);
+        streams_held(quick, &args);
     }
     if only("accuracy") {
         timestamp_error(quick);
+    }
+    if only("big") {
+        big::big_bodies(quick);
+    }
+    // on demand only: it wants many CPUs (the GPU machine's 16: scripts/scaling-gpu.sh)
+    if args.iter().any(|a| a == "scaling") {
+        scaling::scaling(&scaling::Scaling::from_args(&args));
     }
 }

@@ -21,6 +21,7 @@ use crate::server_metrics::{ScrapeLog, ServerStats};
 use crate::sweep::grid::Io;
 use crate::target::{Prepared, preflight, prepare};
 use crate::test_run::{Judging, Measured, ServerWatch, TestSpec};
+use crate::waiting::{Silence, limits_text};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DatasetKind {
@@ -106,6 +107,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 
 /// Runs `benchctl bench`.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
+    crate::waiting::set_quiet(args.common.quiet);
     let sim = super::start_sim(&mut args.common).await?;
     let result = run_against(args).await;
     if let Some(sim) = sim {
@@ -175,7 +177,7 @@ async fn measure(
     .await?;
     let (spec, preflight_prompt) = test_spec(args, &prep).await?;
     if let Some(p) = &preflight_prompt {
-        preflight(&prep.client, p).await?;
+        preflight(&prep, p).await?;
     }
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
@@ -191,9 +193,14 @@ async fn measure(
     let done = Arc::new(AtomicU64::new(0));
     let ticker = {
         let (bar, done) = (bar.clone(), done.clone());
+        let mut silence = Silence::new(limits_text(target.timeout, target.stall_timeout));
         tokio::spawn(async move {
             loop {
-                bar.set_position(done.load(Ordering::Relaxed));
+                let n = done.load(Ordering::Relaxed);
+                bar.set_position(n);
+                if let Some(line) = silence.check(n) {
+                    crate::progress::note(&bar, line);
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -316,11 +323,15 @@ async fn test_spec(
         return Ok((spec, preflight_prompt));
     }
     let preflight = usize::from(!args.common.no_preflight);
-    let mut prompts = loadgen::dataset::build(
-        &dataset_spec(args),
-        args.num_prompts + warmup_distinct + preflight,
-        &prep.tokenizer,
-        args.common.seed,
+    let what = format!("the prompts, tokenized by {}", prep.tokenizer.id());
+    let mut prompts = crate::waiting::announced(
+        &what,
+        loadgen::dataset::build(
+            &dataset_spec(args),
+            args.num_prompts + warmup_distinct + preflight,
+            &prep.tokenizer,
+            args.common.seed,
+        ),
     )
     .await?;
     let mut warmup_prompts = prompts.split_off(args.num_prompts.min(prompts.len()));

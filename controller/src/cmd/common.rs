@@ -63,10 +63,12 @@ pub struct CommonArgs {
     /// --slot-save-path); says so when none of them works.
     #[arg(long, env = "BENCHCTL_RESET_PREFIX_CACHE")]
     pub reset_prefix_cache: bool,
-    /// Limit for one request, send to end of stream (e.g. 10m, 90s).
+    /// Limit for one request, send to end of stream (e.g. 10m, 90s). A server that accepts a
+    /// request and never answers costs each request this long, unless --stall-timeout is set.
     #[arg(long, env = "BENCHCTL_TIMEOUT", default_value = "10m", value_parser = cluster::duration::parse)]
     pub timeout: Duration,
-    /// Fail a request that receives nothing for this long (off by default).
+    /// Fail a request that receives nothing for this long, counted as `stall` [default: off:
+    /// only --timeout ends a silent request].
     #[arg(long, env = "BENCHCTL_STALL_TIMEOUT", value_parser = cluster::duration::parse)]
     pub stall_timeout: Option<Duration>,
     /// Ask the server to ignore EOS so outputs have exactly --output-len tokens (sent only
@@ -91,6 +93,10 @@ pub struct CommonArgs {
     /// Skip the single request sent before the run to catch a rejected payload.
     #[arg(long, env = "BENCHCTL_NO_PREFLIGHT")]
     pub no_preflight: bool,
+    /// Limit for that preflight request (held under --timeout). Questions asked before it
+    /// (GET /v1/models, the server's /tokenize) are limited to 30s each.
+    #[arg(long, env = "BENCHCTL_PREFLIGHT_TIMEOUT", default_value = "60s", value_parser = cluster::duration::parse)]
+    pub preflight_timeout: Duration,
     /// Record the first N GPUs of this machine during the run (NVML, through an in-process
     /// agent and controller) and add their statistics to the result, with the original scripts' raw.log
     /// and result.log.
@@ -116,7 +122,8 @@ pub struct CommonArgs {
     /// GPU sampling interval.
     #[arg(long, env = "BENCHCTL_TELEMETRY_INTERVAL", default_value = "500ms", value_parser = cluster::duration::parse)]
     pub telemetry_interval: Duration,
-    /// No progress bar.
+    /// No progress bar. What benchctl waits for, when nothing happens for a while, is still said
+    /// on stderr (first after 5s instead of 3s, then after 30s instead of 5s).
     #[arg(long, env = "BENCHCTL_QUIET")]
     pub quiet: bool,
     /// Read the server's Prometheus metrics during each test (queue, KV cache, preemptions,
@@ -148,6 +155,7 @@ impl CommonArgs {
             tokenizer: self.tokenizer.clone(),
             timeout: self.timeout,
             stall_timeout: self.stall_timeout,
+            preflight_timeout: Some(self.preflight_timeout),
             ignore_eos: self.ignore_eos,
             temperature: self.temperature,
             extra_body: self.extra_body.clone(),

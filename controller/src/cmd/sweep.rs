@@ -28,6 +28,7 @@ pub async fn dispatch(cmd: SweepCmd) -> anyhow::Result<ExitCode> {
 
 /// Runs `benchctl sweep`.
 pub async fn run(mut args: SweepArgs) -> anyhow::Result<ExitCode> {
+    crate::waiting::set_quiet(args.common.quiet);
     // Everything the user typed is checked before any process starts or any load is sent.
     if let Some(dir) = &args.resume {
         let abs = dir.canonicalize().map_err(|e| {
@@ -205,7 +206,10 @@ async fn sweep(
             std::process::exit(130);
         }
     });
-    let progress = Progress::new(plan, plan.threshold.is_some(), args.common.quiet, None);
+    let progress =
+        Progress::new(plan, plan.threshold.is_some(), args.common.quiet, None).with_limits(
+            crate::waiting::limits_text(target.timeout, target.stall_timeout),
+        );
     let out = execute(Exec {
         plan,
         base_urls: target.base_urls(),

@@ -21,6 +21,8 @@ pub struct Progress {
     feed: Option<Arc<super::feed::Feed>>,
     /// Requests of finished tests.
     done: Arc<AtomicU64>,
+    /// The limits that end a silent request, said when none finishes for a while.
+    limits: String,
 }
 
 impl Progress {
@@ -43,7 +45,14 @@ impl Progress {
             quiet,
             feed,
             done: Arc::new(AtomicU64::new(0)),
+            limits: String::new(),
         }
+    }
+
+    /// Names the request limits in the lines said when no request finishes for a while.
+    pub fn with_limits(mut self, limits: String) -> Progress {
+        self.limits = limits;
+        self
     }
 
     pub fn already_done(&self, n: u64) {
@@ -86,9 +95,17 @@ impl Progress {
         let bar = self.bar.clone();
         let done = self.done.clone();
         let feed = self.feed.clone();
+        let mut silence = crate::waiting::Silence::new(self.limits.clone());
         tokio::spawn(async move {
             loop {
-                bar.set_position(done.load(Ordering::Relaxed) + counter.load(Ordering::Relaxed));
+                let n = counter.load(Ordering::Relaxed);
+                bar.set_position(done.load(Ordering::Relaxed) + n);
+                if let Some(line) = silence.check(n) {
+                    if let Some(f) = &feed {
+                        f.line(line.clone());
+                    }
+                    crate::progress::note(&bar, line);
+                }
                 publish(feed.as_deref(), &bar);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

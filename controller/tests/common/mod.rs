@@ -91,3 +91,4 @@ pub fn pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(p("key.pem"), key.serialize_pem()).unwrap();
     (p("ca.pem"), p("cert.pem"), p("key.pem"))
 }
+pub mod hostile;

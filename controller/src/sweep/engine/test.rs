@@ -23,7 +23,7 @@ use crate::test_run::{Judging, Measured, ServerWatch, TestSpec, without_text};
 pub async fn preflight_plan(plan: &Plan, prep: &Prepared) -> anyhow::Result<()> {
     let io = plan.io[0];
     let p = loadgen::dataset::build(&dataset(plan, io), 1, &prep.tokenizer, plan.seed).await?;
-    preflight(&prep.client, &p[0]).await
+    preflight(prep, &p[0]).await
 }
 
 impl Sweep<'_> {
@@ -111,17 +111,20 @@ impl Sweep<'_> {
                 ..load
             });
         }
-        let mut prompts = loadgen::dataset::build(
-            &dataset(self.plan, key.io),
-            n + warmup.min(1000),
-            &self.prep.tokenizer,
-            seed,
-        )
-        .await
-        .with_context(|| format!("building the prompts of test {}", key.id()))?;
+        let what = format!(
+            "the prompts of test {}, tokenized by {}",
+            key.id(),
+            self.prep.tokenizer.id()
+        );
+        let dataset = dataset(self.plan, key.io);
+        let build =
+            loadgen::dataset::build(&dataset, n + warmup.min(1000), &self.prep.tokenizer, seed);
+        let mut prompts = crate::waiting::announced(&what, build)
+            .await
+            .with_context(|| format!("building the prompts of test {}", key.id()))?;
         let warmup_prompts = prompts.split_off(n);
         let expected_cache = ExpectedCache::of(
-            &dataset(self.plan, key.io),
+            &dataset,
             seed,
             &prompts,
             if warmup > 0 { warmup_prompts.len() } else { 0 },
