@@ -44,3 +44,11 @@ pub fn parse_kv(s: &str) -> Result<(String, String), String> {
         _ => Err(format!("{s:?} is not KEY=VALUE (e.g. tp=8)")),
     }
 }
+
+/// A price: a finite number ≥ 0 (`--gpu-hour-cost 2.5`).
+pub fn parse_cost(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a price ≥ 0 (e.g. 2.5)")),
+    }
+}

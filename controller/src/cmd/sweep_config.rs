@@ -197,6 +197,7 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
         server_metrics_interval,
         endpoint: args.common.endpoint.clone(),
         served_model: String::new(),
+        gpu_hour_cost: args.gpu_hour_cost,
     })
 }
 

@@ -76,6 +76,9 @@ pub struct Plan {
     pub server_metrics_interval: Duration,
     /// The `model` field the requests sent when the sweep began.
     pub served_model: String,
+    /// `--gpu-hour-cost`: one GPU's price per hour, for the cost per million output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_hour_cost: Option<f64>,
 }
 
 impl Plan {
@@ -90,11 +93,14 @@ impl Plan {
     pub fn percentiles(&self) -> anyhow::Result<Vec<f64>> {
         let mut percentiles =
             loadgen::stats::parse_percentiles(&self.percentiles).map_err(anyhow::Error::msg)?;
+        // p90 TPOT: the frontier's interactivity at p90
+        let mut wanted = vec![90.0];
         if let Some(t) = self.thresholds() {
-            for p in t.percentiles() {
-                if !percentiles.contains(&p) {
-                    percentiles.push(p);
-                }
+            wanted.extend(t.percentiles());
+        }
+        for p in wanted {
+            if !percentiles.contains(&p) {
+                percentiles.push(p);
             }
         }
         Ok(percentiles)

@@ -217,6 +217,7 @@ fn new_summary(x: &Exec<'_>) -> SweepSummary {
         metadata: plan.metadata.clone(),
         target_is_simulator: x.prep.target_is_simulator,
         gpu_telemetry: x.gpu_note.clone(),
+        gpu_hour_cost: plan.gpu_hour_cost,
         status: Status::Running,
         failovers: x.failovers.clone(),
         combinations: plan
@@ -431,6 +432,7 @@ impl Sweep<'_> {
             .filter(|k| k.io == io)
             .count();
         self.summary.combinations[i].update(points, tests_run, search);
+        self.summary.mark_frontier(i);
         self.summary.write(&self.dir.dir)
     }
 }
