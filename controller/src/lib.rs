@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod clock;
 pub mod cmd;
+pub mod compare;
 pub mod dashboard;
 pub mod gpu_stats;
 pub mod local;

@@ -253,7 +253,7 @@ async fn the_seeds_directory_files_and_log_columns() {
     .await;
     sim.shutdown().await;
     run.result.as_ref().expect("the sweep succeeds");
-    frontier_is_per_gpu_and_costed(&run.summary(), &run.dir());
+    frontier_is_per_gpu_and_costed(&run.summary(), run.dir());
     let name = run
         .dir()
         .file_name()

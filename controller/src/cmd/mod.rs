@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod bench;
 pub mod common;
+pub mod compare;
 pub mod controller;
 pub mod dashboard;
 pub mod sweep;
