@@ -22,3 +22,4 @@ pub mod sweep;
 pub mod target;
 pub mod telemetry;
 pub mod test_run;
+pub mod validity;

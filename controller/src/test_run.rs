@@ -75,6 +75,8 @@ pub struct Measured {
     pub load_workers: serde_json::Value,
     /// The spread of the workers' measured-run starts.
     pub start_skew_ms: f64,
+    /// Whether the client held the load (read lag, in-flight, dispatch lag).
+    pub health: crate::validity::ClientHealth,
 }
 
 /// How a test's numbers are computed and labelled.
@@ -126,7 +128,14 @@ impl Judging<'_> {
             .min()
             .unwrap_or(job.start_ns);
         let to_ns = records.iter().map(|r| r.end_ns).max().unwrap_or(job.end_ns);
+        let health = crate::validity::judge(
+            &records,
+            self.request_rate.is_finite(),
+            self.max_concurrency,
+            crate::validity::Bounds::default(),
+        );
         Ok(Measured {
+            health,
             records,
             info,
             summary,
@@ -141,7 +150,9 @@ impl Judging<'_> {
 impl Measured {
     /// The vLLM-compatible result object (vLLM's keys and benchctl's run keys).
     pub fn vllm_result(&self, detailed: bool) -> serde_json::Value {
-        result_json(&self.info, &self.summary, &self.records, detailed)
+        let mut json = result_json(&self.info, &self.summary, &self.records, detailed);
+        crate::output::add_keys(&mut json, &self.health);
+        json
     }
 
     /// [`Measured::vllm_result`] with who ran it and their start skew.

@@ -82,6 +82,7 @@ impl From<&RequestRecord> for proto::RequestRecord {
             error_message,
             kernel_rx_stamps: r.kernel_rx_stamps,
             text: r.text.clone(),
+            read_lags_us: r.read_lags_us.clone(),
         }
     }
 }
@@ -156,6 +157,7 @@ impl TryFrom<proto::RequestRecord> for RequestRecord {
             status,
             error,
             kernel_rx_stamps: p.kernel_rx_stamps,
+            read_lags_us: p.read_lags_us,
             text: p.text,
         })
     }
@@ -345,6 +347,7 @@ mod tests {
             status: Some(200),
             error: None,
             kernel_rx_stamps: true,
+            read_lags_us: vec![12, 3400],
             text: "one two three".into(),
         }
     }
@@ -482,6 +485,7 @@ mod tests {
             status,
             error,
             kernel_rx_stamps: rng.random(),
+            read_lags_us: (0..rng.random_range(0..4)).map(|_| rng.random()).collect(),
             text,
         }
     }

@@ -104,7 +104,12 @@ pub fn tests(view: &SweepView) -> String {
     };
     for e in &view.entries {
         let io = io_of(e).unwrap_or(Io::new(0, 0));
+        let invalid = e.get("invalid").and_then(Value::as_str);
         let verdict = match e.get("threshold_pass").and_then(Value::as_bool) {
+            _ if invalid.is_some() => format!(
+                "<td class=\"l fail invalid\">INVALID: {} (never a pass)</td>",
+                esc(invalid.unwrap_or_default())
+            ),
             None => "<td class=\"l\">-</td>".to_string(),
             Some(true) => "<td class=\"l pass\">pass</td>".into(),
             Some(false) => format!(

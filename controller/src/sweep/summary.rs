@@ -54,6 +54,11 @@ pub struct PointSummary {
     pub server_kv_cache_usage_max: Option<f64>,
     pub server_preemptions: Option<f64>,
     pub server_prefix_cache_hit_rate: Option<f64>,
+    /// Why the client could not hold this load (a run's `invalid`); never a pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+    /// The client's read lag (the worst run's p99), ms.
+    pub client_read_lag_p99_ms: Option<f64>,
     /// Every statistic of the pooled requests, by result-JSON key (`mean_ttft_ms`,
     /// `p99_tpot_ms`, `median_e2el_ms`…): what the verdict judged, for charts.
     pub pooled: BTreeMap<String, f64>,
@@ -118,6 +123,13 @@ impl PointSummary {
             server_kv_cache_usage_max: mean_of("server_kv_cache_usage_max"),
             server_preemptions: mean_of("server_preemptions"),
             server_prefix_cache_hit_rate: mean_of("server_prefix_cache_hit_rate"),
+            invalid: entries
+                .iter()
+                .find_map(|e| Some(e.get("invalid")?.as_str()?.to_string())),
+            client_read_lag_p99_ms: entries
+                .iter()
+                .filter_map(|e| e["client_read_lag_p99_ms"].as_f64())
+                .reduce(f64::max),
             pooled,
         }
     }
@@ -472,6 +484,9 @@ impl SweepSummary {
         for c in &self.combinations {
             for p in &c.points {
                 let verdict = match p.pass {
+                    _ if p.invalid.is_some() => {
+                        format!("INVALID: {}", p.invalid.as_deref().unwrap_or_default())
+                    }
                     None => "–".to_string(),
                     Some(true) => "pass".into(),
                     Some(false) => format!("FAIL: {}", p.violations.join("; ")),
@@ -568,6 +583,19 @@ pub fn final_table(s: &SweepSummary) -> String {
         "first failing",
         limiter("likely limiter")
     );
+    let invalid: Vec<String> = s
+        .combinations
+        .iter()
+        .flat_map(|c| {
+            c.points.iter().filter_map(move |p| {
+                let why = p.invalid.as_ref()?;
+                Some(format!(
+                    "{}x{} c={}: {why}",
+                    c.input_len, c.output_len, p.concurrency
+                ))
+            })
+        })
+        .collect();
     for c in &s.combinations {
         let _ = writeln!(
             t,
@@ -578,6 +606,12 @@ pub fn final_table(s: &SweepSummary) -> String {
             c.first_failing.map_or("-".into(), |v| v.to_string()),
             limiter(c.limiter.as_deref().unwrap_or("-")),
             c.bound_by.join("; ")
+        );
+    }
+    for line in &invalid {
+        let _ = writeln!(
+            t,
+            "INVALID (the client could not hold the load; never a pass): {line}"
         );
     }
     t

@@ -233,6 +233,15 @@ fn new_summary(x: &Exec<'_>) -> SweepSummary {
     }
 }
 
+/// An invalid test never passes: its verdict fails with the reason first.
+pub(crate) fn unless_invalid(mut v: Verdict, invalid: Option<&str>) -> Verdict {
+    if let Some(why) = invalid {
+        v.pass = false;
+        v.violations.insert(0, format!("INVALID ({why})"));
+    }
+    v
+}
+
 /// A sweep's (or a combination's) status once it stopped, early or not.
 fn status_of(stop: Option<&Stop>) -> Status {
     match stop {
@@ -394,11 +403,21 @@ impl Sweep<'_> {
 
     async fn verdict(&mut self, io: Io, c: u32) -> anyhow::Result<Verdict> {
         let (summary, _) = self.pooled(io, c).await?;
-        Ok(self
+        let v = self
             .thresholds
             .as_ref()
             .expect("verdicts only with thresholds")
-            .judge(&summary))
+            .judge(&summary);
+        Ok(unless_invalid(v, self.invalid_of(io, c).as_deref()))
+    }
+
+    /// Why a run of `(io, c)` is invalid (the client could not hold its load), if one is.
+    fn invalid_of(&self, io: Io, c: u32) -> Option<String> {
+        self.dir
+            .entries()
+            .iter()
+            .filter(|e| TestKey::of(e).is_some_and(|k| k.io == io && k.concurrency == c))
+            .find_map(|e| Some(e.get("invalid")?.as_str()?.to_string()))
     }
 
     /// Recomputes combination `i`'s summary and rewrites the summary files.
@@ -415,7 +434,11 @@ impl Sweep<'_> {
         let mut points = Vec::new();
         for c in cs {
             let (s, runs) = self.pooled(io, c).await?;
-            let verdict = self.thresholds.as_ref().map(|t| t.judge(&s));
+            let invalid = self.invalid_of(io, c);
+            let verdict = self
+                .thresholds
+                .as_ref()
+                .map(|t| unless_invalid(t.judge(&s), invalid.as_deref()));
             let entries: Vec<&serde_json::Value> = self
                 .dir
                 .entries()
