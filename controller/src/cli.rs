@@ -33,6 +33,10 @@ pub enum Command {
     Dashboard(cmd::dashboard::DashboardArgs),
     /// Write a sweep's report: one self-contained HTML file (opens offline) and SVG charts.
     Report(cmd::dashboard::ReportArgs),
+    /// Compare results (sweep directories or result files) against the first: per test and
+    /// metric, the difference with a bootstrap confidence interval and a verdict; --fail-on
+    /// makes it a CI gate.
+    Compare(Box<cmd::compare::CompareArgs>),
     /// Run a SIMULATED OpenAI-compatible server (continuous-batching latency model, no GPU,
     /// no model): a test instrument and demo target, never a stand-in for real numbers.
     Sim(Box<sim::SimConfig>),
@@ -74,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cmd::dashboard::report(a)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Compare(a) => cmd::compare::run(*a),
         Command::Sim(cfg) => {
             sim::run(*cfg).await?;
             Ok(ExitCode::SUCCESS)

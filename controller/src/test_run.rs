@@ -145,6 +145,8 @@ pub struct Measured {
     pub start_skew_ms: f64,
     /// The prefix cache's use against the workload's.
     pub cache: CacheCheck,
+    /// Whether the client held the load (read lag, in-flight, dispatch lag).
+    pub health: crate::validity::ClientHealth,
 }
 
 /// How a test's numbers are computed and labelled.
@@ -200,9 +202,16 @@ impl Judging<'_> {
             .min()
             .unwrap_or(job.start_ns);
         let to_ns = records.iter().map(|r| r.end_ns).max().unwrap_or(job.end_ns);
+        let health = crate::validity::judge(
+            &records,
+            self.request_rate.is_finite(),
+            self.max_concurrency,
+            crate::validity::Bounds::default(),
+        );
         let cache = CacheCheck::of(&summary, self.expected_cache, self.cache_reset.clone());
         Ok(Measured {
             cache,
+            health,
             records,
             info,
             summary,
@@ -219,6 +228,7 @@ impl Measured {
     pub fn vllm_result(&self, detailed: bool) -> serde_json::Value {
         let mut json = result_json(&self.info, &self.summary, &self.records, detailed);
         crate::output::add_keys(&mut json, &self.cache);
+        crate::output::add_keys(&mut json, &self.health);
         json
     }
 

@@ -166,6 +166,10 @@ impl Http1 {
             let (n, t) = match read {
                 Ok(s) => {
                     rec.kernel_rx_stamps &= s.kernel;
+                    if s.kernel {
+                        rec.read_lags_us
+                            .push(u32::try_from(s.lag_ns / 1000).unwrap_or(u32::MAX));
+                    }
                     (s.n, s.t_ns)
                 }
                 Err(e) if !response.started() => {

@@ -96,6 +96,11 @@ pub struct RequestRecord {
     /// A conversation's turn: how many turns its session has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_turns: Option<u32>,
+    /// Each kernel-stamped read's lag: the moment the read returned minus the kernel's receive
+    /// stamp of its last byte, in µs (saturating). Long lags mean the bytes waited in the socket
+    /// for the client, and chunks read together share one stamp. Empty without kernel stamps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_lags_us: Vec<u32>,
     /// The generated text (kept for token counting; written to the JSONL only on request).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,

@@ -51,6 +51,8 @@ pub struct Stamped {
     pub t_ns: u64,
     /// Whether `t_ns` came from the kernel (else: when `recvmsg` returned).
     pub kernel: bool,
+    /// When `recvmsg` returned minus `t_ns` (0 without a kernel stamp).
+    pub lag_ns: u64,
 }
 
 /// One non-blocking `recvmsg` on a readable socket (`WouldBlock` when nothing is there).
@@ -78,16 +80,19 @@ pub fn try_recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Stamped> {
                 let now_rt = realtime_ns() as i128;
                 let t = read_ns as i128 - (now_rt - rt_ns);
                 // never later than the read itself, never negative
+                let t_ns = t.clamp(0, read_ns as i128) as u64;
                 Stamped {
                     n: msg.bytes,
-                    t_ns: t.clamp(0, read_ns as i128) as u64,
+                    t_ns,
                     kernel: true,
+                    lag_ns: read_ns - t_ns,
                 }
             }
             _ => Stamped {
                 n: msg.bytes,
                 t_ns: read_ns,
                 kernel: false,
+                lag_ns: 0,
             },
         };
         Ok(stamped)

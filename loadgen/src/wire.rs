@@ -90,6 +90,7 @@ impl From<&RequestRecord> for proto::RequestRecord {
             reasoning_tokens_server: r.reasoning_tokens_server,
             turn: r.turn,
             session_turns: r.session_turns,
+            read_lags_us: r.read_lags_us.clone(),
         }
     }
 }
@@ -168,6 +169,7 @@ impl TryFrom<proto::RequestRecord> for RequestRecord {
             status,
             error,
             kernel_rx_stamps: p.kernel_rx_stamps,
+            read_lags_us: p.read_lags_us,
             text: p.text,
             first_visible_ns: nonzero(p.first_visible_ns),
             hidden_text: p.hidden_text.chunks(2).map(|c| [c[0], c[1]]).collect(),
@@ -367,6 +369,7 @@ mod tests {
             status: Some(200),
             error: None,
             kernel_rx_stamps: true,
+            read_lags_us: vec![12, 3400],
             text: "one two three".into(),
             first_visible_ns: Some(1_800),
             hidden_text: vec![[0, 3]],
@@ -510,6 +513,7 @@ mod tests {
             status,
             error,
             kernel_rx_stamps: rng.random(),
+            read_lags_us: (0..rng.random_range(0..4)).map(|_| rng.random()).collect(),
             text,
             first_visible_ns: maybe(rng),
             hidden_text: (0..rng.random_range(0..3))

@@ -350,6 +350,7 @@ async fn the_report_opens_from_a_file_url_offline_with_every_chart() {
         dir: run.dir().to_path_buf(),
         out: Some(out.clone()),
         metadata: vec![("reviewer".into(), "ci".into())],
+        gpu_hour_cost: Some(2.5),
     })
     .unwrap();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
@@ -365,7 +366,10 @@ async fn the_report_opens_from_a_file_url_offline_with_every_chart() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".svg"))
         .collect();
-    assert_eq!(svgs.len(), 9, "{svgs:?}");
+    // the frontier's variants: output, total, J/token (simulated energy), cost × 3 statistics
+    let frontier = svgs.iter().filter(|n| n.starts_with("frontier_")).count();
+    assert_eq!(frontier, 12, "{svgs:?}");
+    assert_eq!(svgs.len(), 9 + frontier, "{svgs:?}");
 
     b.client
         .goto(&format!("file://{}", out.join("report.html").display()))
@@ -380,13 +384,19 @@ async fn the_report_opens_from_a_file_url_offline_with_every_chart() {
         .js("return Array.from(document.querySelectorAll('.chart')).map(c => [c.id, c.querySelectorAll('svg').length, c.querySelectorAll('svg polyline, svg rect, svg circle').length])")
         .await;
     let charts = charts.as_array().unwrap();
-    assert_eq!(charts.len(), 9, "{charts:?}");
+    assert_eq!(charts.len(), 10, "{charts:?}");
     for c in charts {
-        assert_eq!(c[1], 1, "{c:?}: one SVG");
+        let svgs = if c[0] == "chart-frontier" { 12 } else { 1 };
+        assert_eq!(c[1], svgs, "{c:?}: its SVGs");
         assert!(c[2].as_u64().unwrap() > 3, "{c:?}: drawn data");
     }
     let text = b.js("return document.body.innerText").await;
     assert!(text.as_str().unwrap().contains("reviewer"));
+    // one variant shown; choosing the cost axis and p90 shows that one alone
+    let shown = "return Array.from(document.querySelectorAll('#chart-frontier [data-v]')).filter(d => d.style.display !== 'none').map(d => d.dataset.v)";
+    assert_eq!(b.js(shown).await, json!(["frontier_output_mean"]));
+    b.js("const c = document.querySelector('#chart-frontier'); c.querySelector('.fy').value = 'cost'; c.querySelector('.fx').value = 'p90'; c.querySelector('.fx').dispatchEvent(new Event('change')); return 0").await;
+    assert_eq!(b.js(shown).await, json!(["frontier_cost_p90"]));
     let shot = b.screenshot("report.png").await;
     eprintln!("screenshot: {}", shot.display());
     b.close().await;
@@ -474,6 +484,7 @@ async fn the_report_shows_the_servers_metrics_beside_the_gpus() {
         dir: dir.clone(),
         out: Some(out.clone()),
         metadata: vec![],
+        gpu_hour_cost: None,
     })
     .unwrap();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
@@ -520,9 +531,12 @@ async fn the_report_shows_the_servers_metrics_beside_the_gpus() {
             .find(|c| c[0] == format!("chart-{id}"))
             .unwrap_or_else(|| panic!("no #chart-{id} in {charts:?}"))
     };
-    for c in charts {
+    for c in charts.iter().filter(|c| c[0] != "chart-frontier") {
         assert_eq!(c[1], 1, "{c:?}: one SVG");
     }
+    // the frontier's variants: output per GPU (no total throughput in the fixture) × mean,
+    // median, p90 TPOT
+    assert_eq!(get("frontier")[1], 3, "{:?}", get("frontier"));
     // a line per series and test (two tests), plus a line at each test's start
     let queue = get("server_queue");
     assert!(queue[2].as_u64().unwrap() >= 2 * 2 + 2, "{queue:?}");

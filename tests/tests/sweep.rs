@@ -246,11 +246,14 @@ async fn the_seeds_directory_files_and_log_columns() {
             "50ms",
             "--metadata",
             "gpu=none,server=sim",
+            "--gpu-hour-cost",
+            "2.5",
         ],
     )
     .await;
     sim.shutdown().await;
     run.result.as_ref().expect("the sweep succeeds");
+    frontier_is_per_gpu_and_costed(&run.summary(), run.dir());
     let name = run
         .dir()
         .file_name()
@@ -388,6 +391,40 @@ async fn the_seeds_directory_files_and_log_columns() {
             panic!("a sweep result breaks docs/result.schema.json: {err}");
         }
     }
+}
+
+/// Both GPUs the (simulated) agent saw busy count in the "per GPU"; the cost is 2 × 2.5 per
+/// hour over the output throughput; the points are in summary.json and frontier.csv.
+fn frontier_is_per_gpu_and_costed(summary: &Value, dir: &Path) {
+    let c = &summary["combinations"][0];
+    let points = c["frontier"].as_array().expect("frontier in summary.json");
+    assert_eq!(points.len(), 2, "{c}");
+    for (f, p) in points.iter().zip(c["points"].as_array().unwrap()) {
+        assert_eq!(f["gpus"], 2.0, "{f}");
+        assert_eq!(f["gpus_from"], "telemetry");
+        let out = p["output_throughput"].as_f64().unwrap();
+        let per_gpu = f["output_tok_s_per_gpu"].as_f64().unwrap();
+        assert!((per_gpu - out / 2.0).abs() < 1e-9, "{f}");
+        let cost = f["cost_per_million_output_tokens"].as_f64().unwrap();
+        assert!((cost - 5.0 / 3600.0 / out * 1e6).abs() < 1e-6, "{f}");
+        let tpot = p["pooled"]["mean_tpot_ms"].as_f64().unwrap();
+        assert!((f["tok_s_per_user"].as_f64().unwrap() - 1000.0 / tpot).abs() < 1e-9);
+        assert!(
+            f["tok_s_per_user_p90"].as_f64().is_some(),
+            "p90 TPOT pooled"
+        );
+    }
+    assert!(points.iter().any(|p| p["on_frontier"] == true));
+    let csv = std::fs::read_to_string(dir.join("frontier.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(
+        std::fs::read_to_string(dir.join("summary.csv"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("cost_per_million_output_tokens,frontier_concurrencies")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -254,6 +254,9 @@ async fn measure(
     let m = judging.measure(result?).await?;
     print!("{}", m.text());
     std::io::stdout().flush().ok();
+    if let Some(why) = &m.health.invalid {
+        eprintln!("INVALID: the client could not hold this load: {why}");
+    }
     let server = log.as_ref().map(|l| (m.server_stats(l), l));
     if let Some((stats, _)) = &server {
         eprint!("{}", stats.text());

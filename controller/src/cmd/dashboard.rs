@@ -45,6 +45,10 @@ pub struct ReportArgs {
     /// Labels shown with the results.
     #[arg(long, env = "BENCHCTL_METADATA", num_args = 1.., value_delimiter = ',', value_parser = super::parse_kv)]
     pub metadata: Vec<(String, String)>,
+    /// One GPU's price per hour, for the cost per million output tokens (the sweep's
+    /// --gpu-hour-cost otherwise), e.g. --gpu-hour-cost 2.5.
+    #[arg(long, env = "BENCHCTL_GPU_HOUR_COST", value_parser = super::parse_cost)]
+    pub gpu_hour_cost: Option<f64>,
 }
 
 pub async fn dashboard(a: DashboardArgs) -> anyhow::Result<()> {
@@ -104,7 +108,10 @@ pub fn report(a: ReportArgs) -> anyhow::Result<()> {
         );
     }
     let meta: BTreeMap<String, String> = a.metadata.into_iter().collect();
-    let view = SweepView::load(&src, &meta)?;
+    let mut view = SweepView::load(&src, &meta)?;
+    if a.gpu_hour_cost.is_some() {
+        view.gpu_hour_cost = a.gpu_hour_cost;
+    }
     let out = a.out.clone().unwrap_or_else(|| match &src {
         Source::Dir(d) => d.join("report"),
         Source::File(f) => f.with_extension("report"),

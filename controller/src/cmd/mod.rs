@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod bench;
 pub mod common;
+pub mod compare;
 pub mod controller;
 pub mod conversation_args;
 pub mod dashboard;
@@ -43,5 +44,13 @@ pub fn parse_kv(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().into(), v.trim().into())),
         _ => Err(format!("{s:?} is not KEY=VALUE (e.g. tp=8)")),
+    }
+}
+
+/// A price: a finite number ≥ 0 (`--gpu-hour-cost 2.5`).
+pub fn parse_cost(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a price ≥ 0 (e.g. 2.5)")),
     }
 }

@@ -98,6 +98,10 @@ pub struct SweepArgs {
     /// Labels kept with the results: --metadata tp=8 dtype=fp16 (or comma-separated).
     #[arg(long, env = "BENCHCTL_METADATA", num_args = 1.., value_delimiter = ',', value_parser = super::parse_kv)]
     pub metadata: Vec<(String, String)>,
+    /// One GPU's price per hour (any currency): the report's cost per million output tokens,
+    /// e.g. --gpu-hour-cost 2.5.
+    #[arg(long, env = "BENCHCTL_GPU_HOUR_COST", value_parser = super::parse_cost)]
+    pub gpu_hour_cost: Option<f64>,
     /// Where result directories are made.
     #[arg(long, env = "BENCHCTL_RESULT_DIR", default_value = "bench_logs")]
     pub result_dir: PathBuf,
@@ -115,6 +119,7 @@ pub struct SweepArgs {
         "config", "dtype", "tp", "io", "concurrency", "num_prompts", "prompts_per_concurrency",
         "min_prompts", "warmup_requests", "threshold", "max_error_rate", "search", "repeats",
         "metadata", "server_metrics", "server_metrics_interval", "dataset", "dataset_path",
+        "gpu_hour_cost",
     ])]
     pub resume: Option<PathBuf>,
     /// Distributed mode: submit the sweep to the controller and follow it (Ctrl-C detaches;

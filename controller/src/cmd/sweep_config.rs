@@ -208,6 +208,7 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
         endpoint: args.common.endpoint.clone(),
         served_model: String::new(),
         conversation: conversation(args)?,
+        gpu_hour_cost: args.gpu_hour_cost,
     })
 }
 

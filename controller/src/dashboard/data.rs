@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::server_metrics::ServerSeries;
+use crate::sweep::frontier::{self, FrontierPoint};
 
 /// Where one sweep's data lives.
 #[derive(Clone, Debug)]
@@ -122,6 +123,8 @@ pub struct SweepView {
     pub windows: Vec<Window>,
     pub simulated_target: bool,
     pub simulated_gpus: bool,
+    /// `--gpu-hour-cost` (the sweep's, or the report's flag).
+    pub gpu_hour_cost: Option<f64>,
 }
 
 impl SweepView {
@@ -254,7 +257,76 @@ impl SweepView {
             server,
             server_kind,
             windows,
+            gpu_hour_cost: plan
+                .as_ref()
+                .and_then(|p| p.get("gpu_hour_cost"))
+                .and_then(Value::as_f64),
         })
+    }
+
+    /// A combination's points on the frontier's axes: `summary.json`'s (pooled over runs),
+    /// else each concurrency's first run; the cost from [`Self::gpu_hour_cost`]. Not marked.
+    pub fn frontier(&self, io: Io) -> Vec<FrontierPoint> {
+        let from_summary: Option<Vec<FrontierPoint>> = self
+            .summary_combination(io)
+            .and_then(|c| serde_json::from_value(c.get("frontier")?.clone()).ok())
+            .filter(|v: &Vec<FrontierPoint>| !v.is_empty());
+        let mut v = from_summary.unwrap_or_else(|| self.frontier_of_entries(io));
+        for p in &mut v {
+            p.cost_per_million_output_tokens = self
+                .gpu_hour_cost
+                .and_then(|c| frontier::cost_per_million(c, 1.0, p.output_tok_s_per_gpu));
+        }
+        v
+    }
+
+    fn frontier_of_entries(&self, io: Io) -> Vec<FrontierPoint> {
+        let tp: f64 = self
+            .metadata
+            .get("tp")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(1.0);
+        let mut seen = vec![];
+        let mut v = vec![];
+        for e in self.entries.iter().filter(|e| io_of(e) == Some(io)) {
+            let Some(c) = concurrency_of(e).and_then(|c| u32::try_from(c).ok()) else {
+                continue;
+            };
+            if seen.contains(&c) {
+                continue;
+            }
+            seen.push(c);
+            let (gpus, from) = match frontier::gpus_serving(e) {
+                Some(n) => (n as f64, "telemetry"),
+                None => (tp.max(1.0), "--tp"),
+            };
+            let n = |k: &str| e.get(k).and_then(Value::as_f64);
+            v.push(FrontierPoint {
+                concurrency: c,
+                gpus,
+                gpus_from: from.into(),
+                output_tok_s_per_gpu: n("output_throughput").unwrap_or(0.0) / gpus,
+                total_tok_s_per_gpu: n("total_token_throughput").map(|t| t / gpus),
+                tok_s_per_user: frontier::interactivity(n("mean_tpot_ms")),
+                tok_s_per_user_median: frontier::interactivity(n("median_tpot_ms")),
+                tok_s_per_user_p90: frontier::interactivity(n("p90_tpot_ms")),
+                joules_per_output_token: n("gpu_joules_per_output_token"),
+                cost_per_million_output_tokens: None,
+                pass: e.get("threshold_pass").and_then(Value::as_bool),
+                on_frontier: false,
+            });
+        }
+        v
+    }
+
+    fn summary_combination(&self, io: Io) -> Option<&Value> {
+        self.summary.as_ref()?["combinations"]
+            .as_array()?
+            .iter()
+            .find(|c| {
+                c["input_len"].as_u64() == Some(io.input_len.into())
+                    && c["output_len"].as_u64() == Some(io.output_len.into())
+            })
     }
 
     /// The input/output combinations, in the order they first appear.

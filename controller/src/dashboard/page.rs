@@ -104,7 +104,12 @@ pub fn tests(view: &SweepView) -> String {
     };
     for e in &view.entries {
         let io = io_of(e).unwrap_or(Io::new(0, 0));
+        let invalid = e.get("invalid").and_then(Value::as_str);
         let verdict = match e.get("threshold_pass").and_then(Value::as_bool) {
+            _ if invalid.is_some() => format!(
+                "<td class=\"l fail invalid\">INVALID: {} (never a pass)</td>",
+                esc(invalid.unwrap_or_default())
+            ),
             None => "<td class=\"l\">-</td>".to_string(),
             Some(true) => "<td class=\"l pass\">pass</td>".into(),
             Some(false) => format!(
@@ -179,10 +184,18 @@ fn tokens_check(e: &Value) -> String {
     }
 }
 
-/// The charts' grid, each chart's SVG inline.
+/// The charts' grid, each chart's SVG inline; the frontier's variants (`frontier_<y>_<stat>`)
+/// in one box with a choice of axes.
 pub fn charts(charts: &[(String, String, String)]) -> String {
     let mut s = String::from("<div class=\"charts\">");
-    for (id, title, svg) in charts {
+    let variants: Vec<&(String, String, String)> = charts
+        .iter()
+        .filter(|c| c.0.starts_with("frontier_"))
+        .collect();
+    if !variants.is_empty() {
+        s.push_str(&frontier_box(&variants));
+    }
+    for (id, title, svg) in charts.iter().filter(|c| !c.0.starts_with("frontier_")) {
         let _ = write!(
             s,
             "<div class=\"chart\" id=\"chart-{}\"><h3>{}</h3>{svg}</div>",
@@ -192,6 +205,61 @@ pub fn charts(charts: &[(String, String, String)]) -> String {
     }
     s.push_str("</div>");
     s
+}
+
+/// The frontier's variants, one shown; two selects pick the y axis and the TPOT statistic
+/// (an inline handler: it still works after the live page replaces the section).
+fn frontier_box(variants: &[&(String, String, String)]) -> String {
+    const PICK: &str = "var b=this.closest('.chart');var v='frontier_'+b.querySelector('.fy').value+'_'+b.querySelector('.fx').value;b.querySelectorAll('[data-v]').forEach(function(d){d.style.display=d.dataset.v===v?'':'none'})";
+    let mut ys: Vec<&str> = vec![];
+    for (id, _, _) in variants {
+        let y = id
+            .trim_start_matches("frontier_")
+            .split('_')
+            .next()
+            .unwrap_or("");
+        if !ys.contains(&y) {
+            ys.push(y);
+        }
+    }
+    let mut s = format!(
+        "<div class=\"chart\" id=\"chart-frontier\"><h3>Throughput per GPU vs interactivity (Pareto frontier)</h3><select class=\"fy\" onchange=\"{PICK}\">"
+    );
+    for y in ys {
+        let _ = write!(
+            s,
+            "<option value=\"{y}\">{}</option>",
+            esc(&frontier_y_label(y))
+        );
+    }
+    let _ = write!(s, "</select> <select class=\"fx\" onchange=\"{PICK}\">");
+    for stat in super::charts::frontier::STATS {
+        let _ = write!(s, "<option value=\"{stat}\">1000 / {stat} TPOT</option>");
+    }
+    s.push_str("</select>");
+    for (k, (id, title, svg)) in variants.iter().enumerate() {
+        let _ = write!(
+            s,
+            "<div data-v=\"{}\" title=\"{}\"{}>{svg}</div>",
+            esc(id),
+            esc(title),
+            if k == 0 {
+                ""
+            } else {
+                " style=\"display:none\""
+            }
+        );
+    }
+    s.push_str("</div>");
+    s
+}
+
+fn frontier_y_label(id: &str) -> String {
+    use super::charts::frontier::Y;
+    Y::ALL
+        .iter()
+        .find(|y| y.id() == id)
+        .map_or(id.to_string(), |y| y.label().to_string())
 }
 
 /// The page's sections, by element id.

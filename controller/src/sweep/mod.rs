@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod entry;
 pub mod feed;
+pub mod frontier;
 pub mod grid;
 pub mod plan;
 pub mod progress;

@@ -90,6 +90,9 @@ pub struct Plan {
     /// combination's input length (the spec's own lengths are not used). `None`: random prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<loadgen::conversation::ConversationSpec>,
+    /// `--gpu-hour-cost`: one GPU's price per hour, for the cost per million output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_hour_cost: Option<f64>,
 }
 
 impl Plan {
@@ -104,11 +107,14 @@ impl Plan {
     pub fn percentiles(&self) -> anyhow::Result<Vec<f64>> {
         let mut percentiles =
             loadgen::stats::parse_percentiles(&self.percentiles).map_err(anyhow::Error::msg)?;
+        // p90 TPOT: the frontier's interactivity at p90
+        let mut wanted = vec![90.0];
         if let Some(t) = self.thresholds() {
-            for p in t.percentiles() {
-                if !percentiles.contains(&p) {
-                    percentiles.push(p);
-                }
+            wanted.extend(t.percentiles());
+        }
+        for p in wanted {
+            if !percentiles.contains(&p) {
+                percentiles.push(p);
             }
         }
         Ok(percentiles)

@@ -11,6 +11,7 @@ use serde::Serialize;
 use loadgen::report::Metric::{self, E2el, Itl, Tpot, Ttfo, Ttft};
 use loadgen::report::Summary;
 
+use super::frontier::{self, FrontierPoint};
 use super::search::Search;
 use super::status::Status;
 use super::threshold::Verdict;
@@ -29,6 +30,12 @@ pub struct PointSummary {
     /// Mean over the runs.
     pub output_throughput: f64,
     pub request_throughput: f64,
+    /// Input and output tokens/s, mean over the runs.
+    pub total_token_throughput: Option<f64>,
+    /// The GPUs the agents saw serve it (the most over its runs; `None` without telemetry).
+    pub gpus_serving: Option<f64>,
+    /// Energy per output token, mean over the runs (`None` without an energy counter).
+    pub gpu_joules_per_output_token: Option<f64>,
     /// Pooled over the runs' requests.
     pub mean_ttft_ms: Option<f64>,
     pub p99_ttft_ms: Option<f64>,
@@ -58,6 +65,11 @@ pub struct PointSummary {
     /// A run was served from a warm prefix cache (its result's `warm_cache`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub warm_cache: bool,
+    /// Why the client could not hold this load (a run's `invalid`); never a pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+    /// The client's read lag (the worst run's p99), ms.
+    pub client_read_lag_p99_ms: Option<f64>,
     /// Every statistic of the pooled requests, by result-JSON key (`mean_ttft_ms`,
     /// `p99_tpot_ms`, `median_e2el_ms`…): what the verdict judged, for charts.
     pub pooled: BTreeMap<String, f64>,
@@ -102,6 +114,13 @@ impl PointSummary {
             failed: s.failed,
             output_throughput: mean_of("output_throughput").unwrap_or(0.0),
             request_throughput: mean_of("request_throughput").unwrap_or(0.0),
+            total_token_throughput: mean_of("total_token_throughput"),
+            gpus_serving: entries
+                .iter()
+                .filter_map(|e| frontier::gpus_serving(e))
+                .max()
+                .map(|n| n as f64),
+            gpu_joules_per_output_token: mean_of("gpu_joules_per_output_token"),
             mean_ttft_ms: m(Ttft).map(|d| d.mean),
             p99_ttft_ms: m(Ttft).and_then(|d| d.get(99.0)),
             mean_ttfo_ms: m(Ttfo).map(|d| d.mean),
@@ -121,7 +140,40 @@ impl PointSummary {
             cached_token_fraction: mean_of("cached_token_fraction"),
             expected_cached_token_fraction: mean_of("expected_cached_token_fraction"),
             warm_cache: entries.iter().any(|e| e["warm_cache"] == true),
+            invalid: entries
+                .iter()
+                .find_map(|e| Some(e.get("invalid")?.as_str()?.to_string())),
+            client_read_lag_p99_ms: entries
+                .iter()
+                .filter_map(|e| e["client_read_lag_p99_ms"].as_f64())
+                .reduce(f64::max),
             pooled,
+        }
+    }
+
+    /// This point on the frontier's axes: per GPU (those serving it, else `tp`), per user.
+    pub fn on_axes(&self, tp: u32, gpu_hour_cost: Option<f64>) -> FrontierPoint {
+        let (gpus, from) = match self.gpus_serving {
+            Some(n) if n > 0.0 => (n, "telemetry"),
+            _ => (f64::from(tp.max(1)), "--tp"),
+        };
+        let x = |stat: &str| {
+            frontier::interactivity(self.pooled.get(&format!("{stat}_tpot_ms")).copied())
+        };
+        FrontierPoint {
+            concurrency: self.concurrency,
+            gpus,
+            gpus_from: from.into(),
+            output_tok_s_per_gpu: self.output_throughput / gpus,
+            total_tok_s_per_gpu: self.total_token_throughput.map(|t| t / gpus),
+            tok_s_per_user: x("mean"),
+            tok_s_per_user_median: x("median"),
+            tok_s_per_user_p90: x("p90"),
+            joules_per_output_token: self.gpu_joules_per_output_token,
+            cost_per_million_output_tokens: gpu_hour_cost
+                .and_then(|c| frontier::cost_per_million(c, gpus, self.output_throughput)),
+            pass: self.pass,
+            on_frontier: false,
         }
     }
 
@@ -184,6 +236,8 @@ pub struct ComboSummary {
     pub skipped: Vec<u32>,
     pub tests_run: usize,
     pub points: Vec<PointSummary>,
+    /// Every point on the frontier's axes, marked where it is on the frontier.
+    pub frontier: Vec<FrontierPoint>,
 }
 
 impl ComboSummary {
@@ -230,6 +284,9 @@ pub struct SweepSummary {
     pub target_is_simulator: bool,
     /// `nvml: N GPUs`, `SIMULATED`, or why there are none.
     pub gpu_telemetry: String,
+    /// `--gpu-hour-cost`: the price of one GPU for an hour, for the cost per token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_hour_cost: Option<f64>,
     pub status: Status,
     /// Distributed mode: each time a new leader took the sweep over (when, from whom, the test
     /// in flight that was discarded).
@@ -243,7 +300,52 @@ impl SweepSummary {
         write_atomic(&dir.join("summary.json"), &serde_json::to_vec_pretty(self)?)?;
         write_atomic(&dir.join("summary.csv"), self.csv().as_bytes())?;
         write_atomic(&dir.join("summary.md"), self.markdown().as_bytes())?;
+        write_atomic(&dir.join("frontier.csv"), self.frontier_csv().as_bytes())?;
         Ok(())
+    }
+
+    /// Recomputes combination `i`'s frontier from its points.
+    pub fn mark_frontier(&mut self, i: usize) {
+        let (tp, cost) = (self.tp, self.gpu_hour_cost);
+        let c = &mut self.combinations[i];
+        c.frontier = c.points.iter().map(|p| p.on_axes(tp, cost)).collect();
+        frontier::mark(&mut c.frontier);
+    }
+
+    /// The frontier's table: every point per GPU and per user, `*` on the frontier.
+    fn frontier_markdown(&self, s: &mut String) {
+        if self.combinations.iter().all(|c| c.frontier.is_empty()) {
+            return;
+        }
+        let f = |v: Option<f64>, d: usize| v.map(|v| format!("{v:.d$}")).unwrap_or("–".into());
+        let _ = writeln!(
+            s,
+            "\n## Throughput per GPU against interactivity (`*`: on the Pareto frontier)\n\n| input | output | concurrency | GPUs | output tok/s/GPU | total tok/s/GPU | tok/s/user (1000/mean TPOT) | J/output token | cost per M output tokens | verdict |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for c in &self.combinations {
+            for p in &c.frontier {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {}{} | {} ({}) | {:.1} | {} | {} | {} | {} | {} |",
+                    c.input_len,
+                    c.output_len,
+                    p.concurrency,
+                    if p.on_frontier { " *" } else { "" },
+                    p.gpus,
+                    p.gpus_from,
+                    p.output_tok_s_per_gpu,
+                    f(p.total_tok_s_per_gpu, 1),
+                    f(p.tok_s_per_user, 1),
+                    f(p.joules_per_output_token, 3),
+                    f(p.cost_per_million_output_tokens, 3),
+                    match p.pass {
+                        None => "–",
+                        Some(true) => "pass",
+                        Some(false) => "fail",
+                    }
+                );
+            }
+        }
     }
 
     fn at_max<'a>(&self, c: &'a ComboSummary) -> Option<&'a PointSummary> {
@@ -254,14 +356,14 @@ impl SweepSummary {
     /// One row per combination: the max passing concurrency and its pooled numbers.
     pub fn csv(&self) -> String {
         let mut s = String::from(
-            "input_len,output_len,status,max_passing_concurrency,first_failing_concurrency,bound_by,limiter,tests_run,output_throughput_tok_s,request_throughput_req_s,mean_ttft_ms,p99_ttft_ms,mean_tpot_ms,p99_tpot_ms,mean_e2el_ms\n",
+            "input_len,output_len,status,max_passing_concurrency,first_failing_concurrency,bound_by,limiter,tests_run,output_throughput_tok_s,request_throughput_req_s,mean_ttft_ms,p99_ttft_ms,mean_tpot_ms,p99_tpot_ms,mean_e2el_ms,gpus,output_tok_s_per_gpu,tok_s_per_user,joules_per_output_token,cost_per_million_output_tokens,frontier_concurrencies\n",
         );
         let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
         for c in &self.combinations {
             let p = self.at_max(c);
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},\"{}\",\"{}\",{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},\"{}\",\"{}\",{},{},{},{},{},{},{},{},{}",
                 c.input_len,
                 c.output_len,
                 c.status,
@@ -277,7 +379,39 @@ impl SweepSummary {
                 o(p.and_then(|p| p.mean_tpot_ms)),
                 o(p.and_then(|p| p.p99_tpot_ms)),
                 o(p.and_then(|p| p.mean_e2el_ms)),
+                frontier_columns(c),
             );
+        }
+        s
+    }
+
+    /// One row per tested point of every combination, on the frontier's axes.
+    pub fn frontier_csv(&self) -> String {
+        let mut s = String::from(
+            "input_len,output_len,concurrency,gpus,gpus_from,output_tok_s_per_gpu,total_tok_s_per_gpu,tok_s_per_user,tok_s_per_user_median,tok_s_per_user_p90,joules_per_output_token,cost_per_million_output_tokens,pass,on_frontier\n",
+        );
+        let o = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
+        for c in &self.combinations {
+            for p in &c.frontier {
+                let _ = writeln!(
+                    s,
+                    "{},{},{},{},{},{:.4},{},{},{},{},{},{},{},{}",
+                    c.input_len,
+                    c.output_len,
+                    p.concurrency,
+                    p.gpus,
+                    p.gpus_from,
+                    p.output_tok_s_per_gpu,
+                    o(p.total_tok_s_per_gpu),
+                    o(p.tok_s_per_user),
+                    o(p.tok_s_per_user_median),
+                    o(p.tok_s_per_user_p90),
+                    o(p.joules_per_output_token),
+                    o(p.cost_per_million_output_tokens),
+                    p.pass.map(|b| b.to_string()).unwrap_or_default(),
+                    p.on_frontier,
+                );
+            }
         }
         s
     }
@@ -350,6 +484,7 @@ impl SweepSummary {
                 );
             }
         }
+        self.frontier_markdown(&mut s);
         // the server's columns where its metrics were scraped
         let server = self
             .combinations
@@ -380,6 +515,9 @@ impl SweepSummary {
         for c in &self.combinations {
             for p in &c.points {
                 let verdict = match p.pass {
+                    _ if p.invalid.is_some() => {
+                        format!("INVALID: {}", p.invalid.as_deref().unwrap_or_default())
+                    }
                     None => "–".to_string(),
                     Some(true) => "pass".into(),
                     Some(false) => format!("FAIL: {}", p.violations.join("; ")),
@@ -430,6 +568,32 @@ impl SweepSummary {
     }
 }
 
+/// The summary CSV's frontier columns at the max passing concurrency (else the frontier's
+/// highest throughput), and the concurrencies on the frontier (`1 4 16`).
+fn frontier_columns(c: &ComboSummary) -> String {
+    let on: Vec<&FrontierPoint> = c.frontier.iter().filter(|p| p.on_frontier).collect();
+    let at = c
+        .max_passing
+        .and_then(|m| c.frontier.iter().find(|p| p.concurrency == m))
+        .or_else(|| {
+            on.iter()
+                .max_by(|a, b| a.output_tok_s_per_gpu.total_cmp(&b.output_tok_s_per_gpu))
+                .copied()
+        });
+    let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+    let mut cs: Vec<u32> = on.iter().map(|p| p.concurrency).collect();
+    cs.sort_unstable();
+    format!(
+        "{},{},{},{},{},{}",
+        o(at.map(|p| p.gpus)),
+        o(at.map(|p| p.output_tok_s_per_gpu)),
+        o(at.and_then(|p| p.tok_s_per_user)),
+        o(at.and_then(|p| p.joules_per_output_token)),
+        o(at.and_then(|p| p.cost_per_million_output_tokens)),
+        cs.iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
+    )
+}
+
 /// The closing table printed to stderr.
 pub fn final_table(s: &SweepSummary) -> String {
     let mut t = String::new();
@@ -461,6 +625,19 @@ pub fn final_table(s: &SweepSummary) -> String {
         "first failing",
         limiter("likely limiter")
     );
+    let invalid: Vec<String> = s
+        .combinations
+        .iter()
+        .flat_map(|c| {
+            c.points.iter().filter_map(move |p| {
+                let why = p.invalid.as_ref()?;
+                Some(format!(
+                    "{}x{} c={}: {why}",
+                    c.input_len, c.output_len, p.concurrency
+                ))
+            })
+        })
+        .collect();
     for c in &s.combinations {
         let _ = writeln!(
             t,
@@ -475,6 +652,12 @@ pub fn final_table(s: &SweepSummary) -> String {
     }
     if let Some(w) = warm_cache_line(s) {
         let _ = writeln!(t, "{w}");
+    }
+    for line in &invalid {
+        let _ = writeln!(
+            t,
+            "INVALID (the client could not hold the load; never a pass): {line}"
+        );
     }
     t
 }
@@ -631,5 +814,55 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    fn measured(c: u32, out: f64, tpot: f64, gpus: Option<f64>) -> PointSummary {
+        PointSummary {
+            concurrency: c,
+            runs: 1,
+            output_throughput: out,
+            gpus_serving: gpus,
+            pass: Some(c <= 8),
+            pooled: [("mean_tpot_ms".to_string(), tpot)].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_frontier_is_per_gpu_and_in_the_summary_files() {
+        let mut s = SweepSummary {
+            tp: 4,
+            gpu_hour_cost: Some(2.0),
+            combinations: vec![ComboSummary::default()],
+            ..Default::default()
+        };
+        // c=8 is dominated by c=4 (less throughput at lower interactivity)
+        let points = vec![
+            measured(1, 400.0, 10.0, Some(2.0)),
+            measured(4, 1200.0, 20.0, Some(2.0)),
+            measured(8, 1100.0, 25.0, Some(2.0)),
+            measured(16, 2800.0, 50.0, None),
+        ];
+        s.combinations[0].update(points, 4, None);
+        s.combinations[0].max_passing = Some(8);
+        s.mark_frontier(0);
+        let f = &s.combinations[0].frontier;
+        let on: Vec<bool> = f.iter().map(|p| p.on_frontier).collect();
+        assert_eq!(on, [true, true, false, true]);
+        assert_eq!((f[1].gpus, f[1].gpus_from.as_str()), (2.0, "telemetry"));
+        assert_eq!(f[1].output_tok_s_per_gpu, 600.0);
+        assert_eq!(f[1].tok_s_per_user, Some(50.0));
+        assert_eq!((f[3].gpus, f[3].gpus_from.as_str()), (4.0, "--tp"));
+        // 2 GPUs at 2/h over 1100 tok/s
+        let cost = f[2].cost_per_million_output_tokens.unwrap();
+        assert!((cost - 4.0 / 3600.0 / 1100.0 * 1e6).abs() < 1e-9);
+        let csv = s.csv();
+        assert!(csv.lines().nth(1).unwrap().ends_with(",1 4 16"), "{csv}");
+        assert_eq!(s.frontier_csv().lines().count(), 5);
+        assert!(
+            s.markdown().contains("| 4 * | 2 (telemetry) | 600.0 |"),
+            "{}",
+            s.markdown()
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod draw;
+pub mod frontier;
 mod timeline;
 
 use concurrency::{by_concurrency, max_passing, series};
@@ -21,6 +22,7 @@ pub fn all(view: &SweepView) -> Vec<(String, String, String)> {
             &[],
         ),
     )];
+    out.extend(frontier::variants(view));
     for (m, title) in [
         ("ttft", "TTFT vs concurrency"),
         ("tpot", "TPOT vs concurrency"),

@@ -217,6 +217,7 @@ fn new_summary(x: &Exec<'_>) -> SweepSummary {
         metadata: plan.metadata.clone(),
         target_is_simulator: x.prep.target_is_simulator,
         gpu_telemetry: x.gpu_note.clone(),
+        gpu_hour_cost: plan.gpu_hour_cost,
         status: Status::Running,
         failovers: x.failovers.clone(),
         combinations: plan
@@ -230,6 +231,15 @@ fn new_summary(x: &Exec<'_>) -> SweepSummary {
             })
             .collect(),
     }
+}
+
+/// An invalid test never passes: its verdict fails with the reason first.
+pub(crate) fn unless_invalid(mut v: Verdict, invalid: Option<&str>) -> Verdict {
+    if let Some(why) = invalid {
+        v.pass = false;
+        v.violations.insert(0, format!("INVALID ({why})"));
+    }
+    v
 }
 
 /// A sweep's (or a combination's) status once it stopped, early or not.
@@ -393,11 +403,21 @@ impl Sweep<'_> {
 
     async fn verdict(&mut self, io: Io, c: u32) -> anyhow::Result<Verdict> {
         let (summary, _) = self.pooled(io, c).await?;
-        Ok(self
+        let v = self
             .thresholds
             .as_ref()
             .expect("verdicts only with thresholds")
-            .judge(&summary))
+            .judge(&summary);
+        Ok(unless_invalid(v, self.invalid_of(io, c).as_deref()))
+    }
+
+    /// Why a run of `(io, c)` is invalid (the client could not hold its load), if one is.
+    fn invalid_of(&self, io: Io, c: u32) -> Option<String> {
+        self.dir
+            .entries()
+            .iter()
+            .filter(|e| TestKey::of(e).is_some_and(|k| k.io == io && k.concurrency == c))
+            .find_map(|e| Some(e.get("invalid")?.as_str()?.to_string()))
     }
 
     /// Recomputes combination `i`'s summary and rewrites the summary files.
@@ -414,7 +434,11 @@ impl Sweep<'_> {
         let mut points = Vec::new();
         for c in cs {
             let (s, runs) = self.pooled(io, c).await?;
-            let verdict = self.thresholds.as_ref().map(|t| t.judge(&s));
+            let invalid = self.invalid_of(io, c);
+            let verdict = self
+                .thresholds
+                .as_ref()
+                .map(|t| unless_invalid(t.judge(&s), invalid.as_deref()));
             let entries: Vec<&serde_json::Value> = self
                 .dir
                 .entries()
@@ -431,6 +455,7 @@ impl Sweep<'_> {
             .filter(|k| k.io == io)
             .count();
         self.summary.combinations[i].update(points, tests_run, search);
+        self.summary.mark_frontier(i);
         self.summary.write(&self.dir.dir)
     }
 }

@@ -200,7 +200,10 @@ impl Sweep<'_> {
         lost_workers: Vec<String>,
         server: Option<ScrapeLog>,
     ) -> anyhow::Result<()> {
-        let verdict = self.thresholds.as_ref().map(|t| t.judge(&m.summary));
+        let verdict = self
+            .thresholds
+            .as_ref()
+            .map(|t| super::unless_invalid(t.judge(&m.summary), m.health.invalid.as_deref()));
         // the test's window in Unix time, for charts over time (one anchor for the entry and the
         // GPU samples)
         let unix_of = crate::telemetry::unix_clock();

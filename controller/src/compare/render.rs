@@ -1,0 +1,268 @@
+//! A comparison as a terminal table, as Markdown (for a pull request) and as a self-contained
+//! HTML page (the report's style, the frontiers overlaid in one chart).
+
+use std::fmt::Write as _;
+
+use super::{Comparison, Report, Row, Verdict};
+use crate::dashboard::charts::frontier::{Series, Y, chart, series_of};
+use crate::dashboard::page::{STYLE, esc};
+
+const HEAD: [&str; 8] = [
+    "test",
+    "metric",
+    "A",
+    "B",
+    "B − A",
+    "%",
+    "CI of B − A",
+    "verdict",
+];
+
+/// A row's cells, in [`HEAD`]'s order.
+fn cells(r: &Row, confidence: f64) -> [String; 8] {
+    let v = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3}"));
+    let (d, pct) = r.diff().map_or((None, None), |(d, p)| (Some(d), p));
+    let mut verdict = r.verdict.to_string();
+    for b in &r.failed {
+        let _ = write!(verdict, " FAIL({b})");
+    }
+    [
+        format!("{} c={}", r.test.0, r.test.1),
+        format!("{} {}", r.metric, r.metric.unit()),
+        v(r.a),
+        v(r.b),
+        d.map_or("-".into(), super::fmt_signed),
+        pct.map_or("-".into(), |p| format!("{p:+.1}")),
+        r.ci.map_or("-".into(), |(lo, hi)| {
+            format!("[{lo:+.3}, {hi:+.3}] ({:.0} %)", confidence * 100.0)
+        }),
+        verdict,
+    ]
+}
+
+fn title(rep: &Report, c: &Comparison) -> String {
+    format!(
+        "{} (B) against {} (A, baseline)",
+        rep.runs[c.other].name, rep.runs[c.baseline].name
+    )
+}
+
+fn settings_line(rep: &Report) -> String {
+    let s = &rep.settings;
+    format!(
+        "bootstrap over requests: {} resamples, seed {}, {:.0} % intervals; changes under {} % of A are noise{}",
+        s.bootstrap.resamples,
+        s.bootstrap.seed,
+        s.bootstrap.confidence * 100.0,
+        s.min_effect * 100.0,
+        if s.fail_on.is_empty() {
+            String::new()
+        } else {
+            let b: Vec<String> = s.fail_on.iter().map(ToString::to_string).collect();
+            format!("; --fail-on {}", b.join(" "))
+        }
+    )
+}
+
+/// The boundaries (max passing concurrency) side by side: `(combination, per run)`.
+fn boundaries(rep: &Report) -> Vec<(String, Vec<String>)> {
+    let mut ios = vec![];
+    for r in &rep.runs {
+        for io in r.view.combinations() {
+            if !ios.contains(&io) {
+                ios.push(io);
+            }
+        }
+    }
+    ios.into_iter()
+        .map(|io| {
+            let per: Vec<String> = rep
+                .runs
+                .iter()
+                .map(|r| {
+                    r.view.max_passing().into_iter().find(|b| b.0 == io).map_or(
+                        "-".into(),
+                        |(_, max, first)| {
+                            format!(
+                                "{}{}",
+                                max.map_or("none".into(), |m| m.to_string()),
+                                first.map_or(String::new(), |f| format!(" (fails at {f})"))
+                            )
+                        },
+                    )
+                })
+                .collect();
+            (io.to_string(), per)
+        })
+        .collect()
+}
+
+fn judged(rep: &Report) -> bool {
+    rep.runs.iter().any(|r| !r.view.thresholds.is_empty())
+}
+
+/// The terminal table.
+pub fn table(rep: &Report) -> String {
+    let mut s = format!("{}\n", settings_line(rep));
+    for c in &rep.comparisons {
+        let rows: Vec<[String; 8]> = c
+            .rows
+            .iter()
+            .map(|r| cells(r, rep.settings.bootstrap.confidence))
+            .collect();
+        let mut w = HEAD.map(|h| h.chars().count());
+        for r in &rows {
+            for (k, cell) in r.iter().enumerate() {
+                w[k] = w[k].max(cell.chars().count());
+            }
+        }
+        let _ = writeln!(s, "\n== {} ==", title(rep, c));
+        let line = |cells: &[String]| {
+            let mut l = String::new();
+            for (k, cell) in cells.iter().enumerate() {
+                let pad = w[k] - cell.chars().count();
+                if k < 2 || k == 7 {
+                    let _ = write!(l, "{cell}{}  ", " ".repeat(pad));
+                } else {
+                    let _ = write!(l, "{}{cell}  ", " ".repeat(pad));
+                }
+            }
+            l.trim_end().to_string()
+        };
+        let _ = writeln!(s, "{}", line(&HEAD.map(String::from)));
+        for r in &rows {
+            let _ = writeln!(s, "{}", line(r));
+        }
+        unmatched(&mut s, rep, c);
+    }
+    if judged(rep) {
+        let _ = writeln!(s, "\nlargest concurrency within the thresholds:");
+        for (io, per) in boundaries(rep) {
+            let _ = writeln!(s, "  {io}: {}", per.join("  |  "));
+        }
+    }
+    s
+}
+
+fn unmatched(s: &mut String, rep: &Report, c: &Comparison) {
+    for (id, k) in &c.unmatched {
+        let _ = writeln!(s, "only in {}: {} c={}", rep.runs[*k].name, id.0, id.1);
+    }
+}
+
+/// Markdown, for a pull request.
+pub fn markdown(rep: &Report) -> String {
+    let mut s = format!("_{}_\n", settings_line(rep));
+    for c in &rep.comparisons {
+        let _ = writeln!(s, "\n### {}\n", title(rep, c));
+        let _ = writeln!(s, "| {} |", HEAD.join(" | "));
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---|");
+        for r in &c.rows {
+            let mut cells = cells(r, rep.settings.bootstrap.confidence);
+            if r.verdict == Verdict::Worse {
+                cells[7] = format!("**{}**", cells[7]);
+            }
+            let _ = writeln!(s, "| {} |", cells.join(" | "));
+        }
+        let mut u = String::new();
+        unmatched(&mut u, rep, c);
+        for l in u.lines() {
+            let _ = writeln!(s, "\n- {l}");
+        }
+    }
+    if judged(rep) {
+        let names: Vec<&str> = rep.runs.iter().map(|r| r.name.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "\n### Largest concurrency within the thresholds\n\n| input x output | {} |\n|---|{}",
+            names.join(" | "),
+            "---|".repeat(names.len())
+        );
+        for (io, per) in boundaries(rep) {
+            let _ = writeln!(s, "| {io} | {} |", per.join(" | "));
+        }
+    }
+    s
+}
+
+/// A self-contained page: the tables, the boundaries side by side, the frontiers overlaid.
+pub fn html(rep: &Report) -> String {
+    let names: Vec<&str> = rep.runs.iter().map(|r| r.name.as_str()).collect();
+    let mut s = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>benchctl compare</title><style>{STYLE}</style></head><body><h1>benchctl compare</h1><div class=\"muted\">{}</div><p class=\"muted\">{}</p>",
+        esc(&names.join(" vs ")),
+        esc(&settings_line(rep))
+    );
+    if rep.runs.iter().any(|r| r.view.simulated_target) {
+        s.push_str("<div class=\"sim\">A target is <b>benchctl sim</b>, a SIMULATOR: its numbers describe no real model.</div>");
+    }
+    if judged(rep) {
+        s.push_str("<h2>Largest concurrency within the thresholds</h2><table id=\"boundaries\"><tr><th class=\"l\">input x output</th>");
+        for n in &names {
+            let _ = write!(s, "<th>{}</th>", esc(n));
+        }
+        s.push_str("</tr>");
+        for (io, per) in boundaries(rep) {
+            let _ = write!(s, "<tr><td class=\"l\">{}</td>", esc(&io));
+            for p in per {
+                let _ = write!(s, "<td>{}</td>", esc(&p));
+            }
+            s.push_str("</tr>");
+        }
+        s.push_str("</table>");
+    }
+    let _ = write!(
+        s,
+        "<h2>Frontiers</h2><div class=\"chart\" id=\"chart-frontier\">{}</div>",
+        overlay(rep)
+    );
+    for c in &rep.comparisons {
+        table_html(&mut s, rep, c);
+    }
+    s.push_str("</body></html>");
+    s
+}
+
+fn table_html(s: &mut String, rep: &Report, c: &Comparison) {
+    let _ = write!(
+        s,
+        "<h2>{}</h2><table class=\"compare\"><tr>",
+        esc(&title(rep, c))
+    );
+    for (k, h) in HEAD.iter().enumerate() {
+        let l = if k < 2 || k == 7 { " class=\"l\"" } else { "" };
+        let _ = write!(s, "<th{l}>{}</th>", esc(h));
+    }
+    s.push_str("</tr>");
+    for r in &c.rows {
+        let cells = cells(r, rep.settings.bootstrap.confidence);
+        s.push_str("<tr>");
+        for (k, cell) in cells.iter().enumerate() {
+            let class = match (k, r.verdict) {
+                (7, Verdict::Worse) => " class=\"l fail\"",
+                (7, Verdict::Better) => " class=\"l pass\"",
+                (0 | 1 | 7, _) => " class=\"l\"",
+                _ => "",
+            };
+            let _ = write!(s, "<td{class}>{}</td>", esc(cell));
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</table>");
+}
+
+/// Every run's frontier (output tokens/s per GPU against 1000 / mean TPOT) in one chart.
+fn overlay(rep: &Report) -> String {
+    let series: Vec<Series> = rep
+        .runs
+        .iter()
+        .flat_map(|r| series_of(&r.view, &format!("{}: ", r.name), Y::Output, "mean"))
+        .collect();
+    let bound = rep.runs[0]
+        .view
+        .thresholds
+        .iter()
+        .find(|l| l.metric == "tpot" && l.stat == "mean")
+        .map(|l| l.max_ms);
+    chart(&series, Y::Output, "mean", bound, "")
+}

@@ -1,0 +1,149 @@
+//! `benchctl compare` against the simulator: a server whose decode step is 20 % slower is called
+//! worse on TPOT and fails the gate; two runs of the same server are within noise and pass it.
+//!
+//! Why this does not flake. The simulator's decode step is 10 ms (12 ms for the slow one), so
+//! the true TPOT difference (+2 ms, +20 %) is ten times the 2 ms timer and scheduling jitter a
+//! loaded 2-core machine adds to one step, and each test has 48 requests of 16 tokens: the
+//! interval of the mean TPOT difference is a few tenths of a millisecond wide. Between two runs
+//! of the same server the machine's load can still shift a whole run by a few percent, which
+//! a narrow interval would call significant; `--min-effect 5%` (the default is 2 %) says that
+//! such shifts are noise, and the gate's bounds (+10 % TPOT, −10 % throughput) are far from
+//! both. The bootstrap is seeded, so the verdicts are a function of the records alone.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use benchctl_tests::{SimConfig, start, sweep};
+use clap::Parser;
+use controller::cli::{Cli, Command};
+
+fn sim(step_ms: f64) -> SimConfig {
+    SimConfig {
+        decode_step_base_ms: step_ms,
+        decode_step_per_seq_us: 0.0,
+        prefill_us_per_token: 1.0,
+        ..SimConfig::default()
+    }
+}
+
+async fn sweep_of(step_ms: f64, root: &Path) -> PathBuf {
+    let s = start(sim(step_ms)).await;
+    let run = sweep(
+        &s.base_url(),
+        root,
+        &[
+            "--io",
+            "64x16",
+            "--concurrency",
+            "2,4",
+            "--num-prompts",
+            "48",
+            "--threshold",
+            "tpot:20",
+            "--dashboard-addr",
+            "off",
+        ],
+    )
+    .await;
+    s.shutdown().await;
+    run.result.as_ref().expect("the sweep succeeds");
+    run.dir().to_path_buf()
+}
+
+/// `benchctl compare ARGS…` in-process: its exit code and output (`--out`).
+fn compare(args: &[&str], out: &Path) -> (ExitCode, String) {
+    let mut argv = vec!["benchctl", "compare"];
+    argv.extend_from_slice(args);
+    let o = out.display().to_string();
+    argv.extend_from_slice(&["--out", &o]);
+    let cli = Cli::try_parse_from(&argv).unwrap();
+    let Command::Compare(a) = cli.command else {
+        unreachable!()
+    };
+    let code = controller::cmd::compare::run(*a).unwrap();
+    (code, std::fs::read_to_string(out).unwrap())
+}
+
+/// The verdict cells of `metric`'s rows in a Markdown comparison.
+fn verdicts(md: &str, metric: &str) -> Vec<String> {
+    md.lines()
+        .filter(|l| l.contains(&format!("| {metric} ")))
+        .map(|l| {
+            l.trim_end_matches('|')
+                .rsplit('|')
+                .next()
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slower_decode_step_is_worse_and_the_same_server_is_within_noise() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, a2, slow) = (
+        root.path().join("a"),
+        root.path().join("a2"),
+        root.path().join("slow"),
+    );
+    let a = sweep_of(10.0, &a).await;
+    let a2 = sweep_of(10.0, &a2).await;
+    let slow = sweep_of(12.0, &slow).await;
+    let out = root.path().join("out");
+    let (p, p2, ps) = (
+        a.to_str().unwrap(),
+        a2.to_str().unwrap(),
+        slow.to_str().unwrap(),
+    );
+    let gate = "mean_tpot:+10% output_throughput:-10%";
+
+    // the injected regression: TPOT worse at both concurrencies, the gate fails naming them
+    let (code, md) = compare(&[p, ps, "--fail-on", gate, "--format", "markdown"], &out);
+    assert_eq!(code, ExitCode::FAILURE, "{md}");
+    let v = verdicts(&md, "mean_tpot");
+    assert_eq!(v.len(), 2, "{md}");
+    assert!(
+        v.iter()
+            .all(|v| v.starts_with("**worse FAIL(mean_tpot:+10%)")),
+        "{md}"
+    );
+    for l in md.lines().filter(|l| l.contains("| mean_tpot ")) {
+        let pct: f64 = l.split('|').nth(6).unwrap().trim().parse().unwrap();
+        assert!((12.0..=28.0).contains(&pct), "+20 % expected: {l}");
+    }
+    assert!(
+        md.contains("| 64x16 | 4 | 4 |"),
+        "the boundary side by side: {md}"
+    );
+
+    // the same server twice: within noise, exit 0
+    let args = [
+        p,
+        p2,
+        "--fail-on",
+        gate,
+        "--min-effect",
+        "5%",
+        "--format",
+        "markdown",
+    ];
+    let (code, md) = compare(&args, &out);
+    assert_eq!(code, ExitCode::SUCCESS, "{md}");
+    let v = verdicts(&md, "mean_tpot");
+    assert!(
+        v.len() == 2 && v.iter().all(|v| v == "within noise"),
+        "{md}"
+    );
+    // seeded: the same inputs give the same output
+    assert_eq!(compare(&args, &out).1, md);
+
+    // the HTML page: self-contained, one chart with both sweeps' frontiers
+    let (_, html) = compare(&[p, ps, "--format", "html"], &out);
+    assert!(!html.contains("src=\"http") && !html.contains("<script src"));
+    assert_eq!(html.matches("<svg").count(), 1);
+    let names = [&a, &slow].map(|d| d.file_name().unwrap().to_string_lossy().into_owned());
+    for n in names {
+        assert!(html.contains(&format!("{n}: 64x16 (frontier)")), "{n}");
+    }
+}
