@@ -37,7 +37,7 @@ for cache in true false; do
     --extra-body "{\"cache_prompt\": $cache}" --save-result "$out/bench-cache-$cache.json" \
     > "$out/bench-cache-$cache.txt" 2>&1 || echo "bench cache_prompt=$cache failed"
   echo "== cache_prompt $cache (${SECONDS}s)"
-  grep -E "Sessions|by turn|Mean TTFT|P99 TTFT|Mean TPOT|prefix|cache" "$out/bench-cache-$cache.txt" || true
+  grep -iE "Sessions|by turn|Mean TTFT|P99 TTFT|TTFO|Mean TPOT|prefix|cache" "$out/bench-cache-$cache.txt" || true
 done
 
 "$B/benchctl" sweep "${server[@]}" "${conv[@]}" --gpu-num 1 --server-metrics --io 256x128 \
@@ -57,7 +57,8 @@ for j in json.load(open(sys.argv[1])):
     print(f"c={j['concurrency']:<3} sessions {j.get('sessions')}/{j.get('sessions_completed')} "
           f"{j['completed']} ok {j['failed']} failed  TTFO {g('mean_ttfo_ms')}/{g('p99_ttfo_ms')} ms  "
           f"TPOT {g('mean_tpot_ms')} ms  prompt by turn [{by('mean_prompt_tokens_by_turn')}]  "
-          f"TTFT by turn [{by('mean_ttft_ms_by_turn')}] ms  prefix hit {j.get('server_prefix_cache_hit_rate')}")
+          f"TTFT by turn [{by('mean_ttft_ms_by_turn')}] ms  cached (usage) {j.get('cached_token_fraction')}  "
+          f"server prefix hit {j.get('server_prefix_cache_hit_rate')}  invalid {j.get('invalid')}")
 PY
 cat "$d/summary.md"
 tar czf "$out/conversations.tar.gz" -C "$out" sweep bench-cache-true.json bench-cache-false.json \
