@@ -44,7 +44,7 @@ done
   --concurrency 4,8,16,32,64 --prompts-per-concurrency 1 --min-prompts 8 --search bisect \
   --threshold "p99_ttfo:1000 tpot:50" --result-dir "$out/sweep" --dashboard-addr off --quiet \
   --metadata "server=llama.cpp llama-server (CUDA)" "server_flags=$FLAGS" \
-    "workload=conversations: 4 turns, 256-token messages, 128-token answers, 500 ms think time" \
+    "workload=conversations: 4 turns; 256-token messages; 128-token answers; 500 ms think time" \
     "gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
 echo "== sweep done (${SECONDS}s)"
 d=$(ls -d "$out"/sweep/*/ | head -1)
