@@ -23,8 +23,8 @@ for ub in 512 2048; do
   flags="$base -ub $ub"
   # shellcheck disable=SC2086
   bash "$here/llama-serve.sh" 8000 $flags
-  "$B/benchctl" sweep "${server[@]}" --gpu-num 1 --server-metrics --io 512x128,1536x128 \
-    --concurrency 4,16,64,128,256 --prompts-per-concurrency 2 --min-prompts 32 --warmup-requests 16 \
+  "$B/benchctl" sweep "${server[@]}" --gpu-num 1 --server-metrics --io ${IO:-512x128,1536x128} \
+    --concurrency ${GRID:-4,16,64,128,256} --prompts-per-concurrency ${PPC:-2} --min-prompts 32 --warmup-requests 16 \
     --threshold "p99_ttft:2000 tpot:50" --gpu-hour-cost 2.5 --result-dir "$out/ub$ub" \
     --dashboard-addr off --quiet \
     --metadata "server=llama.cpp llama-server (CUDA)" "server_flags=$flags" "gpu=$gpu" \
