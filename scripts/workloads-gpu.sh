@@ -29,8 +29,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 [ -x /tmp/llama/build/bin/llama-server ] && [ -f /tmp/model.gguf ] ||
   bash "$kit/llama/start-llama.sh" "$kit" 8000 2048 28 256 2048
 mkdir -p /tmp/llama-slots
-# 32 slots of 4096 tokens (the trace's longest prompt is 7 blocks), slots erasable
-flags="-np 32 -c 131072 -fa on --cache-ram 0 --slot-save-path /tmp/llama-slots"
+# 32 slots of 8192 tokens (the example trace's longest request is 4381 tokens with its output), slots erasable
+flags="-np 32 -c 262144 -fa on --cache-ram 0 --slot-save-path /tmp/llama-slots"
 # shellcheck disable=SC2086
 bash "$here/llama-serve.sh" 8000 $flags
 server=(--base-url http://127.0.0.1:8000 --model-path /tmp/model --model-name /tmp/model --gpu-num 1 --server-metrics --quiet)
