@@ -9,13 +9,14 @@ use loadgen::conversation::{ConversationSpec, Dist};
 /// `--turns` and `--think-time`.
 #[derive(Clone, Debug, Args)]
 pub struct ConversationArgs {
-    /// Conversations: turns per session, fixed (`4`) or drawn (`uniform:2:6`, `exp:4`).
-    #[arg(long, env = "BENCHCTL_TURNS", default_value = "4")]
-    pub turns: String,
+    /// Conversations: turns per session, fixed (`4`) or drawn (`uniform:2:6`, `exp:4`)
+    /// [default: 4].
+    #[arg(long, env = "BENCHCTL_TURNS")]
+    pub turns: Option<String>,
     /// Conversations: the user's think time between an answer and the next turn, fixed (`2s`)
-    /// or drawn (`uniform:1s:3s`, `exp:2s`).
-    #[arg(long, env = "BENCHCTL_THINK_TIME", default_value = "0s")]
-    pub think_time: String,
+    /// or drawn (`uniform:1s:3s`, `exp:2s`) [default: 0s].
+    #[arg(long, env = "BENCHCTL_THINK_TIME")]
+    pub think_time: Option<String>,
 }
 
 impl ConversationArgs {
@@ -28,9 +29,13 @@ impl ConversationArgs {
         path: Option<PathBuf>,
     ) -> anyhow::Result<ConversationSpec> {
         Ok(ConversationSpec {
-            turns: Dist::parse_turns(&self.turns).map_err(anyhow::Error::msg)?,
-            think_time: Dist::parse_duration("--think-time", &self.think_time)
+            turns: Dist::parse_turns(self.turns.as_deref().unwrap_or("4"))
                 .map_err(anyhow::Error::msg)?,
+            think_time: Dist::parse_duration(
+                "--think-time",
+                self.think_time.as_deref().unwrap_or("0s"),
+            )
+            .map_err(anyhow::Error::msg)?,
             input_len,
             output_len,
             path,

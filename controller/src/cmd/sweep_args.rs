@@ -27,7 +27,8 @@ pub enum SweepAction {
 }
 
 /// What a sweep's tests send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SweepDataset {
     /// Random prompts of an exact length.
     Random,

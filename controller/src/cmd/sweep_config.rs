@@ -38,6 +38,11 @@ pub struct SweepFile {
     pub prefix_len: Option<u32>,
     pub prefix_groups: Option<u32>,
     pub reset_prefix_cache: Option<bool>,
+    /// `--dataset` ("random" or "conversations"), `--dataset-path`, `--turns`, `--think-time`.
+    pub dataset: Option<SweepDataset>,
+    pub dataset_path: Option<std::path::PathBuf>,
+    pub turns: Option<String>,
+    pub think_time: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, toml::Value>,
 }
@@ -207,26 +212,36 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
         server_metrics_interval,
         endpoint: args.common.endpoint.clone(),
         served_model: String::new(),
-        conversation: conversation(args)?,
+        conversation: conversation(args, &file)?,
         gpu_hour_cost: args.gpu_hour_cost,
     })
 }
 
-/// `--dataset conversations`: the sessions' spec (lengths from each test's combination).
+/// `--dataset conversations` (or the file's `dataset`): the sessions' spec (lengths from each
+/// test's combination); flags over the file's keys.
 fn conversation(
     args: &SweepArgs,
+    file: &SweepFile,
 ) -> anyhow::Result<Option<loadgen::conversation::ConversationSpec>> {
-    match args.dataset {
+    let path = args.dataset_path.clone().or(file.dataset_path.clone());
+    match args.dataset.or(file.dataset) {
         None | Some(SweepDataset::Random) => {
-            if args.dataset_path.is_some() {
-                bail!("--dataset-path needs --dataset conversations in a sweep");
+            if path.is_some() {
+                bail!("--dataset-path (dataset_path) needs --dataset conversations in a sweep");
             }
             Ok(None)
         }
-        Some(SweepDataset::Conversations) => args
-            .conversation
-            .spec(0, 0, args.dataset_path.clone())
-            .map(Some),
+        Some(SweepDataset::Conversations) => {
+            let flags = crate::cmd::conversation_args::ConversationArgs {
+                turns: args.conversation.turns.clone().or(file.turns.clone()),
+                think_time: args
+                    .conversation
+                    .think_time
+                    .clone()
+                    .or(file.think_time.clone()),
+            };
+            flags.spec(0, 0, path).map(Some)
+        }
     }
 }
 
@@ -329,6 +344,47 @@ tp = 8
         assert_eq!(p.metadata["gpu"], "A100");
         assert_eq!(p.prompts, Prompts::Fixed(7));
         assert_eq!((p.prefix_len, p.prefix_groups), (512, 2));
+    }
+
+    #[test]
+    fn conversations_come_from_the_file_and_flags_win() {
+        use loadgen::conversation::Dist;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "dataset = \"conversations\"\nturns = \"uniform:2:3\"\nthink_time = \"1s\"\nio = [\"64x16\"]\n",
+        )
+        .unwrap();
+        let c = f.display().to_string();
+        let conv = resolve(&args(&["--config", &c]))
+            .unwrap()
+            .conversation
+            .unwrap();
+        assert_eq!(conv.turns, Dist::parse_turns("uniform:2:3").unwrap());
+        assert_eq!(
+            conv.think_time,
+            Dist::parse_duration("--think-time", "1s").unwrap()
+        );
+        let conv = resolve(&args(&["--config", &c, "--turns", "5"]))
+            .unwrap()
+            .conversation
+            .unwrap();
+        assert_eq!(conv.turns, Dist::parse_turns("5").unwrap());
+        assert_eq!(
+            conv.think_time,
+            Dist::parse_duration("--think-time", "1s").unwrap()
+        );
+        // random prompts by flag over the file: no sessions
+        let p = resolve(&args(&["--config", &c, "--dataset", "random"])).unwrap();
+        assert_eq!(p.conversation, None);
+        // a bad value names its key
+        std::fs::write(&f, "dataset = \"conversations\"\nturns = \"zero\"\n").unwrap();
+        let e = resolve(&args(&["--config", &c])).unwrap_err().to_string();
+        assert!(e.contains("zero"), "{e}");
+        std::fs::write(&f, "dataset = \"trace\"\n").unwrap();
+        let e = resolve(&args(&["--config", &c])).unwrap_err().to_string();
+        assert!(e.contains("dataset"), "{e}");
     }
 
     #[test]
