@@ -167,14 +167,7 @@ async fn phase(
         let mut not_sent = 0;
         for (i, (prompt, &off)) in prompts.iter().zip(offsets).enumerate() {
             let intended = start + off;
-            if open_loop {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => {}
-                    _ = tokio::time::sleep_until(instant_at(intended)) => {}
-                }
-            }
-            if cancel.is_cancelled() {
+            if !wait_until_due(open_loop, intended, cancel).await {
                 not_sent = prompts.len() - i;
                 break;
             }
@@ -258,6 +251,23 @@ pub enum ChunkTokens {
     OnePerChunk,
     /// Neither: the server's count spread evenly over the chunks (per-token ITL approximate).
     Estimated,
+}
+
+/// Open loop: sleeps until `intended` (ns on the monotonic clock); closed loop: returns at once.
+/// `false` when the run was cancelled (before or while waiting): send nothing more.
+pub(crate) async fn wait_until_due(
+    open_loop: bool,
+    intended: u64,
+    cancel: &CancellationToken,
+) -> bool {
+    if open_loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep_until(instant_at(intended)) => {}
+        }
+    }
+    !cancel.is_cancelled()
 }
 
 /// After the run (off the hot path): counts output tokens with the client tokenizer where there

@@ -13,7 +13,7 @@ use crate::sweep::engine::{Exec, Stop, create_dir, execute, preflight_plan};
 use crate::sweep::plan::Plan;
 use crate::sweep::progress::Progress;
 use crate::sweep::results::ResultDir;
-use crate::sweep::summary::final_table;
+use crate::sweep::summary_files::final_table;
 use crate::target::prepare;
 
 /// Runs `benchctl sweep`, `sweep attach`, `sweep cancel`.

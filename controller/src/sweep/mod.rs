@@ -15,4 +15,5 @@ pub mod results;
 pub mod search;
 pub mod status;
 pub mod summary;
+pub mod summary_files;
 pub mod threshold;

@@ -39,14 +39,7 @@ pub async fn measure_sessions(
         let mut not_sent = 0usize;
         for (s, (session, &off)) in sessions.iter().zip(&offsets).enumerate() {
             let intended = start + off;
-            if open_loop {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => {}
-                    _ = tokio::time::sleep_until(instant_at(intended)) => {}
-                }
-            }
-            if cancel.is_cancelled() {
+            if !crate::runner::wait_until_due(open_loop, intended, cancel).await {
                 not_sent += sessions[s..].iter().map(|x| x.turns.len()).sum::<usize>();
                 break;
             }

@@ -220,7 +220,7 @@ impl Run {
             failovers: self.doc.failovers.clone(),
         })
         .await?;
-        let table = crate::sweep::summary::final_table(&out.summary);
+        let table = crate::sweep::summary_files::final_table(&out.summary);
         match out.stop {
             None => Ok(Ending::ran(Status::Done, table)),
             Some(Stop::Interrupted | Stop::Handover) => Ok(Ending::ran(Status::Interrupted, table)),
