@@ -261,3 +261,58 @@ async fn a_sweep_over_shared_prefixes_resets_and_accounts_each_test() {
     );
     sim.shutdown().await;
 }
+
+/// A conversation reuses its own history: the cached tokens the client reads equal the
+/// simulator's hit counter exactly, and every later turn finds its history in the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conversations_cached_tokens_are_the_simulators_hits() {
+    let sim = start(caching_sim()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = bench(
+        &sim.base_url(),
+        dir.path(),
+        &[
+            "--endpoint",
+            "/v1/chat/completions",
+            "--dataset",
+            "conversations",
+            "--turns",
+            "3",
+            "--input-len",
+            "48",
+            "--output-len",
+            "16",
+            "--num-prompts",
+            "6",
+            "--max-concurrency",
+            "3",
+            "--server-metrics",
+            "--server-metrics-interval",
+            "100ms",
+        ],
+    )
+    .await;
+    run.result.as_ref().unwrap();
+    let j = run.json();
+    let cached = u(j, "total_cached_tokens");
+    assert_eq!(cached, server_delta(j, "prefix_cache_hits"));
+    let per_record: u64 = run
+        .records
+        .iter()
+        .map(|r| u64::from(r.cached_tokens_server.unwrap()))
+        .sum();
+    assert_eq!(per_record, cached);
+    assert_eq!(u(j, "cached_tokens_reported"), 18);
+    // turn k ≥ 1 sends turn k−1's prompt and answer again: at least its whole 16-token blocks
+    for r in run.records.iter().filter(|r| r.turn.unwrap() >= 1) {
+        assert!(
+            r.cached_tokens_server.unwrap() >= 48,
+            "turn {:?}: {:?} cached",
+            r.turn,
+            r.cached_tokens_server
+        );
+    }
+    // its reuse is its own history, not a warm cache
+    assert_eq!(j["warm_cache"], Value::Null);
+    sim.shutdown().await;
+}
