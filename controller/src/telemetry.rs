@@ -339,6 +339,12 @@ pub fn raw_log(w: &NodeWindow, start_ns: u64) -> String {
             "# SIMULATED telemetry (benchctl-agent --source simulated), not a GPU\n",
         );
     }
+    let at = if w.simulated {
+        s.find('\n').map_or(0, |i| i + 1)
+    } else {
+        0
+    };
+    s.insert_str(at, &gpus_line(w));
     for p in &w.polls {
         s.push_str(&format!(
             "{:.3}\t{:.1}\t{:.1}\t{:.1}\t{:.2}\t{:.1}\n",
@@ -353,6 +359,21 @@ pub fn raw_log(w: &NodeWindow, start_ns: u64) -> String {
     s
 }
 
+/// The comment line of `raw.log` and `result.log` that names the GPUs their columns average, as the
+/// original scripts averaged the first `--gpu-num` GPUs: `# node gpu-node: mean of 2 GPUs: 0, 1`.
+/// Per-GPU statistics are in the result JSON's `gpu_telemetry`, per-GPU samples (a sweep) in
+/// `samples.csv` beside the logs.
+fn gpus_line(w: &NodeWindow) -> String {
+    let names: Vec<String> = w.gpus.iter().map(|g| g.index.to_string()).collect();
+    format!(
+        "# node {}: mean of {} GPU{}: {}\n",
+        w.node,
+        w.gpus.len(),
+        if w.gpus.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    )
+}
+
 /// The original scripts' `result.log`: the filtered average.
 pub fn result_log(w: &NodeWindow) -> String {
     let f = &w.script_filter;
@@ -361,6 +382,7 @@ pub fn result_log(w: &NodeWindow) -> String {
     if w.simulated {
         s.push_str("# SIMULATED telemetry (benchctl-agent --source simulated), not a GPU\n");
     }
+    s.push_str(&gpus_line(w));
     s.push_str("# filter: gpu_utilization_pct > 10 and std of memory_used_pct across GPUs < 2\n");
     s.push_str("# polls\tkept\tmemory_used_mib\tgpu_utilization_pct\ttemperature_c\n");
     s.push_str(&format!(

@@ -267,10 +267,16 @@ async fn bench_with_gpu_num_adds_gpu_statistics_and_the_seed_logs() {
     let logs = dir.path().join("gpu_utilization_c4_in32_out40");
     let raw = std::fs::read_to_string(logs.join("raw.log")).unwrap();
     assert!(raw.starts_with("# SIMULATED"), "{raw}");
+    // both GPUs named: the columns are their mean, as in the original scripts
+    assert!(raw.contains(": mean of 2 GPUs: 0, 1\n"), "{raw}");
     assert!(raw.contains("# time_s\tmemory_used_mib\tgpu_utilization_pct\ttemperature_c"));
     assert!(raw.lines().filter(|l| !l.starts_with('#')).count() > 2);
     let result = std::fs::read_to_string(logs.join("result.log")).unwrap();
     assert!(result.contains("gpu_utilization_pct > 10"), "{result}");
+    assert!(result.contains(": mean of 2 GPUs: 0, 1\n"), "{result}");
+    let per_gpu = j["gpu_telemetry"][0]["gpus"].as_array().unwrap();
+    assert_eq!(per_gpu.len(), 2, "{per_gpu:?}");
+    assert!(per_gpu.iter().all(|g| g["samples"].as_u64().unwrap() > 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
