@@ -1,9 +1,9 @@
 //! A client that cannot hold its load is marked `invalid`, never passed. The simulator runs on a
 //! runtime of its own (its own thread); the client — benchctl's in-process controller and load
-//! worker — on this test's single-threaded runtime, which a task starves by blocking it 20 ms at
+//! worker — on this test's single-threaded runtime, which a task starves by blocking it 50 ms at
 //! a time (a saturated client core). The simulator's chunks (one per 1 ms step) then wait in the
-//! sockets: a read that comes after a stall returns up to 20 ms after the kernel stamped its last
-//! byte (the read lag's p99) and brings a dozen chunks at once, which share one stamp — the read
+//! sockets: a read that comes after a stall returns milliseconds after the kernel stamped its last
+//! byte (the read lag) and brings dozens of chunks at once, which share one stamp — the read
 //! lag and the chunks per read show why the ITLs are wrong.
 
 use std::sync::Arc;
@@ -39,11 +39,11 @@ fn sim_elsewhere() -> (String, tokio::sync::oneshot::Sender<()>) {
     (url_rx.recv().unwrap(), stop_tx)
 }
 
-/// Blocks this runtime's only thread 20 ms at a time until `stop`.
+/// Blocks this runtime's only thread 50 ms at a time until `stop`.
 fn starve(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(50));
             tokio::task::yield_now().await;
         }
     })
@@ -81,8 +81,10 @@ async fn a_starved_client_is_invalid_and_its_read_lag_says_why() {
         .as_str()
         .unwrap_or_else(|| panic!("not invalid: {j}"));
     assert!(why.contains("reads fell behind the kernel"), "{why}");
+    // how far behind depends on how the two threads share the cores (8.6 ms on a 2-core CI
+    // machine with 20 ms stalls); a client that keeps up: p99 ~0.2 ms (release build, 2 cores)
     let p99 = j["client_read_lag_p99_ms"].as_f64().unwrap();
-    assert!(p99 > 10.0, "read lag p99 {p99} ms");
+    assert!(p99 > 2.0, "read lag p99 {p99} ms");
     assert!(j["client_events_per_read"].as_f64().unwrap() > 2.0, "{j}");
 }
 
