@@ -7,6 +7,9 @@
 //! - host `gpu`: the inference server (`benchctl sim`) and the telemetry agent;
 //! - host `load`: two load workers, and the user's `benchctl` commands.
 //!
+//! A second test puts a three-member etcd cluster on three hosts and makes one member answer
+//! 200 ms late (tc netem): the controllers' leadership must not flap.
+//!
 //! Needs root (CAP_NET_ADMIN) for `ip netns`; skipped elsewhere, unless
 //! `BENCHCTL_REQUIRE_NETNS=1` (set by `.ci/run`) makes that a failure.
 
@@ -44,9 +47,12 @@ struct Net {
 impl Net {
     /// `None` where network namespaces cannot be made (not root, no `ip`).
     fn create(hosts: &[&str]) -> Option<Net> {
+        // two tests of this file run at once: a counter keeps their names apart
+        static NETS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = std::process::id() % 10_000;
         let net = Net {
-            prefix: format!("bc{id}"),
+            prefix: format!("bc{id}{n}"),
             subnet: 1 + id % 250,
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
         };
@@ -98,6 +104,23 @@ impl Net {
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
         Ok(())
+    }
+
+    /// Delays every packet `host` sends by `ms` (netem on its interface): its answers come late.
+    fn delay(&self, host: &str, ms: u32) {
+        let i = self.hosts.iter().position(|h| h == host).expect("a host");
+        let dev = format!("{}h{i}", self.prefix);
+        let delay = format!("{ms}ms");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host), "tc", "qdisc", "add", "dev", &dev])
+            .args(["root", "netem", "delay", &delay])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tc netem on {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn command(&self, host: &str, bin: &Path, args: &[&str]) -> Command {
@@ -409,4 +432,162 @@ fn a_sweep_across_hosts_shares_load_and_survives_the_leaders_death() {
     let list = json(&net.run("load", &["sweeps", "--etcd", &etcd_url, "--json"]));
     assert_eq!(list[2]["status"], "done");
     assert_eq!(list[2]["failovers"], 1);
+}
+
+/// Polls `benchctl sweeps` on `host` until the elected controller answers (30 s at most).
+fn wait_for_leader(net: &Net, etcd: &str, logs: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !net
+        .run("load", &["sweeps", "--etcd", etcd, "--json"])
+        .status
+        .success()
+    {
+        if Instant::now() > deadline {
+            dump_logs(logs);
+            panic!("no controller was elected");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_slow_etcd_member_causes_no_leadership_flap() {
+    let Some(net) = Net::create(&["e1", "e2", "e3", "ctl-a", "ctl-b", "gpu", "load"]) else {
+        return;
+    };
+    let logs_dir = tempfile::tempdir().unwrap();
+    let logs = logs_dir.path();
+    let data = tempfile::tempdir().unwrap();
+    let members = ["e1", "e2", "e3"];
+    let url = |h: &str, port: u16| format!("http://{}:{port}", net.addr(h));
+    let initial = members
+        .iter()
+        .map(|h| format!("{h}={}", url(h, 2380)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let etcd_dirs: Vec<tempfile::TempDir> =
+        members.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let _etcd: Vec<Proc> = members
+        .iter()
+        .zip(&etcd_dirs)
+        .map(|(h, d)| {
+            let (client, peer) = (url(h, 2379), url(h, 2380));
+            net.spawn(
+                h,
+                Path::new("etcd"),
+                &[
+                    "--name",
+                    h,
+                    "--data-dir",
+                    d.path().to_str().unwrap(),
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                    "--initial-cluster",
+                    &initial,
+                    "--initial-cluster-state",
+                    "new",
+                ],
+                &logs.join(format!("etcd-{h}.log")),
+            )
+        })
+        .collect();
+    let etcd = members
+        .iter()
+        .map(|h| url(h, 2379))
+        .collect::<Vec<_>>()
+        .join(",");
+    let controller = |host: &str, log: &str| {
+        let listen = format!("{}:7400", net.addr(host));
+        net.spawn(
+            host,
+            Path::new(BIN),
+            &[
+                "controller",
+                "--listen",
+                &listen,
+                "--etcd",
+                &etcd,
+                "--lease-ttl",
+                "2",
+                "--dashboard-addr",
+                "off",
+                "--data-dir",
+                data.path().to_str().unwrap(),
+            ],
+            &logs.join(log),
+        )
+    };
+    let _a = controller("ctl-a", "controller-a.log");
+    wait_for_leader(&net, &etcd, logs);
+    let _b = controller("ctl-b", "controller-b.log");
+    let gpu_ip = net.addr("gpu");
+    let _sim = net.spawn(
+        "gpu",
+        Path::new(BIN),
+        &["sim", "--host", &gpu_ip, "--port", "8000", "--decode-step-base-ms", "5"],
+        &logs.join("sim.log"),
+    );
+    let _w = net.spawn(
+        "load",
+        &sibling("benchctl-loadgen"),
+        &["--etcd", &etcd, "--name", "l1"],
+        &logs.join("l1.log"),
+    );
+    // one member answers late from now on: every packet it sends waits 200 ms
+    net.delay("e3", 200);
+    let started = Instant::now();
+    let base = format!("http://{gpu_ip}:8000");
+    let out = net.run(
+        "load",
+        &[
+            "sweep",
+            "--etcd",
+            &etcd,
+            "--base-url",
+            &base,
+            "--io",
+            "32x64",
+            "--concurrency",
+            "1,2,4,8",
+            "--num-prompts",
+            "8",
+            "--quiet",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if !out.status.success() {
+        dump_logs(logs);
+    }
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("took over"), "{stderr}");
+    // several lease lifetimes (2 s) under the slow member, sweep included
+    if let Some(rest) = Duration::from_secs(8).checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let list = json(&net.run("load", &["sweeps", "--etcd", &etcd, "--json"]));
+    assert_eq!(list[0]["status"], "done", "{list}");
+    assert_eq!(list[0]["failovers"], 0, "{list}");
+    let log_a = std::fs::read_to_string(logs.join("controller-a.log")).unwrap();
+    let log_b = std::fs::read_to_string(logs.join("controller-b.log")).unwrap();
+    let flaps = log_a.matches("elected leader").count() != 1
+        || log_a.contains("lost the campaign's lease")
+        || log_b.contains("elected leader");
+    if flaps {
+        dump_logs(logs);
+    }
+    assert!(
+        !flaps,
+        "A elected once and kept it, B never elected, over {:.1} s with a 200 ms etcd member",
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "no leadership change over {:.1} s with etcd member e3 answering 200 ms late",
+        started.elapsed().as_secs_f64()
+    );
 }
