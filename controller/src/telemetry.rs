@@ -226,7 +226,7 @@ impl NodeSeries {
             .collect();
         let selected: Vec<(u32, &[Sample])> =
             read.iter().map(|(i, v, _)| (*i, v.as_slice())).collect();
-        let gpus_out = read
+        let gpus_out: Vec<GpuWindow> = read
             .iter()
             .map(|(i, v, failed_reads)| {
                 let f = |n: u32, g: fn(&Sample) -> f64| {
@@ -271,7 +271,7 @@ impl NodeSeries {
             .collect();
         let node_coverage = gpus_out
             .iter()
-            .map(|g: &GpuWindow| g.coverage)
+            .map(|g| g.coverage)
             .fold(if gpus_out.is_empty() { 0.0 } else { 1.0 }, f64::min);
         let polls = polls(&selected, offset);
         let kept: Vec<&Poll> = polls
