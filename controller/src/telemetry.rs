@@ -573,7 +573,10 @@ mod tests {
         assert_eq!((g0.failed_reads, g0.coverage), (0, 1.0));
         assert_eq!((g1.failed_reads, g1.samples), (30, 71));
         assert!((g1.coverage - 0.7).abs() < 0.02, "{}", g1.coverage);
-        assert_eq!(w.coverage, g1.coverage, "the node's coverage is its worst GPU's");
+        assert_eq!(
+            w.coverage, g1.coverage,
+            "the node's coverage is its worst GPU's"
+        );
         // the failed reads' zeros are in no statistic
         assert_eq!(g1.utilization_pct.unwrap().mean, 60.0);
         assert_eq!(g1.power_w.unwrap().mean, 300.0);

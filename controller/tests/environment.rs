@@ -113,7 +113,13 @@ impl Tmpfs {
     fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "benchctl-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "benchctl-test",
+            ])
             .arg(dir.path())
             .output();
         let why = match out {
@@ -167,7 +173,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -188,7 +197,10 @@ async fn a_full_disk_mid_sweep_names_the_path_keeps_the_finished_tests_and_resum
     let filled = array(&dir);
     let status = wait_exit(&mut child, 60);
     let stderr = std::fs::read_to_string(&log).unwrap();
-    assert!(!status.success(), "a sweep that could not write must fail: {stderr}");
+    assert!(
+        !status.success(),
+        "a sweep that could not write must fail: {stderr}"
+    );
     assert!(
         stderr.contains("No space left on device"),
         "the cause is said: {stderr}"
@@ -220,7 +232,11 @@ async fn a_full_disk_mid_sweep_names_the_path_keeps_the_finished_tests_and_resum
     let stderr2 = std::fs::read_to_string(&log2).unwrap();
     assert!(st.success(), "{stderr2}");
     let after = array(&dir);
-    assert_eq!(concurrencies(&after), GRID.to_vec(), "every test exactly once");
+    assert_eq!(
+        concurrencies(&after),
+        GRID.to_vec(),
+        "every test exactly once"
+    );
     assert_eq!(&after[..kept.len()], &kept[..], "finished tests untouched");
     let summary: Value =
         serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
@@ -254,16 +270,21 @@ async fn a_wall_clock_step_mid_sweep_moves_no_window() {
     // call; CLOCK_MONOTONIC is left alone, as a real step (NTP, an admin's `date -s`) leaves it
     let offset = logs.path().join("faketime");
     std::fs::write(&offset, "+0\n").unwrap();
-    let mut child = sweep(&sim.base_url(), root.path(), &logs.path().join("run.log"), &[])
-        .args(["--gpu-num", "2", "--telemetry-source", "simulated"])
-        .args(["--telemetry-interval", "50ms"])
-        .env("TZ", "UTC")
-        .env("LD_PRELOAD", FAKETIME)
-        .env("FAKETIME_TIMESTAMP_FILE", &offset)
-        .env("FAKETIME_NO_CACHE", "1")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .spawn()
-        .unwrap();
+    let mut child = sweep(
+        &sim.base_url(),
+        root.path(),
+        &logs.path().join("run.log"),
+        &[],
+    )
+    .args(["--gpu-num", "2", "--telemetry-source", "simulated"])
+    .args(["--telemetry-interval", "50ms"])
+    .env("TZ", "UTC")
+    .env("LD_PRELOAD", FAKETIME)
+    .env("FAKETIME_TIMESTAMP_FILE", &offset)
+    .env("FAKETIME_NO_CACHE", "1")
+    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+    .spawn()
+    .unwrap();
     let dir = wait_for_tests(root.path(), 2, &mut child).await;
     // a day back while the third test runs
     std::fs::write(&offset, "-1d\n").unwrap();
@@ -285,10 +306,15 @@ async fn a_wall_clock_step_mid_sweep_moves_no_window() {
     for e in &a {
         let c = e["concurrency"].as_u64().unwrap();
         let duration = e["duration"].as_f64().unwrap();
-        assert!(duration > 0.05 && duration < 30.0, "c{c}: duration {duration} s");
+        assert!(
+            duration > 0.05 && duration < 30.0,
+            "c{c}: duration {duration} s"
+        );
         let coverage = e["gpu_telemetry_coverage"].as_f64().unwrap();
         assert!(coverage > 0.9, "c{c}: GPU telemetry coverage {coverage}");
-        let samples = e["gpu_telemetry"][0]["gpus"][0]["samples"].as_u64().unwrap();
+        let samples = e["gpu_telemetry"][0]["gpus"][0]["samples"]
+            .as_u64()
+            .unwrap();
         assert!(
             samples >= 1 && (samples as f64) < duration / 0.05 + 10.0,
             "c{c}: {samples} samples in a {duration} s window"

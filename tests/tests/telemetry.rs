@@ -397,7 +397,10 @@ async fn nvml_errors_for_one_gpu_mid_test_are_a_gap_and_the_run_goes_on() {
         gap * 100.0,
         g0.coverage
     );
-    assert_eq!(nodes[0].coverage, g1.coverage, "the node's is its worst GPU's");
+    assert_eq!(
+        nodes[0].coverage, g1.coverage,
+        "the node's is its worst GPU's"
+    );
     // the failed reads' zeros are in no statistic: GPU 1's readings are the simulated ones
     assert!(g1.utilization_pct.unwrap().max > 0.0);
     assert!(g1.power_w.unwrap().mean > 50.0, "{:?}", g1.power_w);
@@ -413,7 +416,10 @@ async fn nvml_errors_for_one_gpu_mid_test_are_a_gap_and_the_run_goes_on() {
         g1.failed_reads
     );
     // and the run went on: GPU 1 reads again after the failures, the agent still streams
-    let after = server.registry.window(fail_to + 100_000_000, u64::MAX / 2, None).await;
+    let after = server
+        .registry
+        .window(fail_to + 100_000_000, u64::MAX / 2, None)
+        .await;
     assert!(after[0].gpus[1].samples > 10 && after[0].gpus[1].failed_reads == 0);
     assert!(server.registry.list().await[0].connected);
     cancel.cancel();
