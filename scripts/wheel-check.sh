@@ -7,6 +7,7 @@
 #
 # WHEEL_COMPAT: maturin's --compatibility (default manylinux2014, cross-linked with zig so the
 #   binaries need no newer glibc symbols than CentOS 7's 2.17; `linux` skips the check).
+# WHEEL_PROFILE: cargo profile (default release; CI: wheel-check, unoptimised, same packaging).
 # WHEEL_TARGET_DIR: cargo's build directory for the release build (default target/wheel); it is
 #   deleted afterwards (CI's disk) unless WHEEL_KEEP_TARGET=1.
 # Prints the glibc symbol versions the binaries need and the wheel's tags.
@@ -15,6 +16,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 dist=$(realpath -m "${1:-dist}")
 compat=${WHEEL_COMPAT:-manylinux2014}
+profile=${WHEEL_PROFILE:-release}
 target=$(realpath -m "${WHEEL_TARGET_DIR:-target/wheel}")
 work=$(mktemp -d /tmp/benchctl-wheel.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -33,10 +35,10 @@ export PATH="$work/tools/bin:$PATH"
 
 rm -rf "$dist"
 mkdir -p "$dist"
-CARGO_TARGET_DIR="$target" CARGO_INCREMENTAL=0 maturin build --release --locked \
+CARGO_TARGET_DIR="$target" CARGO_INCREMENTAL=0 maturin build --profile "$profile" --locked \
   -m wheel/Cargo.toml --compatibility "$compat" "${zig[@]}" --out "$dist"
 wheel=$(ls "$dist"/benchctl-*.whl)
-echo "wheel: $(basename "$wheel") ($(du -h "$wheel" | cut -f1))"
+echo "wheel: $(basename "$wheel") ($(du -h "$wheel" | cut -f1), profile $profile)"
 t1=$(date +%s)
 
 # the glibc symbol versions each binary needs (manylinux2014 allows up to GLIBC_2.17)
