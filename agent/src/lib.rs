@@ -36,6 +36,22 @@ use crate::session::SessionContext;
 /// the GPU selection is wrong), starts the poller and keeps a session with the controller.
 pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<()> {
     cfg.validate()?;
+    // NVML loading blocks (dlopen, driver handshake): keep it off the async workers.
+    let (kind, selection) = (cfg.source, cfg.gpu_selection());
+    let source = tokio::task::spawn_blocking(move || source::open(kind, &selection))
+        .await
+        .context("opening the sample source")??;
+    run_with_source(cfg, source, cancel).await
+}
+
+/// [`run`] with a source already open: `cfg.source` and the GPU selection are not read. For a
+/// library user with a sampler of their own (any [`Source`]), e.g. one that wraps NVML.
+pub async fn run_with_source(
+    cfg: AgentConfig,
+    source: Box<dyn Source>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    cfg.validate()?;
     let node_name = cfg.resolved_node_name();
     // the controller: fixed, or whichever etcd says is the leader
     let target = cluster::Target::new(&cfg.etcd, cfg.controller.as_deref(), &cancel)?;
@@ -43,12 +59,6 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> anyhow::Result<
         Some(c) if !cfg.etcd.enabled() => c.clone(),
         _ => format!("the leader in etcd {}", cfg.etcd.endpoints.join(",")),
     };
-
-    // NVML loading blocks (dlopen, driver handshake): keep it off the async workers.
-    let (kind, selection) = (cfg.source, cfg.gpu_selection());
-    let source = tokio::task::spawn_blocking(move || source::open(kind, &selection))
-        .await
-        .context("opening the sample source")??;
     let gpus = source.inventory();
     let simulated = source.simulated();
     let instance_id: u64 = rand::random();

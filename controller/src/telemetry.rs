@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use loadgen::stats::Distribution;
 use serde::Serialize;
 
+use agent::source::{field, missing_bit};
+
 use crate::clock::Offset;
 
 /// One stored sample (proto GpuSample, without the wire types).
@@ -26,6 +28,8 @@ pub struct Sample {
     pub sm_clock_mhz: u32,
     pub energy_mj: u64,
     pub throttle_reasons: u64,
+    /// The fields the agent could not read (bit `1 << field number`, as on the wire).
+    pub missing_fields: u64,
 }
 
 impl From<&proto::GpuSample> for Sample {
@@ -43,11 +47,30 @@ impl From<&proto::GpuSample> for Sample {
             sm_clock_mhz: s.sm_clock_mhz,
             energy_mj: s.energy_mj,
             throttle_reasons: s.throttle_reasons,
+            missing_fields: s.missing_fields,
         }
     }
 }
 
+/// The gauges a read must carry at least one of to count: a sample missing all of them is a
+/// failed read (NVML answered an error for the GPU), a gap, not a reading of zero.
+const GAUGE_BITS: u64 = missing_bit(field::UTILIZATION_PCT)
+    | missing_bit(field::MEMORY_USED_BYTES)
+    | missing_bit(field::TEMPERATURE_C)
+    | missing_bit(field::POWER_W)
+    | missing_bit(field::SM_CLOCK_MHZ);
+
 impl Sample {
+    /// Whether the agent could read this field (a `field::` number).
+    pub fn has(&self, field_number: u32) -> bool {
+        self.missing_fields & missing_bit(field_number) == 0
+    }
+
+    /// Whether the agent could read none of the gauges: an NVML error for the whole GPU.
+    pub fn failed(&self) -> bool {
+        self.missing_fields & GAUGE_BITS == GAUGE_BITS
+    }
+
     pub fn memory_used_pct(&self) -> f64 {
         if self.memory_total_bytes == 0 {
             return 0.0;
@@ -77,7 +100,13 @@ fn gauge(v: Vec<f64>) -> Option<Gauge> {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GpuWindow {
     pub index: u32,
+    /// Samples read (failed reads not counted).
     pub samples: usize,
+    /// Samples the agent could not read (every gauge missing: NVML answered an error); they are
+    /// left out of every statistic and count as gaps in `coverage`.
+    pub failed_reads: usize,
+    /// The fraction of the window this GPU's read samples cover (see [`NodeWindow::coverage`]).
+    pub coverage: f64,
     pub utilization_pct: Option<Gauge>,
     pub memory_used_mib: Option<Gauge>,
     pub memory_used_pct: Option<Gauge>,
@@ -182,20 +211,27 @@ impl NodeSeries {
         gpus: Option<&[u32]>,
     ) -> NodeWindow {
         let (a, b) = (offset.to_peer(from), offset.to_peer(to));
-        let selected: Vec<(u32, &[Sample])> = self
+        // per GPU: the window's samples that were read, and how many reads failed
+        let read: Vec<(u32, Vec<Sample>, usize)> = self
             .by_gpu
             .iter()
             .filter(|(i, _)| gpus.is_none_or(|g| g.contains(i)))
             .map(|(i, v)| {
                 let lo = v.partition_point(|s| s.t_ns < a);
                 let hi = v.partition_point(|s| s.t_ns <= b);
-                (*i, &v[lo..hi])
+                let (failed, ok): (Vec<Sample>, Vec<Sample>) =
+                    v[lo..hi].iter().partition(|s| s.failed());
+                (*i, ok, failed.len())
             })
             .collect();
-        let gpus_out = selected
+        let selected: Vec<(u32, &[Sample])> =
+            read.iter().map(|(i, v, _)| (*i, v.as_slice())).collect();
+        let gpus_out: Vec<GpuWindow> = read
             .iter()
-            .map(|(i, v)| {
-                let f = |g: fn(&Sample) -> f64| gauge(v.iter().map(g).collect());
+            .map(|(i, v, failed_reads)| {
+                let f = |n: u32, g: fn(&Sample) -> f64| {
+                    gauge(v.iter().filter(|s| s.has(n)).map(g).collect())
+                };
                 // the agent may read energy less often than the gauges (--energy-interval):
                 // the delta runs between the first and last samples that carry it
                 let with_energy = || v.iter().filter(|s| s.energy_mj > 0);
@@ -208,12 +244,16 @@ impl NodeSeries {
                 GpuWindow {
                     index: *i,
                     samples: v.len(),
-                    utilization_pct: f(|s| s.utilization_pct as f64),
-                    memory_used_mib: f(|s| s.memory_used_bytes as f64 / (1 << 20) as f64),
-                    memory_used_pct: f(Sample::memory_used_pct),
-                    temperature_c: f(|s| s.temperature_c as f64),
-                    power_w: f(|s| s.power_w as f64),
-                    sm_clock_mhz: f(|s| s.sm_clock_mhz as f64),
+                    failed_reads: *failed_reads,
+                    coverage: coverage(v, a, b),
+                    utilization_pct: f(field::UTILIZATION_PCT, |s| s.utilization_pct as f64),
+                    memory_used_mib: f(field::MEMORY_USED_BYTES, |s| {
+                        s.memory_used_bytes as f64 / (1 << 20) as f64
+                    }),
+                    memory_used_pct: f(field::MEMORY_USED_BYTES, Sample::memory_used_pct),
+                    temperature_c: f(field::TEMPERATURE_C, |s| s.temperature_c as f64),
+                    power_w: f(field::POWER_W, |s| s.power_w as f64),
+                    sm_clock_mhz: f(field::SM_CLOCK_MHZ, |s| s.sm_clock_mhz as f64),
                     energy_j: energy,
                     throttle_reasons: v.iter().fold(0, |acc, s| acc | s.throttle_reasons),
                     series: v
@@ -229,6 +269,10 @@ impl NodeSeries {
                 }
             })
             .collect();
+        let node_coverage = gpus_out
+            .iter()
+            .map(|g| g.coverage)
+            .fold(if gpus_out.is_empty() { 0.0 } else { 1.0 }, f64::min);
         let polls = polls(&selected, offset);
         let kept: Vec<&Poll> = polls
             .iter()
@@ -251,10 +295,7 @@ impl NodeSeries {
             script_filter,
             polls,
             clock_uncertainty_ns: offset.uncertainty_ns,
-            coverage: selected
-                .iter()
-                .map(|(_, v)| coverage(v, a, b))
-                .fold(if selected.is_empty() { 0.0 } else { 1.0 }, f64::min),
+            coverage: node_coverage,
         }
     }
 }
@@ -448,6 +489,7 @@ mod tests {
             sm_clock_mhz: 1980,
             energy_mj: energy,
             throttle_reasons: 0,
+            missing_fields: 0,
         }
     }
 
@@ -524,6 +566,55 @@ mod tests {
         assert_eq!(w.gpus[0].samples, 1);
         assert_eq!(w.gpus[0].utilization_pct.unwrap().mean, 50.0);
         assert_eq!(w.polls[0].t_ns, 500_000_000);
+    }
+
+    #[test]
+    fn failed_reads_are_gaps_not_zeros() {
+        let mut n = NodeSeries::default();
+        // two GPUs every 100 ms over 10 s; GPU 1's reads fail from 3 s to 6 s (NVML errors: the
+        // agent sends samples with every field missing, values 0)
+        for k in 0..=100u64 {
+            let t = k * 100_000_000;
+            n.push(s(2 * k, t, 0, 50.0, 40, 0));
+            let mut b = s(2 * k + 1, t, 1, 60.0, 40, 0);
+            if (30..60).contains(&k) {
+                b = Sample {
+                    utilization_pct: 0.0,
+                    memory_used_bytes: 0,
+                    temperature_c: 0.0,
+                    power_w: 0.0,
+                    sm_clock_mhz: 0,
+                    missing_fields: u64::MAX,
+                    ..b
+                };
+            }
+            n.push(b);
+        }
+        let w = n.window("node", false, NONE, 0, 10_000_000_000, None);
+        let (g0, g1) = (&w.gpus[0], &w.gpus[1]);
+        assert_eq!((g0.failed_reads, g0.coverage), (0, 1.0));
+        assert_eq!((g1.failed_reads, g1.samples), (30, 71));
+        assert!((g1.coverage - 0.7).abs() < 0.02, "{}", g1.coverage);
+        assert_eq!(
+            w.coverage, g1.coverage,
+            "the node's coverage is its worst GPU's"
+        );
+        // the failed reads' zeros are in no statistic
+        assert_eq!(g1.utilization_pct.unwrap().mean, 60.0);
+        assert_eq!(g1.power_w.unwrap().mean, 300.0);
+        assert!(w.polls.iter().all(|p| p.utilization_pct >= 50.0));
+        // one field missing leaves that field's gauge only
+        let mut m = NodeSeries::default();
+        m.push(s(0, 0, 0, 40.0, 1, 0));
+        m.push(Sample {
+            power_w: 0.0,
+            missing_fields: missing_bit(field::POWER_W),
+            ..s(1, 100, 0, 80.0, 1, 0)
+        });
+        let w = m.window("node", false, NONE, 0, 100, None);
+        assert_eq!(w.gpus[0].failed_reads, 0);
+        assert_eq!(w.gpus[0].utilization_pct.unwrap().mean, 60.0);
+        assert_eq!(w.gpus[0].power_w.unwrap().mean, 300.0);
     }
 
     #[test]

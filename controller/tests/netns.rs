@@ -7,11 +7,17 @@
 //! - host `gpu`: the inference server (`benchctl sim`) and the telemetry agent;
 //! - host `load`: two load workers, and the user's `benchctl` commands.
 //!
+//! A second test puts a three-member etcd cluster on three hosts and makes one member answer its
+//! clients 200 ms late (a delaying proxy in front of it): the controllers' leadership must not
+//! flap.
+//!
 //! Needs root (CAP_NET_ADMIN) for `ip netns`; skipped elsewhere, unless
 //! `BENCHCTL_REQUIRE_NETNS=1` (set by `.ci/run`) makes that a failure.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::{BIN, Proc, dump_logs, sibling};
 
@@ -44,9 +50,12 @@ struct Net {
 impl Net {
     /// `None` where network namespaces cannot be made (not root, no `ip`).
     fn create(hosts: &[&str]) -> Option<Net> {
+        // two tests of this file run at once: a counter keeps their names apart
+        static NETS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = std::process::id() % 10_000;
         let net = Net {
-            prefix: format!("bc{id}"),
+            prefix: format!("bc{id}{n}"),
             subnet: 1 + id % 250,
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
         };
@@ -100,6 +109,65 @@ impl Net {
         Ok(())
     }
 
+    /// A TCP proxy on `host` from `listen` to `upstream` (both there) whose answers come `delay`
+    /// late: every chunk the upstream sends is held for `delay` after it was read, in order, so
+    /// the stream keeps its throughput and gains the latency. It runs on a thread of this test
+    /// that moved into the host's network namespace (a socket stays in the namespace it was made
+    /// in). A kernel's `tc netem` would do the same on the interface; the test VMs have no
+    /// `sch_netem`.
+    /// Returns the count of chunks it delivered late.
+    fn slow_proxy(
+        &self,
+        host: &str,
+        listen: String,
+        upstream: String,
+        delay: Duration,
+    ) -> Arc<AtomicU64> {
+        let late = Arc::new(AtomicU64::new(0));
+        let counter = late.clone();
+        let ns_file = format!("/run/netns/{}", self.ns(host));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            let ns = std::fs::File::open(&ns_file).expect("the host's namespace");
+            rustix::thread::move_into_link_name_space(
+                ns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("setns into the host");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&listen).await.unwrap();
+                ready_tx.send(()).unwrap();
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let upstream = upstream.clone();
+                    let counter = counter.clone();
+                    tokio::spawn(async move {
+                        let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                            return;
+                        };
+                        let (mut c_rx, c_tx) = client.into_split();
+                        let (s_rx, mut s_tx) = server.into_split();
+                        tokio::spawn(async move {
+                            let _ = tokio::io::copy(&mut c_rx, &mut s_tx).await;
+                        });
+                        late_copy(s_rx, c_tx, delay, counter).await;
+                    });
+                }
+            });
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the proxy listens");
+        late
+    }
+
     fn command(&self, host: &str, bin: &Path, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns(host)])
@@ -127,6 +195,38 @@ impl Net {
             .output()
             .unwrap()
     }
+}
+
+/// Copies `from` to `to`, each chunk `delay` after it was read.
+async fn late_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+    late: Arc<AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+            late.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let mut buf = vec![0u8; 64 << 10];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0
+            || tx
+                .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
 }
 
 impl Drop for Net {
@@ -409,4 +509,186 @@ fn a_sweep_across_hosts_shares_load_and_survives_the_leaders_death() {
     let list = json(&net.run("load", &["sweeps", "--etcd", &etcd_url, "--json"]));
     assert_eq!(list[2]["status"], "done");
     assert_eq!(list[2]["failovers"], 1);
+}
+
+/// Polls `benchctl sweeps` on `host` until the elected controller answers (30 s at most).
+fn wait_for_leader(net: &Net, etcd: &str, logs: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !net
+        .run("load", &["sweeps", "--etcd", etcd, "--json"])
+        .status
+        .success()
+    {
+        if Instant::now() > deadline {
+            dump_logs(logs);
+            panic!("no controller was elected");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_slow_etcd_member_causes_no_leadership_flap() {
+    let Some(net) = Net::create(&["e1", "e2", "e3", "ctl-a", "ctl-b", "gpu", "load"]) else {
+        return;
+    };
+    let logs_dir = tempfile::tempdir().unwrap();
+    let logs = logs_dir.path();
+    let data = tempfile::tempdir().unwrap();
+    let members = ["e1", "e2", "e3"];
+    let url = |h: &str, port: u16| format!("http://{}:{port}", net.addr(h));
+    let initial = members
+        .iter()
+        .map(|h| format!("{h}={}", url(h, 2380)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let etcd_dirs: Vec<tempfile::TempDir> = members
+        .iter()
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let _etcd: Vec<Proc> = members
+        .iter()
+        .zip(&etcd_dirs)
+        .map(|(h, d)| {
+            let (client, peer) = (url(h, 2379), url(h, 2380));
+            // the slow member listens on loopback; its address is the slow proxy's
+            let listen = if *h == "e3" {
+                "http://127.0.0.1:2379".to_string()
+            } else {
+                client.clone()
+            };
+            net.spawn(
+                h,
+                Path::new("etcd"),
+                &[
+                    "--name",
+                    h,
+                    "--data-dir",
+                    d.path().to_str().unwrap(),
+                    "--listen-client-urls",
+                    &listen,
+                    "--advertise-client-urls",
+                    &client,
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                    "--initial-cluster",
+                    &initial,
+                    "--initial-cluster-state",
+                    "new",
+                ],
+                &logs.join(format!("etcd-{h}.log")),
+            )
+        })
+        .collect();
+    // member e3 answers every client 200 ms late, for the whole run
+    let late = net.slow_proxy(
+        "e3",
+        format!("{}:2379", net.addr("e3")),
+        "127.0.0.1:2379".into(),
+        Duration::from_millis(200),
+    );
+    let etcd = members
+        .iter()
+        .map(|h| url(h, 2379))
+        .collect::<Vec<_>>()
+        .join(",");
+    let controller = |host: &str, log: &str| {
+        let listen = format!("{}:7400", net.addr(host));
+        net.spawn(
+            host,
+            Path::new(BIN),
+            &[
+                "controller",
+                "--listen",
+                &listen,
+                "--etcd",
+                &etcd,
+                "--lease-ttl",
+                "2",
+                "--dashboard-addr",
+                "off",
+                "--data-dir",
+                data.path().to_str().unwrap(),
+            ],
+            &logs.join(log),
+        )
+    };
+    let _a = controller("ctl-a", "controller-a.log");
+    wait_for_leader(&net, &etcd, logs);
+    let _b = controller("ctl-b", "controller-b.log");
+    let gpu_ip = net.addr("gpu");
+    let _sim = net.spawn(
+        "gpu",
+        Path::new(BIN),
+        &[
+            "sim",
+            "--host",
+            &gpu_ip,
+            "--port",
+            "8000",
+            "--decode-step-base-ms",
+            "5",
+        ],
+        &logs.join("sim.log"),
+    );
+    let _w = net.spawn(
+        "load",
+        &sibling("benchctl-loadgen"),
+        &["--etcd", &etcd, "--name", "l1"],
+        &logs.join("l1.log"),
+    );
+    let started = Instant::now();
+    let base = format!("http://{gpu_ip}:8000");
+    let out = net.run(
+        "load",
+        &[
+            "sweep",
+            "--etcd",
+            &etcd,
+            "--base-url",
+            &base,
+            "--io",
+            "32x64",
+            "--concurrency",
+            "1,2,4,8",
+            "--num-prompts",
+            "8",
+            "--quiet",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if !out.status.success() {
+        dump_logs(logs);
+    }
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("took over"), "{stderr}");
+    // several lease lifetimes (2 s) under the slow member, sweep included
+    if let Some(rest) = Duration::from_secs(8).checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let list = json(&net.run("load", &["sweeps", "--etcd", &etcd, "--json"]));
+    assert_eq!(list[0]["status"], "done", "{list}");
+    assert_eq!(list[0]["failovers"], 0, "{list}");
+    let log_a = std::fs::read_to_string(logs.join("controller-a.log")).unwrap();
+    let log_b = std::fs::read_to_string(logs.join("controller-b.log")).unwrap();
+    let flaps = log_a.matches("elected leader").count() != 1
+        || log_a.contains("lost the campaign's lease")
+        || log_b.contains("elected leader");
+    if flaps {
+        dump_logs(logs);
+    }
+    assert!(
+        !flaps,
+        "A elected once and kept it, B never elected, over {:.1} s with a 200 ms etcd member",
+        started.elapsed().as_secs_f64()
+    );
+    // the slow member was used: the controllers' and the worker's clients spread over it
+    let late = late.load(Ordering::Relaxed);
+    assert!(late > 0, "no answer went through the slow member");
+    eprintln!(
+        "{late} answers of etcd member e3 came 200 ms late; no leadership change over {:.1} s with etcd member e3 answering 200 ms late",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -309,3 +309,126 @@ async fn bench_with_gpu_num_and_no_driver_stops_before_any_load() {
         .unwrap();
     assert_eq!(sent, "0", "no request reached the server");
 }
+
+/// A source whose one GPU fails mid-run: NVML answers errors for GPU `failing` during polls
+/// `from..to` (every field missing, as `NvmlSource` reports a failed read), the other GPUs and
+/// the later polls read normally. It notes when the failures began and ended on the monotonic
+/// clock the agent stamps with.
+struct FailingGpu {
+    inner: agent::simulated::SimulatedSource,
+    failing: u32,
+    polls: std::ops::Range<u64>,
+    poll: u64,
+    failed_span: std::sync::Arc<std::sync::Mutex<(u64, u64)>>,
+}
+
+impl agent::Source for FailingGpu {
+    fn inventory(&self) -> Vec<proto::GpuInfo> {
+        self.inner.inventory()
+    }
+
+    fn sample(&mut self, gpu_index: u32, read_energy: bool) -> proto::GpuSample {
+        if gpu_index == 0 {
+            self.poll += 1;
+        }
+        if gpu_index == self.failing && self.polls.contains(&self.poll) {
+            let now = loadgen::clock::mono_ns();
+            let mut span = self.failed_span.lock().unwrap();
+            if span.0 == 0 {
+                span.0 = now;
+            }
+            span.1 = now;
+            return proto::GpuSample {
+                gpu_index,
+                missing_fields: u64::MAX >> 1,
+                ..Default::default()
+            };
+        }
+        self.inner.sample(gpu_index, read_energy)
+    }
+
+    fn simulated(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nvml_errors_for_one_gpu_mid_test_are_a_gap_and_the_run_goes_on() {
+    let server = server_on("127.0.0.1:0").await;
+    let cancel = CancellationToken::new();
+    let span = std::sync::Arc::new(std::sync::Mutex::new((0, 0)));
+    let source = FailingGpu {
+        inner: agent::simulated::SimulatedSource::new(&GpuSelection::First(2)).unwrap(),
+        failing: 1,
+        // 20 ms polls: GPU 1 fails for 30 polls (~0.6 s) after the first second
+        polls: 50..80,
+        poll: 0,
+        failed_span: span.clone(),
+    };
+    let agent = tokio::spawn(agent::run_with_source(
+        simulated_agent(server.url(), 2, 0),
+        Box::new(source),
+        cancel.clone(),
+    ));
+    let reg = server.registry.clone();
+    // polls go on after the failures: 130 polls of two GPUs
+    wait_until("260 samples", 30, || {
+        let reg = reg.clone();
+        async move {
+            reg.list()
+                .await
+                .first()
+                .is_some_and(|a| a.samples_received >= 260)
+        }
+    })
+    .await;
+    let (fail_from, fail_to) = *span.lock().unwrap();
+    assert!(fail_to > fail_from, "GPU 1's reads failed");
+    // a test window of 0.5 s before the failures to 0.5 s after them
+    let (from, to) = (fail_from - 500_000_000, fail_to + 500_000_000);
+    let nodes = server.registry.window(from, to, None).await;
+    let (g0, g1) = (&nodes[0].gpus[0], &nodes[0].gpus[1]);
+    eprintln!(
+        "GPU 0: {} samples, coverage {:.3}; GPU 1: {} samples, {} failed reads, coverage {:.3}",
+        g0.samples, g0.coverage, g1.samples, g1.failed_reads, g1.coverage
+    );
+    assert_eq!(g0.failed_reads, 0);
+    assert!(g1.failed_reads >= 25, "{}", g1.failed_reads);
+    // the failed reads are a gap in GPU 1's coverage (~0.6 s of ~1.6 s), GPU 0 has none
+    let gap = (fail_to - fail_from) as f64 / (to - from) as f64;
+    assert!(
+        g1.coverage < 1.0 - gap * 0.8 && g1.coverage < g0.coverage - 0.2,
+        "GPU 1 coverage {} (its reads failed for {:.0} % of the window), GPU 0 {}",
+        g1.coverage,
+        gap * 100.0,
+        g0.coverage
+    );
+    assert_eq!(
+        nodes[0].coverage, g1.coverage,
+        "the node's is its worst GPU's"
+    );
+    // the failed reads' zeros are in no statistic: GPU 1's readings are the simulated ones
+    assert!(g1.utilization_pct.unwrap().max > 0.0);
+    assert!(g1.power_w.unwrap().mean > 50.0, "{:?}", g1.power_w);
+    assert!(g1.memory_used_mib.unwrap().mean > 1000.0);
+    // the result keys: the gap is reported, the statistics are there
+    let stats = controller::gpu_stats::GpuStats::of(&nodes, 1000);
+    assert!(stats.gpu_telemetry_coverage < 1.0 - gap * 0.8);
+    assert!(stats.gpu_telemetry_incomplete);
+    assert!(stats.gpu_utilization_mean_pct.is_some());
+    let json = serde_json::to_value(&stats).unwrap();
+    assert_eq!(
+        json["gpu_telemetry"][0]["gpus"][1]["failed_reads"],
+        g1.failed_reads
+    );
+    // and the run went on: GPU 1 reads again after the failures, the agent still streams
+    let after = server
+        .registry
+        .window(fail_to + 100_000_000, u64::MAX / 2, None)
+        .await;
+    assert!(after[0].gpus[1].samples > 10 && after[0].gpus[1].failed_reads == 0);
+    assert!(server.registry.list().await[0].connected);
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+    server.shutdown().await;
+}

@@ -194,6 +194,7 @@ async fn sweep(
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     let resume_hint = dir.dir.display().to_string();
+    let kept_dir = resume_hint.clone();
     let signal = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!(
@@ -228,7 +229,12 @@ async fn sweep(
     })
     .await;
     signal.abort();
-    let out = out?;
+    // a failure mid-sweep (a full disk, a lost controller): what is kept and how to go on
+    let out = out.with_context(|| {
+        format!(
+            "the sweep stopped; its finished tests are kept in {kept_dir}. Once the cause is fixed, continue with: benchctl sweep --resume {kept_dir}"
+        )
+    })?;
     eprint!("{}", final_table(&out.summary));
     eprintln!(
         "results: {} ({} tests)\nsummary: {}",
