@@ -547,7 +547,10 @@ mod tests {
         let w = n.window("node", false, NONE, 0, 1_500_000_000, Some(&[0]));
         assert_eq!(w.gpus.len(), 1);
         assert_eq!(w.gpus[0].samples, 2);
-        assert!(raw_log(&w, 0).lines().count() == 3);
+        // the GPUs line, the column header and the two polls
+        let raw = raw_log(&w, 0);
+        assert_eq!(raw.lines().count(), 4, "{raw}");
+        assert!(raw.starts_with("# node node: mean of 1 GPU: 0\n"), "{raw}");
         assert!(result_log(&w).contains("\t1\t"));
     }
 
