@@ -33,6 +33,11 @@ pub struct AgentConfig {
     #[command(flatten)]
     pub tls: cluster::TlsArgs,
 
+    /// Health and metrics: /healthz, /readyz (a session with the controller is registered),
+    /// /metrics (samples taken, NVML errors, connected).
+    #[command(flatten)]
+    pub metrics: ops::MetricsArgs,
+
     /// Node name reported to the controller [default: $NODE_NAME (Kubernetes downward API), else
     /// the host name].
     #[arg(long, env = "BENCHCTL_AGENT_NODE_NAME", value_name = "NAME")]
@@ -144,6 +149,7 @@ impl AgentConfig {
             measure_cost: None,
             etcd: cluster::EtcdArgs::default(),
             tls: cluster::TlsArgs::default(),
+            metrics: ops::MetricsArgs::default(),
         }
     }
 

@@ -11,6 +11,7 @@
 pub mod buffer;
 pub mod clock;
 pub mod config;
+pub mod metrics;
 pub mod nvml;
 pub mod poller;
 pub mod session;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use config::AgentConfig;
+pub use metrics::AgentMetrics;
 pub use poller::{SamplingCost, measure_sampling_cost};
 pub use source::{GpuSelection, Source, SourceError, SourceKind};
 
@@ -75,11 +77,25 @@ pub async fn run_with_source(
         info!("samples are SIMULATED (--source simulated); every output derived from them says so");
     }
 
+    let metrics = AgentMetrics::default();
+    let mut registry = ops::registry();
+    metrics.register(&mut registry);
+    let (ready, ready_rx) = tokio::sync::watch::channel(ops::Readiness::NotReady(
+        "no session with the controller yet".into(),
+    ));
+    let server =
+        ops::OpsServer::start_if(cfg.metrics.metrics_addr, Arc::new(registry), ready_rx).await?;
     let clock = Clock::new(cfg.clock_skew_ns);
     let buffer = Arc::new(RingBuffer::new(cfg.buffer_samples));
     let poller = Arc::new(
-        Poller::spawn(source, cfg.schedule(), buffer.clone(), clock)
-            .context("starting the poller thread")?,
+        Poller::spawn(
+            source,
+            cfg.schedule(),
+            buffer.clone(),
+            clock,
+            metrics.clone(),
+        )
+        .context("starting the poller thread")?,
     );
     let registration = cfg.etcd.enabled().then(|| {
         cluster::register(
@@ -114,8 +130,13 @@ pub async fn run_with_source(
         buffer: buffer.clone(),
         poller: poller.clone(),
         clock,
+        metrics,
+        ready,
     };
     session::run(&ctx, &cancel).await;
+    if let Some(s) = server {
+        s.stop().await;
+    }
     if let Some(r) = registration {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), r).await;
     }

@@ -13,6 +13,7 @@ use proto::GpuSample;
 
 use crate::buffer::RingBuffer;
 use crate::clock::Clock;
+use crate::metrics::AgentMetrics;
 use crate::source::{GpuSelection, Source, SourceKind};
 
 /// The smallest sampling interval (`--interval`, SamplingSettings).
@@ -62,14 +63,16 @@ pub struct PollStats {
 }
 
 impl Poller {
-    /// Starts the thread; it polls at once, then every `schedule.interval`.
+    /// Starts the thread; it polls at once, then every `schedule.interval`, counting into
+    /// `metrics`.
     pub fn spawn(
         source: Box<dyn Source>,
         schedule: Schedule,
         buffer: Arc<RingBuffer>,
         clock: Clock,
+        metrics: AgentMetrics,
     ) -> std::io::Result<Self> {
-        Self::spawn_inner(source, schedule, buffer, clock, None)
+        Self::spawn_inner(source, schedule, buffer, clock, None, metrics)
     }
 
     fn spawn_inner(
@@ -78,6 +81,7 @@ impl Poller {
         buffer: Arc<RingBuffer>,
         clock: Clock,
         max_polls: Option<u64>,
+        metrics: AgentMetrics,
     ) -> std::io::Result<Self> {
         let interval = schedule.interval.max(MIN_INTERVAL);
         let schedule = Schedule {
@@ -87,7 +91,13 @@ impl Poller {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("nvml-poller".into())
-            .spawn(move || poll_loop(source, schedule, &buffer, clock, &rx, max_polls))?;
+            .spawn(move || {
+                let to = Sink {
+                    buffer: &buffer,
+                    metrics: &metrics,
+                };
+                poll_loop(source, schedule, to, clock, &rx, max_polls)
+            })?;
         Ok(Self {
             commands: tx,
             interval_ns: AtomicU64::new(duration_ns(interval)),
@@ -149,10 +159,16 @@ fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Where a poll's samples go: the ring buffer, and their count to the metrics.
+struct Sink<'a> {
+    buffer: &'a RingBuffer,
+    metrics: &'a AgentMetrics,
+}
+
 fn poll_loop(
     mut source: Box<dyn Source>,
     schedule: Schedule,
-    buffer: &RingBuffer,
+    to: Sink<'_>,
     clock: Clock,
     commands: &mpsc::Receiver<Command>,
     max_polls: Option<u64>,
@@ -193,7 +209,9 @@ fn poll_loop(
             sample.t_ns = clock.now_ns();
             samples.push(sample);
         }
-        buffer.push(samples.drain(..));
+        to.metrics
+            .poll(samples.iter().map(|s| s.missing_fields), read_energy);
+        to.buffer.push(samples.drain(..));
         stats.polls += 1;
         if max_polls.is_some_and(|max| stats.polls >= max) {
             stats.cpu = thread_cpu_time().saturating_sub(cpu_start);
@@ -310,6 +328,7 @@ pub fn measure_selection(
         buffer.clone(),
         Clock::default(),
         Some(polls),
+        AgentMetrics::default(),
     )?;
     let stats = poller.join();
     let (_, next_seq) = buffer.bounds();
@@ -341,11 +360,13 @@ mod tests {
         let source = Box::new(SimulatedSource::new(&GpuSelection::First(3)).unwrap());
         let buffer = Arc::new(RingBuffer::new(1000));
         let clock = Clock::new(1_000_000_000_000);
+        let metrics = AgentMetrics::default();
         let poller = Poller::spawn(
             source,
             Schedule::every(Duration::from_millis(10)),
             buffer.clone(),
             clock,
+            metrics.clone(),
         )
         .unwrap();
         std::thread::sleep(Duration::from_millis(120));
@@ -356,6 +377,8 @@ mod tests {
         let batch = buffer.copy_from(0, 10_000);
         assert!(stats.polls >= 8, "{stats:?}");
         assert_eq!(batch.samples.len() as u64, stats.polls * 3);
+        assert_eq!(metrics.samples_taken.get(), stats.polls * 3);
+        assert_eq!(metrics.nvml_errors.get(), 0);
         for (i, s) in batch.samples.iter().enumerate() {
             assert_eq!(s.seq, i as u64);
             assert_eq!(s.gpu_index, (i % 3) as u32);
@@ -384,9 +407,16 @@ mod tests {
             interval: Duration::from_millis(10),
             energy_interval: Duration::from_millis(40),
         };
-        let poller =
-            Poller::spawn_inner(source, schedule, buffer.clone(), Clock::default(), Some(12))
-                .unwrap();
+        let metrics = AgentMetrics::default();
+        let poller = Poller::spawn_inner(
+            source,
+            schedule,
+            buffer.clone(),
+            Clock::default(),
+            Some(12),
+            metrics.clone(),
+        )
+        .unwrap();
         assert_eq!(poller.join().polls, 12);
         let with_energy: Vec<u64> = buffer
             .copy_from(0, 100)
@@ -398,5 +428,7 @@ mod tests {
         // Polls 0, 4, 8 (unless a poll overran and the schedule skipped a slot).
         assert!(with_energy.starts_with(&[0]), "{with_energy:?}");
         assert!((2..=4).contains(&with_energy.len()), "{with_energy:?}");
+        // the energy skipped between its reads is no NVML error
+        assert_eq!((metrics.samples_taken.get(), metrics.nvml_errors.get()), (12, 0));
     }
 }

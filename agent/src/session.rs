@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::buffer::RingBuffer;
 use crate::clock::Clock;
+use crate::metrics::AgentMetrics;
 use crate::poller::{MIN_INTERVAL, Poller};
 
 /// Most samples per TelemetryBatch.
@@ -45,6 +46,10 @@ pub struct SessionContext {
     pub buffer: Arc<RingBuffer>,
     pub poller: Arc<Poller>,
     pub clock: Clock,
+    /// `benchctl_agent_connected` is set here.
+    pub metrics: AgentMetrics,
+    /// `/readyz`: ready while a session is registered.
+    pub ready: tokio::sync::watch::Sender<ops::Readiness>,
 }
 
 /// Runs sessions until `cancel` fires, reconnecting after every failure.
@@ -54,7 +59,13 @@ pub async fn run(ctx: &SessionContext, cancel: &CancellationToken) {
 
 impl cluster::Session for SessionContext {
     async fn run(&self, link: &mut Link<'_>) -> anyhow::Result<()> {
-        session(self, link).await
+        let r = session(self, link).await;
+        self.metrics.connected.set(0);
+        self.ready.send_replace(ops::Readiness::NotReady(format!(
+            "no session with the controller (last: {})",
+            link.url
+        )));
+        r
     }
 }
 
@@ -97,6 +108,11 @@ async fn session(ctx: &SessionContext, link: &mut Link<'_>) -> anyhow::Result<()
         None => bail!("the controller closed the session before registering"),
     };
     link.registered();
+    ctx.metrics.connected.set(1);
+    ctx.ready.send_replace(ops::Readiness::Ready(format!(
+        "registered with the controller {}",
+        link.url
+    )));
     let mut cursor = ctx.buffer.resume_from(registered_msg.resume_from_seq);
     info!(
         controller = %endpoint.uri(),

@@ -84,7 +84,7 @@ impl EtcdArgs {
         self.connect_with(Some(REQUEST_TIMEOUT)).await
     }
 
-    async fn connect_with(&self, timeout: Option<Duration>) -> anyhow::Result<Client> {
+    pub(crate) async fn connect_with(&self, timeout: Option<Duration>) -> anyhow::Result<Client> {
         if self.endpoints.is_empty() {
             bail!("--etcd: no endpoint given");
         }

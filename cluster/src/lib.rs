@@ -39,6 +39,7 @@ pub mod logging;
 mod membership;
 pub mod peer;
 pub mod process;
+mod probe;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
@@ -53,5 +54,6 @@ pub use membership::register;
 pub use peer::{
     LeaderMoved, Link, Session, Target, controller_endpoint, next_controller, reconnect,
 };
+pub use probe::{EtcdProbe, PROBE_TIMEOUT};
 pub use process::cancel_on_signal;
 pub use tls::TlsArgs;

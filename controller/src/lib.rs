@@ -17,6 +17,7 @@ pub mod local;
 pub mod metrics_source;
 pub mod output;
 pub mod prefix_reset;
+pub mod self_metrics;
 pub mod progress;
 pub mod server_metrics;
 pub mod service;

@@ -63,6 +63,7 @@ impl LocalSystem {
                     format!("local-{}-{k}", local_node_name())
                 };
                 let cfg = loadgen::worker::WorkerConfig {
+                    status: Default::default(),
                     controller: server.url(),
                     name,
                     max_streams: 1_000_000,

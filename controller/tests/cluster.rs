@@ -130,6 +130,7 @@ async fn agents_and_workers_follow_the_leader_through_a_kill_and_an_etcd_restart
     let agent = tokio::spawn(agent::run(agent_cfg, cancel.clone()));
     let worker = tokio::spawn(loadgen::worker::run_worker(
         loadgen::worker::WorkerConfig {
+            status: Default::default(),
             controller: String::new(),
             name: "worker-a".into(),
             max_streams: 100,

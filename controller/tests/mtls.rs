@@ -63,6 +63,7 @@ async fn only_peers_with_a_certificate_from_the_controllers_ca_get_in() {
     ));
     let worker = tokio::spawn(loadgen::worker::run_worker(
         loadgen::worker::WorkerConfig {
+            status: Default::default(),
             controller: url.clone(),
             name: "w-member".into(),
             max_streams: 10,

@@ -35,6 +35,7 @@ fn worker_with(
     cancel: CancellationToken,
 ) -> JoinHandle<anyhow::Result<()>> {
     let cfg = WorkerConfig {
+        status: Default::default(),
         controller: server.url(),
         name: name.into(),
         max_streams,

@@ -2,14 +2,21 @@
 //! dashboard), elected through etcd in the distributed mode.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-
+use ops::{OpsServer, Readiness};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::self_metrics::ControllerMetrics;
 use crate::service::{Registry, Server, ServerOptions, Workers};
 use crate::sweep::remote::Manager;
+
+/// How often `/readyz`'s etcd probe runs (and at each change of role).
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// `benchctl controller`.
 #[derive(Clone, Debug, Args)]
@@ -51,6 +58,10 @@ pub struct ControllerArgs {
     /// mTLS: serve TLS and refuse every peer without a certificate signed by --tls-ca.
     #[command(flatten)]
     pub tls: cluster::TlsArgs,
+    /// Health and metrics: /healthz (the process is up), /readyz (elected leader or standby,
+    /// and etcd answering; 503 with the reason otherwise), /metrics.
+    #[command(flatten)]
+    pub metrics: ops::MetricsArgs,
 }
 
 /// `--lease-ttl`: etcd leases are whole seconds.
@@ -75,16 +86,113 @@ pub async fn serve(args: ControllerArgs) -> anyhow::Result<()> {
     serve_until(args, cancel).await
 }
 
+/// This controller's part, for `/readyz`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Starting,
+    /// Campaigning: it takes over when the leader goes.
+    Standby,
+    Leader,
+}
+
+/// The process's health and metrics: what the terms update.
+struct Ops {
+    metrics: ControllerMetrics,
+    role: watch::Sender<Role>,
+}
+
+impl Ops {
+    fn set_role(&self, role: Role) {
+        self.role.send_replace(role);
+    }
+}
+
 /// Serves until `cancel` fires. With `--etcd`: campaigns, serves while elected, and campaigns
-/// again when the leadership is lost (a deposed leader stops serving at once).
+/// again when the leadership is lost (a deposed leader stops serving at once). With
+/// `--metrics-addr`: serves the health and metrics endpoints meanwhile, standby or leader.
 pub async fn serve_until(args: ControllerArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    let metrics = ControllerMetrics::default();
+    let mut registry = ops::registry();
+    metrics.register(&mut registry);
+    let (role, role_rx) = watch::channel(Role::Starting);
+    let (ready, ready_rx) = watch::channel(Readiness::NotReady("starting".into()));
+    let server = OpsServer::start_if(args.metrics.metrics_addr, Arc::new(registry), ready_rx).await?;
+    let probe_stop = cancel.child_token();
+    let probe = server.is_some().then(|| {
+        tokio::spawn(readiness(
+            args.etcd.clone(),
+            role_rx,
+            ready,
+            metrics.clone(),
+            probe_stop.clone(),
+        ))
+    });
+    let r = terms(&args, &cancel, &Ops { metrics, role }).await;
+    probe_stop.cancel();
+    if let Some(p) = probe {
+        let _ = p.await;
+    }
+    if let Some(s) = server {
+        s.stop().await;
+    }
+    r
+}
+
+/// Keeps `/readyz`'s answer: ready as the leader or as a standby, while etcd answers (probed
+/// every [`PROBE_EVERY`] and at each change of role; a failed probe counts as an etcd error).
+async fn readiness(
+    etcd: cluster::EtcdArgs,
+    mut role: watch::Receiver<Role>,
+    ready: watch::Sender<Readiness>,
+    metrics: ControllerMetrics,
+    stop: CancellationToken,
+) {
+    let mut probe = etcd.enabled().then(|| cluster::EtcdProbe::new(etcd.clone()));
+    loop {
+        let reachable = match &mut probe {
+            Some(p) => p.check().await.map_err(|e| {
+                metrics.etcd_errors.inc();
+                format!(
+                    "etcd {} does not answer: {e:#}",
+                    etcd.endpoints.join(",")
+                )
+            }),
+            None => Ok(()),
+        };
+        let now = *role.borrow_and_update();
+        let answer = match (now, reachable) {
+            (_, Err(why)) => Readiness::NotReady(why),
+            (Role::Starting, Ok(())) => Readiness::NotReady("starting".into()),
+            (Role::Standby, Ok(())) => {
+                Readiness::Ready("standby (campaigning; etcd answers)".into())
+            }
+            (Role::Leader, Ok(())) if probe.is_some() => {
+                Readiness::Ready("leader (etcd answers)".into())
+            }
+            (Role::Leader, Ok(())) => Readiness::Ready("serving (no etcd)".into()),
+        };
+        ready.send_replace(answer);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = role.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+        }
+    }
+}
+
+/// The controller's terms: one without etcd, or one per election.
+async fn terms(
+    args: &ControllerArgs,
+    cancel: &CancellationToken,
+    ops: &Ops,
+) -> anyhow::Result<()> {
     if !args.etcd.enabled() {
         let scheme = if args.tls.enabled() { "https" } else { "http" };
         let me = args
             .advertise
             .clone()
             .unwrap_or_else(|| format!("{scheme}://{}", args.listen));
-        return serve_once(&args, &cancel, None, me).await;
+        return serve_once(args, cancel, None, me, ops).await;
     }
     if args.listen.ip().is_unspecified() && args.advertise.is_none() {
         anyhow::bail!(
@@ -98,8 +206,9 @@ pub async fn serve_until(args: ControllerArgs, cancel: CancellationToken) -> any
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{}", args.listen));
     loop {
+        ops.set_role(Role::Standby);
         let Some(leadership) =
-            cluster::campaign(&args.etcd, &advertise, args.lease_ttl, &cancel).await?
+            cluster::campaign(&args.etcd, &advertise, args.lease_ttl, cancel).await?
         else {
             return Ok(());
         };
@@ -114,10 +223,11 @@ pub async fn serve_until(args: ControllerArgs, cancel: CancellationToken) -> any
             t1.cancel();
         });
         let r = serve_once(
-            &args,
+            args,
             &term,
             Some(leadership.fence_handle()),
             advertise.clone(),
+            ops,
         )
         .await;
         watcher.abort();
@@ -138,6 +248,25 @@ async fn serve_once(
     cancel: &CancellationToken,
     fence: Option<cluster::Fence>,
     me: String,
+    ops: &Ops,
+) -> anyhow::Result<()> {
+    let elected = fence.is_some();
+    let r = term(args, cancel, fence, me, ops).await;
+    ops.metrics.term_ended();
+    if elected {
+        // campaigning again (or stopping)
+        ops.set_role(Role::Standby);
+    }
+    r
+}
+
+/// One term: the controller service, its sweeps and its dashboard, until `cancel` fires.
+async fn term(
+    args: &ControllerArgs,
+    cancel: &CancellationToken,
+    fence: Option<cluster::Fence>,
+    me: String,
+    ops: &Ops,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -158,8 +287,8 @@ async fn serve_once(
     } else {
         None
     };
-    let registry = Registry::spawn();
-    let workers = Workers::spawn();
+    let registry = Registry::spawn_with(ops.metrics.clone());
+    let workers = Workers::spawn_with(ops.metrics.clone());
     // the sweeps left running by an earlier leader are loaded before anyone can ask for them
     let sweeps = match Manager::start(
         workers.clone(),
@@ -167,6 +296,7 @@ async fn serve_once(
         args.data_dir.clone(),
         fence,
         me,
+        ops.metrics.clone(),
     )
     .await
     {
@@ -189,6 +319,9 @@ async fn serve_once(
     )?;
     // the agents and workers can connect now; the sweeps left running wait for them
     sweeps.begin();
+    ops.metrics.leader.set(1);
+    ops.metrics.elections.inc();
+    ops.set_role(Role::Leader);
     tracing::info!("benchctl controller listening on {}", server.url());
     if let Some(d) = &dashboard {
         tracing::info!("dashboard at {}", d.url());

@@ -43,6 +43,7 @@ pub async fn run(mut args: SweepArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => Plan::load(dir)?,
         None => super::sweep_config::resolve(&args)?,
     };
+    super::sweep_remote::gate_needs_threshold(&args, &plan)?;
     let sim = super::start_sim(&mut args.common).await?;
     let result = run_with_target(&args, &mut plan).await;
     if let Some(sim) = sim {
@@ -243,7 +244,17 @@ async fn sweep(
         out.dir.dir.join("summary.md").display()
     );
     match out.stop {
-        None => Ok(ExitCode::SUCCESS),
+        None => {
+            if let Some(n) = args.require_max_passing {
+                let combos = crate::sweep::verdict::combinations(&out.summary);
+                crate::sweep::verdict::require_max_passing(n, &combos)
+                    .map_err(|e| anyhow::anyhow!("the sweep is done, but {e}"))?;
+                eprintln!(
+                    "--require-max-passing {n}: every IO combination passed at concurrency {n} or more"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Stop::Interrupted | Stop::Handover) => Ok(ExitCode::from(130)),
         Some(Stop::ServerDown(why)) => bail!(
             "{why}; the sweep stopped: finished tests are kept, continue with benchctl sweep --resume {}",

@@ -128,8 +128,18 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub remote: RemoteArgs,
     /// With --controller/--etcd: submit, print the sweep's id and return.
-    #[arg(long, env = "BENCHCTL_DETACH")]
+    #[arg(long, env = "BENCHCTL_DETACH", conflicts_with = "require_max_passing")]
     pub detach: bool,
+    /// Gate on the verdict: exit 1 unless every IO combination's largest passing concurrency
+    /// (under --threshold, which it needs) is at least N; the error names each combination that
+    /// falls short (e.g. for a Kubernetes Job or CI).
+    #[arg(
+        long,
+        env = "BENCHCTL_REQUIRE_MAX_PASSING",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub require_max_passing: Option<u32>,
 }
 
 /// Where the controller is: `--controller URL`, or `--etcd URLS` (the elected one).

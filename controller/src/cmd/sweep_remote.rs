@@ -90,6 +90,7 @@ pub async fn submit(args: SweepArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let plan = super::sweep_config::resolve(&args)?;
+    gate_needs_threshold(&args, &plan)?;
     if args.common.api_key.is_some() {
         eprintln!(
             "note: the API key is not sent: the controllers use their own OPENAI_API_KEY (so it never lands in etcd)"
@@ -132,13 +133,28 @@ pub async fn submit(args: SweepArgs) -> anyhow::Result<ExitCode> {
         println!("{}", r.id);
         return Ok(ExitCode::SUCCESS);
     }
-    follow(conn, &r.id, args.common.quiet).await
+    follow(conn, &r.id, args.common.quiet, args.require_max_passing).await
+}
+
+/// `--require-max-passing` judges the search's boundary: without a threshold there is none.
+pub(super) fn gate_needs_threshold(
+    args: &SweepArgs,
+    plan: &crate::sweep::plan::Plan,
+) -> anyhow::Result<()> {
+    if let Some(n) = args.require_max_passing
+        && plan.threshold.is_none()
+    {
+        anyhow::bail!(
+            "--require-max-passing {n} needs --threshold (or `threshold` in --config): without one no concurrency passes or fails"
+        );
+    }
+    Ok(())
 }
 
 /// `benchctl sweep attach ID`.
 pub async fn attach(a: AttachArgs) -> anyhow::Result<ExitCode> {
     let conn = Conn::new(&a.remote)?;
-    follow(conn, &a.id, a.quiet).await
+    follow(conn, &a.id, a.quiet, None).await
 }
 
 /// `benchctl sweep cancel ID`.
@@ -196,7 +212,12 @@ pub async fn list(a: SweepsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Follows a sweep to its end, reattaching after a failover. Ctrl-C detaches (the sweep goes on).
-async fn follow(mut conn: Conn, id: &str, quiet: bool) -> anyhow::Result<ExitCode> {
+async fn follow(
+    mut conn: Conn,
+    id: &str,
+    quiet: bool,
+    require_max_passing: Option<u32>,
+) -> anyhow::Result<ExitCode> {
     let bar = crate::progress::bar(0, quiet);
     // lines already printed, to skip them when a reattach replays the backlog
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -226,7 +247,7 @@ async fn follow(mut conn: Conn, id: &str, quiet: bool) -> anyhow::Result<ExitCod
         match r {
             Ok(Some(f)) => {
                 bar.finish_and_clear();
-                return finished(id, f);
+                return finished(id, f, require_max_passing);
             }
             Ok(None) | Err(_) if lost_since.is_some_and(|t| t.elapsed() > give_up) => {
                 anyhow::bail!(
@@ -301,14 +322,28 @@ async fn watch(
     Ok(None)
 }
 
-/// The end of a sweep followed: its closing table, where its results are, the exit status.
-fn finished(id: &str, f: proto::SweepFinished) -> anyhow::Result<ExitCode> {
+/// The end of a sweep followed: its closing table, where its results are, the exit status (a
+/// sweep done fails `--require-max-passing N` when a combination falls short).
+fn finished(
+    id: &str,
+    f: proto::SweepFinished,
+    require_max_passing: Option<u32>,
+) -> anyhow::Result<ExitCode> {
     if !f.summary_text.is_empty() {
         eprint!("{}", f.summary_text);
     }
     eprintln!("results on the controller in {}", f.result_dir);
     match Status::parse(&f.status) {
-        Some(Status::Done) => Ok(ExitCode::SUCCESS),
+        Some(Status::Done) => {
+            if let Some(n) = require_max_passing {
+                crate::sweep::verdict::require_max_passing(n, &f.combinations)
+                    .map_err(|e| anyhow::anyhow!("sweep {id} is done, but {e}"))?;
+                eprintln!(
+                    "--require-max-passing {n}: every IO combination passed at concurrency {n} or more"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Status::Interrupted) => {
             anyhow::bail!("sweep {id} was cancelled; its finished tests are kept")
         }

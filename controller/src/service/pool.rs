@@ -16,6 +16,7 @@ use tonic::Status;
 
 use super::mailbox::Mailbox;
 use crate::clock::{ClockEstimator, Exchange, Offset};
+use crate::self_metrics::{ControllerMetrics, PeerKind};
 
 /// A connected worker, as [`Workers::wait_for`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,8 +120,17 @@ pub struct Workers {
 impl Workers {
     /// Spawns the owner task; it ends when every handle is dropped.
     pub fn spawn() -> Workers {
+        Workers::spawn_with(ControllerMetrics::default())
+    }
+
+    /// [`Workers::spawn`], counting into `metrics` (workers connected, their clocks).
+    pub fn spawn_with(metrics: ControllerMetrics) -> Workers {
+        let pool = Pool {
+            metrics,
+            ..Pool::default()
+        };
         Workers {
-            mailbox: Mailbox::spawn(|rx| Pool::default().run(rx)),
+            mailbox: Mailbox::spawn(|rx| pool.run(rx)),
         }
     }
 
@@ -227,6 +237,7 @@ struct Pool {
     routes: HashMap<String, mpsc::Sender<JobEvent>>,
     next_session: u64,
     next_job: u64,
+    metrics: ControllerMetrics,
 }
 
 impl Pool {
@@ -234,6 +245,8 @@ impl Pool {
         while let Some(cmd) = rx.recv().await {
             self.handle(cmd).await;
         }
+        // the term is over: no worker is connected to it any more
+        self.metrics.workers_connected.set(0);
     }
 
     async fn handle(&mut self, cmd: Command) {
@@ -244,10 +257,15 @@ impl Pool {
                 reply,
             } => {
                 let _ = reply.send(self.register(reg, to_worker));
+                self.metrics
+                    .workers_connected
+                    .set(self.sessions.len() as i64);
             }
             Command::Pong { session, exchange } => {
                 if let Some(e) = self.sessions.get_mut(&session) {
                     e.clock.add(exchange);
+                    self.metrics
+                        .clock(PeerKind::Worker, &e.name, e.clock.estimate());
                 }
             }
             Command::Records { session, batch } => {
@@ -374,6 +392,10 @@ impl Pool {
         let Some(e) = self.sessions.remove(&session) else {
             return;
         };
+        self.metrics
+            .workers_connected
+            .set(self.sessions.len() as i64);
+        self.metrics.peer_gone(PeerKind::Worker, &e.name);
         match e.job {
             Some(job_id) => {
                 tracing::warn!("load worker {} disconnected during job {job_id}", e.name);

@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::mailbox::Mailbox;
 use crate::clock::{ClockEstimator, Exchange, Offset};
+use crate::self_metrics::{ControllerMetrics, PeerKind};
 use crate::telemetry::{NodeSeries, NodeWindow, Sample};
 
 /// What the controller knows of one agent (one node).
@@ -78,8 +79,13 @@ pub struct Registry {
 impl Registry {
     /// Spawns the owner task; it ends when every handle is dropped.
     pub fn spawn() -> Registry {
+        Registry::spawn_with(ControllerMetrics::default())
+    }
+
+    /// [`Registry::spawn`], counting into `metrics` (agents connected, their clocks, samples).
+    pub fn spawn_with(metrics: ControllerMetrics) -> Registry {
         Registry {
-            mailbox: Mailbox::spawn(run),
+            mailbox: Mailbox::spawn(|rx| run(rx, metrics)),
         }
     }
 
@@ -173,16 +179,23 @@ impl Registry {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Command>) {
-    let mut agents = Agents::default();
+async fn run(mut rx: mpsc::Receiver<Command>, metrics: ControllerMetrics) {
+    let mut agents = Agents {
+        agents: HashMap::new(),
+        metrics,
+    };
     while let Some(cmd) = rx.recv().await {
         agents.handle(cmd);
     }
+    // the term is over: no agent is connected to it any more
+    agents.metrics.agents_connected.set(0);
 }
 
 /// The owner task's state: every agent seen, by node name.
-#[derive(Default)]
-struct Agents(HashMap<String, AgentEntry>);
+struct Agents {
+    agents: HashMap<String, AgentEntry>,
+    metrics: ControllerMetrics,
+}
 
 impl Agents {
     fn handle(&mut self, cmd: Command) {
@@ -200,6 +213,7 @@ impl Agents {
                 reply,
             } => {
                 let _ = reply.send(self.register(reg, settings));
+                self.count_connected();
             }
             Command::Telemetry {
                 node,
@@ -207,19 +221,24 @@ impl Agents {
                 batch,
             } => self.telemetry(&node, instance_id, batch),
             Command::Pong { node, exchange } => {
-                if let Some(a) = self.0.get_mut(&node) {
+                if let Some(a) = self.agents.get_mut(&node) {
                     a.clock.add(exchange);
                     a.last_seen = Instant::now();
+                    self.metrics
+                        .clock(PeerKind::Agent, &node, a.clock.estimate());
                 }
             }
             Command::Disconnected {
                 node,
                 instance_id,
                 clean,
-            } => self.disconnected(&node, instance_id, clean),
+            } => {
+                self.disconnected(&node, instance_id, clean);
+                self.count_connected();
+            }
             Command::List { reply } => {
                 let mut out: Vec<proto::AgentStatus> =
-                    self.0.values().map(AgentEntry::status).collect();
+                    self.agents.values().map(AgentEntry::status).collect();
                 out.sort_by(|a, b| a.node_name.cmp(&b.node_name));
                 let _ = reply.send(out);
             }
@@ -238,9 +257,14 @@ impl Agents {
                 let _ = reply.send(out);
             }
             Command::Offset { node, reply } => {
-                let _ = reply.send(self.0.get(&node).and_then(|a| a.clock.estimate()));
+                let _ = reply.send(self.agents.get(&node).and_then(|a| a.clock.estimate()));
             }
         }
+    }
+
+    fn count_connected(&self) {
+        let n = self.agents.values().filter(|a| a.connected).count();
+        self.metrics.agents_connected.set(n as i64);
     }
 
     /// Sends `settings` to the connected agents on `node` ("" for all); returns how many.
@@ -265,12 +289,15 @@ impl Agents {
         settings: mpsc::Sender<proto::SamplingSettings>,
     ) -> u64 {
         let node = reg.node_name.clone();
-        match self.0.get_mut(&node) {
+        match self.agents.get_mut(&node) {
             // the same agent process again: resume after what we have
             Some(a) if a.register.instance_id == reg.instance_id => {
                 let want = a.last_seq.map_or(reg.oldest_buffered_seq, |s| s + 1);
                 if want < reg.oldest_buffered_seq {
                     a.gaps += reg.oldest_buffered_seq - want;
+                    self.metrics
+                        .samples_dropped
+                        .inc_by(reg.oldest_buffered_seq - want);
                 }
                 a.register = reg;
                 a.connected = true;
@@ -290,8 +317,8 @@ impl Agents {
                         ""
                     }
                 );
-                self.0.remove(&node);
-                self.0.insert(node, AgentEntry::new(reg, settings));
+                self.agents.remove(&node);
+                self.agents.insert(node, AgentEntry::new(reg, settings));
                 from
             }
         }
@@ -306,6 +333,8 @@ impl Agents {
             return;
         };
         a.last_seen = Instant::now();
+        let lost_before = a.dropped_samples + a.gaps;
+        let received_before = a.samples_received;
         a.dropped_samples = a.dropped_samples.max(batch.dropped_samples);
         for s in batch.samples {
             if a.last_seq.is_some_and(|l| s.seq <= l) {
@@ -319,6 +348,12 @@ impl Agents {
             a.series.push(Sample::from(&s));
             a.last_by_gpu.insert(s.gpu_index, s);
         }
+        self.metrics
+            .samples_received
+            .inc_by(a.samples_received - received_before);
+        self.metrics
+            .samples_dropped
+            .inc_by((a.dropped_samples + a.gaps).saturating_sub(lost_before));
     }
 
     fn disconnected(&mut self, node: &str, instance_id: u64, clean: bool) {
@@ -329,6 +364,7 @@ impl Agents {
         {
             a.connected = false;
             a.settings = None;
+            self.metrics.peer_gone(PeerKind::Agent, node);
             if clean {
                 tracing::info!("agent {node} closed its session");
             } else {

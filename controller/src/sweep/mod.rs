@@ -17,3 +17,4 @@ pub mod status;
 pub mod summary;
 pub mod summary_files;
 pub mod threshold;
+pub mod verdict;

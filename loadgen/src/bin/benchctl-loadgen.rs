@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use loadgen::worker::{WorkerConfig, run_worker};
+use loadgen::worker::{WorkerConfig, WorkerStatus, run_worker};
 
 /// benchctl-loadgen: a load worker. Dials the benchctl controller, runs the share of each test it
 /// is assigned against the inference servers, and streams one record per request back.
@@ -43,6 +43,11 @@ struct Args {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     max_streams: u32,
+
+    /// Health and metrics: /healthz, /readyz (a session with the controller is registered),
+    /// /metrics (jobs, requests sent, failures by kind, connected).
+    #[command(flatten)]
+    metrics: ops::MetricsArgs,
 }
 
 fn main() -> ExitCode {
@@ -57,13 +62,26 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         max_streams: args.max_streams,
         etcd: args.etcd.enabled().then_some(args.etcd),
         tls: args.tls.client()?,
+        status: WorkerStatus::default(),
     };
+    let mut registry = ops::registry();
+    cfg.status.metrics.register(&mut registry);
+    let registry = std::sync::Arc::new(registry);
+    let metrics_addr = args.metrics.metrics_addr;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     cluster::process::block_on_until_signal(
         &runtime,
         "shutting down: cancelling the job in flight and sending what was measured",
-        |cancel| run_worker(cfg, cancel),
+        |cancel| async move {
+            let ready = cfg.status.ready.subscribe();
+            let server = ops::OpsServer::start_if(metrics_addr, registry, ready).await?;
+            let r = run_worker(cfg, cancel).await;
+            if let Some(s) = server {
+                s.stop().await;
+            }
+            r
+        },
     )
 }

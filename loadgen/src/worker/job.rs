@@ -23,8 +23,10 @@ pub(super) async fn run_job(
     cfg: WorkerConfig,
 ) {
     let job_id = job.job_id.clone();
+    let metrics = &cfg.status.metrics;
     let done = match execute(job, &mut gate, &cfg).await {
         Ok(mut done) if shutdown.is_cancelled() => {
+            metrics.job("interrupted");
             warn!(
                 "job {job_id}: interrupted by shutdown, {} requests not sent",
                 done.not_sent
@@ -37,6 +39,11 @@ pub(super) async fn run_job(
             done
         }
         Ok(done) => {
+            metrics.job(if gate.cancel.is_cancelled() {
+                "interrupted"
+            } else {
+                "done"
+            });
             info!(
                 "job {job_id}: done, {} records sent, {} not sent",
                 done.records_sent, done.not_sent
@@ -44,6 +51,7 @@ pub(super) async fn run_job(
             done
         }
         Err(e) => {
+            metrics.job("failed");
             warn!("job {job_id} could not run: {e:#}");
             proto::JobDone {
                 job_id: job_id.clone(),
@@ -139,8 +147,10 @@ async fn execute(
     let outs = futures_util::future::join_all(runs.into_iter().enumerate().map(|(j, run)| {
         let rec_tx = rec_tx.clone();
         let cancel = &cancel;
+        let metrics = cfg.status.metrics.clone();
         async move {
             let on_record = move |r: &crate::RequestRecord| {
+                metrics.request(r);
                 let mut p = proto::RequestRecord::from(r);
                 // back to the index of the prompt in the assignment
                 p.index = r.index * m + j as u64;

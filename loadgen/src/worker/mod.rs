@@ -14,6 +14,7 @@
 //! - `outbound`: messages to the controller; records in batches
 
 mod job;
+pub mod metrics;
 mod outbound;
 mod plan;
 mod session;
@@ -24,6 +25,7 @@ use anyhow::bail;
 use cluster::Link;
 use tokio_util::sync::CancellationToken;
 
+pub use metrics::{WorkerMetrics, WorkerStatus};
 pub use outbound::{FLUSH_EVERY, MAX_BATCH_RECORDS};
 pub use plan::split_even;
 pub use session::PROTOCOL;
@@ -42,6 +44,8 @@ pub struct WorkerConfig {
     pub etcd: Option<cluster::EtcdArgs>,
     /// mTLS towards the controller (`--tls-*`).
     pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Its metrics and `/readyz` answer (served by `benchctl-loadgen --metrics-addr`).
+    pub status: WorkerStatus,
 }
 
 /// Runs worker sessions until `cancel` fires, reconnecting after every failure. Fails only on a
@@ -78,6 +82,8 @@ struct Sessions<'a>(&'a WorkerConfig);
 
 impl cluster::Session for Sessions<'_> {
     async fn run(&self, link: &mut Link<'_>) -> anyhow::Result<()> {
-        session::session(link, self.0).await
+        let r = session::session(link, self.0).await;
+        self.0.status.session(link.url, false);
+        r
     }
 }

@@ -167,6 +167,7 @@ mod tests {
 
     fn cfg() -> WorkerConfig {
         WorkerConfig {
+            status: Default::default(),
             controller: "http://c".into(),
             name: "w".into(),
             max_streams: 100,

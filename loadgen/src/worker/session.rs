@@ -48,6 +48,7 @@ pub(super) async fn session(link: &mut Link<'_>, cfg: &WorkerConfig) -> anyhow::
         return Ok(());
     };
     link.registered();
+    cfg.status.session(link.url, true);
 
     let mut serving = Serving {
         cfg,

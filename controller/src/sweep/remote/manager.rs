@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{Change, Checkpoint, Spec};
+use crate::self_metrics::ControllerMetrics;
 use crate::service::{Registry, Workers};
 use crate::sweep::feed::Feed;
 use crate::sweep::status::Status;
@@ -29,6 +30,8 @@ pub(super) struct Setup {
     pub data_dir: PathBuf,
     /// This controller's advertised URL.
     pub me: String,
+    /// Its own metrics (sweeps by state, tests, failovers, etcd errors).
+    pub metrics: ControllerMetrics,
 }
 
 pub(super) enum Command {
@@ -198,6 +201,8 @@ pub(super) struct Ending {
     /// The closing table (empty when the sweep did not run).
     pub table: String,
     pub error: Option<String>,
+    /// Each IO combination's largest passing concurrency (empty when the sweep did not run).
+    pub combinations: Vec<proto::CombinationVerdict>,
 }
 
 impl Ending {
@@ -206,6 +211,7 @@ impl Ending {
             status,
             table,
             error: None,
+            combinations: Vec::new(),
         }
     }
 
@@ -214,6 +220,7 @@ impl Ending {
             status: Status::Failed,
             table: String::new(),
             error: Some(format!("{e:#}")),
+            combinations: Vec::new(),
         }
     }
 }

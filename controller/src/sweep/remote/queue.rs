@@ -21,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 use super::checkpoint::{self, Change, Checkpoint};
 use super::manager::{COMMANDS, Command, Ending, Manager, Setup};
 use super::runner::Run;
+use crate::self_metrics::ControllerMetrics;
 use crate::service::{Registry, Workers};
 use crate::sweep::feed::Feed;
+use crate::sweep::status::Status;
 
 impl Manager {
     /// Loads the queue. With etcd (`fence`), reads the checkpoints: sweeps left queued or running
@@ -34,11 +36,14 @@ impl Manager {
         data_dir: PathBuf,
         fence: Option<cluster::Fence>,
         me: String,
+        metrics: ControllerMetrics,
     ) -> anyhow::Result<Manager> {
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("--data-dir {}: cannot create it", data_dir.display()))?;
         let docs = match &fence {
-            Some(f) => checkpoint::load_all(f).await?,
+            Some(f) => checkpoint::load_all(f).await.inspect_err(|_| {
+                metrics.etcd_errors.inc();
+            })?,
             None => Vec::new(),
         };
         let (tx, rx) = mpsc::channel(COMMANDS);
@@ -49,6 +54,7 @@ impl Manager {
                 registry,
                 data_dir,
                 me,
+                metrics,
             }),
             stop: CancellationToken::new(),
             begun: CancellationToken::new(),
@@ -203,14 +209,29 @@ impl Owner {
                 Event::Ran(r) => self.ran(r),
                 Event::Begin => self.started = true,
             }
+            self.count();
         }
+    }
+
+    /// `benchctl_sweeps`: those waiting, the one running, and the ended ones by status.
+    fn count(&self) {
+        let ended = |st: Status| self.jobs.values().filter(|j| j.doc.status == st).count() as i64;
+        let running = self.current.is_some() && self.runner.is_some();
+        self.setup.metrics.set_sweeps([
+            self.queue.len() as i64,
+            i64::from(running),
+            ended(Status::Done),
+            ended(Status::Failed),
+            ended(Status::Interrupted),
+        ]);
     }
 
     /// A checkpoint read at start: queued again if it was left queued or running.
     fn load(&mut self, d: Checkpoint) {
         let id = d.id.clone();
         let (status, leader, error) = (d.status, d.leader.clone(), d.error.clone());
-        let result_dir = self.setup.data_dir.join(&id).display().to_string();
+        let dir = self.setup.data_dir.join(&id);
+        let result_dir = dir.display().to_string();
         let job = self.add(d);
         if status.is_pending() {
             tracing::info!("sweep {id}: left {status} by {leader}; resuming it");
@@ -221,6 +242,7 @@ impl Owner {
                 summary_text: String::new(),
                 result_dir,
                 error: error.unwrap_or_default(),
+                combinations: crate::sweep::verdict::from_summary_file(&dir),
             });
         }
     }
@@ -271,6 +293,9 @@ impl Owner {
     }
 
     fn written(&mut self, r: anyhow::Result<()>, then: Then) {
+        if r.is_err() && self.writes.fence.is_some() {
+            self.setup.metrics.etcd_errors.inc();
+        }
         match then {
             Then::Reply(reply) => {
                 let _ = reply.send(r);
@@ -368,6 +393,7 @@ impl Owner {
             summary_text: ending.table,
             result_dir: self.setup.data_dir.join(&id).display().to_string(),
             error: ending.error.unwrap_or_default(),
+            combinations: ending.combinations,
         });
         self.current = None;
     }
@@ -376,7 +402,6 @@ impl Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sweep::status::Status;
 
     const V0: &str = include_str!("../../../tests/fixtures/checkpoint-v0.json");
 
@@ -391,6 +416,7 @@ mod tests {
             data.path().to_path_buf(),
             None,
             "http://me".into(),
+            ControllerMetrics::default(),
         )
         .await
         .unwrap();

@@ -46,6 +46,12 @@ impl Run {
         let plan = self.doc.spec.plan.clone();
         let prep = self.reach_target(&target, &plan).await?;
         let was_running = self.doc.status == Status::Running;
+        // the test an earlier leader had in flight: when it starts here, it is a rerun
+        let discarded = if was_running {
+            self.doc.in_flight.clone()
+        } else {
+            None
+        };
         let dir = self.open_dir(&plan).await?;
         if was_running {
             self.record_failover(&dir);
@@ -69,7 +75,8 @@ impl Run {
                 "--gpu-num {n}: the agents connected to the controller report {gpus} GPUs"
             );
         }
-        self.engine(&plan, &target, prep, dir, gpus > 0).await
+        self.engine(&plan, &target, prep, dir, gpus > 0, discarded)
+            .await
     }
 
     /// Reaches the target (it may be restarting too, after a node failure: retried for a
@@ -148,6 +155,7 @@ impl Run {
         tracing::warn!("sweep {}: {msg}", doc.id);
         self.feed.line(msg);
         doc.failovers.push(f);
+        self.sweeps.setup.metrics.failovers.inc();
     }
 
     /// Counts as done the tests on disk whose checkpoint the earlier leader did not live to
@@ -186,6 +194,7 @@ impl Run {
         prep: Prepared,
         dir: ResultDir,
         telemetry: bool,
+        discarded: Option<String>,
     ) -> anyhow::Result<Ending> {
         let setup = &self.sweeps.setup;
         let gpu_note = if telemetry {
@@ -216,34 +225,49 @@ impl Run {
             cancel: self.cancel.clone(),
             handover: Some(self.handover.clone()),
             progress,
-            hook: Some(self.hook()),
+            hook: Some(self.hook(discarded)),
             failovers: self.doc.failovers.clone(),
         })
         .await?;
         let table = crate::sweep::summary_files::final_table(&out.summary);
         match out.stop {
-            None => Ok(Ending::ran(Status::Done, table)),
+            None => Ok(Ending {
+                combinations: crate::sweep::verdict::combinations(&out.summary),
+                ..Ending::ran(Status::Done, table)
+            }),
             Some(Stop::Interrupted | Stop::Handover) => Ok(Ending::ran(Status::Interrupted, table)),
             Some(Stop::ServerDown(why)) => Err(anyhow::anyhow!("{why}")),
         }
     }
 
     /// Checkpoints a test's start and, before its files are written, its end. A write refused
-    /// hands the sweep over.
-    fn hook(&self) -> Hook {
+    /// hands the sweep over. Counts the tests run, and as a rerun the start of `discarded` (the
+    /// test an earlier leader had in flight).
+    fn hook(&self, discarded: Option<String>) -> Hook {
         let sweeps = self.sweeps.clone();
         let id = self.doc.id.clone();
         let handover = self.handover.clone();
         Arc::new(move |e: HookEvent| {
             let (sweeps, id, handover) = (sweeps.clone(), id.clone(), handover.clone());
+            let discarded = discarded.clone();
             Box::pin(async move {
+                let metrics = &sweeps.setup.metrics;
+                let committed = matches!(e, HookEvent::Commit(_));
                 let change = match e {
-                    HookEvent::Start(k) => Change::TestStarted(k.id()),
+                    HookEvent::Start(k) => {
+                        let t = k.id();
+                        if discarded.as_deref() == Some(t.as_str()) {
+                            metrics.tests_rerun.inc();
+                        }
+                        Change::TestStarted(t)
+                    }
                     HookEvent::Commit(k) => Change::TestCommitted(k.id()),
                 };
                 let r = sweeps.update(&id, change).await;
-                if r.is_err() {
-                    handover.cancel();
+                match &r {
+                    Err(_) => handover.cancel(),
+                    Ok(()) if committed => metrics.tests_run.inc(),
+                    Ok(()) => {}
                 }
                 r
             })
