@@ -249,7 +249,7 @@ impl Agents {
                 reply,
             } => {
                 let mut out: Vec<NodeWindow> = self
-                    .0
+                    .agents
                     .values()
                     .map(|a| a.window(from_ns, to_ns, gpus.as_deref()))
                     .collect();
@@ -271,7 +271,7 @@ impl Agents {
     fn set_sampling(&self, node: &str, settings: proto::SamplingSettings) -> u32 {
         let mut sent = 0;
         for a in self
-            .0
+            .agents
             .values()
             .filter(|a| a.connected && (node.is_empty() || a.register.node_name == node))
         {
@@ -326,7 +326,7 @@ impl Agents {
 
     fn telemetry(&mut self, node: &str, instance_id: u64, batch: proto::TelemetryBatch) {
         let Some(a) = self
-            .0
+            .agents
             .get_mut(node)
             .filter(|a| a.register.instance_id == instance_id)
         else {
@@ -358,7 +358,7 @@ impl Agents {
 
     fn disconnected(&mut self, node: &str, instance_id: u64, clean: bool) {
         if let Some(a) = self
-            .0
+            .agents
             .get_mut(node)
             .filter(|a| a.register.instance_id == instance_id)
         {

@@ -266,7 +266,9 @@ impl Run {
                 let r = sweeps.update(&id, change).await;
                 match &r {
                     Err(_) => handover.cancel(),
-                    Ok(()) if committed => metrics.tests_run.inc(),
+                    Ok(()) if committed => {
+                        metrics.tests_run.inc();
+                    }
                     Ok(()) => {}
                 }
                 r
