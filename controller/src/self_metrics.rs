@@ -5,7 +5,7 @@
 //! A [`ControllerMetrics`] is cheap to clone (every field is a shared atomic). One made with
 //! `default()` counts without being exposed (local mode, tests of the parts).
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,16 +15,27 @@ use std::sync::atomic::AtomicU64;
 use crate::clock::Offset;
 
 /// Which kind of peer a label names.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum PeerKind {
     Agent,
     Worker,
 }
 
-/// A peer's labels: its kind and name (the agent's node, the worker's `--name`).
+impl PeerKind {
+    /// The label's value: `agent`, `worker`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerKind::Agent => "agent",
+            PeerKind::Worker => "worker",
+        }
+    }
+}
+
+/// A peer's labels: its kind (`agent`, `worker`) and name (the agent's node, the worker's
+/// `--name`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
-    pub kind: PeerKind,
+    pub kind: &'static str,
     pub peer: String,
 }
 
@@ -139,7 +150,7 @@ impl ControllerMetrics {
         if let Some(o) = o {
             self.clock_uncertainty
                 .get_or_create(&PeerLabels {
-                    kind,
+                    kind: kind.as_str(),
                     peer: peer.to_string(),
                 })
                 .set(o.uncertainty_ns as f64 / 1e9);
@@ -149,7 +160,7 @@ impl ControllerMetrics {
     /// A peer left: its clock is no longer estimated.
     pub fn peer_gone(&self, kind: PeerKind, peer: &str) {
         self.clock_uncertainty.remove(&PeerLabels {
-            kind,
+            kind: kind.as_str(),
             peer: peer.to_string(),
         });
     }
