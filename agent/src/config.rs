@@ -331,8 +331,11 @@ mod tests {
             assert!(arg.get_help().is_some(), "--{} has no doc", arg.get_id());
             let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
             let env = env.as_deref().unwrap_or("");
-            // the cluster-wide flags (etcd, mTLS) keep one name in every binary
-            if env.starts_with("BENCHCTL_ETCD") || env.starts_with("BENCHCTL_TLS_") {
+            // the flags every binary shares (etcd, mTLS, health and metrics) keep one name
+            if env.starts_with("BENCHCTL_ETCD")
+                || env.starts_with("BENCHCTL_TLS_")
+                || env == "BENCHCTL_METRICS_ADDR"
+            {
                 continue;
             }
             let expected = format!("BENCHCTL_AGENT_{}", arg.get_id().as_str().to_uppercase());
