@@ -429,6 +429,9 @@ mod tests {
         assert!(with_energy.starts_with(&[0]), "{with_energy:?}");
         assert!((2..=4).contains(&with_energy.len()), "{with_energy:?}");
         // the energy skipped between its reads is no NVML error
-        assert_eq!((metrics.samples_taken.get(), metrics.nvml_errors.get()), (12, 0));
+        assert_eq!(
+            (metrics.samples_taken.get(), metrics.nvml_errors.get()),
+            (12, 0)
+        );
     }
 }

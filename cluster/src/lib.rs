@@ -38,8 +38,8 @@ mod lease;
 pub mod logging;
 mod membership;
 pub mod peer;
-pub mod process;
 mod probe;
+pub mod process;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;

@@ -35,7 +35,9 @@ impl EtcdProbe {
     async fn status(&mut self) -> anyhow::Result<()> {
         let client = match &mut self.client {
             Some(c) => c,
-            None => self.client.insert(self.args.connect_with(Some(PROBE_TIMEOUT)).await?),
+            None => self
+                .client
+                .insert(self.args.connect_with(Some(PROBE_TIMEOUT)).await?),
         };
         client.status().await?;
         Ok(())

@@ -148,7 +148,9 @@ fn the_job() -> (Vec<String>, String) {
     ))
     .unwrap();
     let mut lines = text.lines();
-    lines.find(|l| l.trim() == "sweep.toml: |").expect("sweep.toml");
+    lines
+        .find(|l| l.trim() == "sweep.toml: |")
+        .expect("sweep.toml");
     let toml: Vec<&str> = lines
         .by_ref()
         .take_while(|l| l.starts_with("    "))
@@ -303,7 +305,11 @@ async fn health_metrics_and_the_sweep_jobs_verdict() {
         value(b, "benchctl_worker_connected") == Some(1.0)
     })
     .await;
-    assert_eq!(value(&m, "benchctl_worker_requests_total"), Some(0.0), "{m}");
+    assert_eq!(
+        value(&m, "benchctl_worker_requests_total"),
+        Some(0.0),
+        "{m}"
+    );
     metrics_until(&ag, "sampling and connected", |b| {
         value(b, "benchctl_agent_connected") == Some(1.0)
             && value(b, "benchctl_agent_samples_taken_total").is_some_and(|n| n >= 3.0)
@@ -317,7 +323,10 @@ async fn health_metrics_and_the_sweep_jobs_verdict() {
     })
     .await;
     // every connected peer has a clock estimate, of bounded uncertainty
-    for peer in [r#"kind="agent",peer="node-a""#, r#"kind="worker",peer="w1""#] {
+    for peer in [
+        r#"kind="agent",peer="node-a""#,
+        r#"kind="worker",peer="w1""#,
+    ] {
         let series = format!("benchctl_clock_offset_uncertainty_seconds{{{peer}}}");
         let u = metrics_until(&a, "estimating the clocks", |b| value(b, &series).is_some()).await;
         let u = value(&u, &series).unwrap();
@@ -359,14 +368,21 @@ async fn health_metrics_and_the_sweep_jobs_verdict() {
         pass_log.contains("--require-max-passing 2: every IO combination passed"),
         "{pass_log}"
     );
-    assert_eq!(fail_rc.code(), Some(1), "gate 4: exited {fail_rc}\n{fail_log}");
+    assert_eq!(
+        fail_rc.code(),
+        Some(1),
+        "gate 4: exited {fail_rc}\n{fail_log}"
+    );
     assert!(
         fail_log.contains(
             "--require-max-passing 4: 1 of 1 IO combinations fall short: input 64 / output 20 passed up to concurrency 2"
         ),
         "{fail_log}"
     );
-    assert!(saw_running, "benchctl_sweeps{{status=\"running\"}} was never 1");
+    assert!(
+        saw_running,
+        "benchctl_sweeps{{status=\"running\"}} was never 1"
+    );
     assert!(
         saw_queued_behind,
         "never saw one sweep queued while the other ran"
@@ -391,13 +407,20 @@ async fn health_metrics_and_the_sweep_jobs_verdict() {
         b.contains("benchctl_worker_jobs_total")
     })
     .await;
-    assert_eq!(value(&m, "benchctl_worker_requests_total"), Some(16.0), "{m}");
+    assert_eq!(
+        value(&m, "benchctl_worker_requests_total"),
+        Some(16.0),
+        "{m}"
+    );
     assert_eq!(
         value(&m, r#"benchctl_worker_jobs_total{outcome="done"}"#),
         Some(4.0),
         "{m}"
     );
-    assert!(!m.contains("benchctl_worker_request_failures_total{"), "{m}");
+    assert!(
+        !m.contains("benchctl_worker_request_failures_total{"),
+        "{m}"
+    );
 
     // the worker and the agent leave
     worker.kill();
@@ -405,7 +428,10 @@ async fn health_metrics_and_the_sweep_jobs_verdict() {
         value(b, "benchctl_workers_connected") == Some(0.0)
     })
     .await;
-    assert!(!m.contains(r#"peer="w1""#), "the worker's clock is still listed\n{m}");
+    assert!(
+        !m.contains(r#"peer="w1""#),
+        "the worker's clock is still listed\n{m}"
+    );
     agent.kill();
     metrics_until(&a, "without the agent", |b| {
         value(b, "benchctl_agents_connected") == Some(0.0)

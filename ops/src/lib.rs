@@ -263,6 +263,9 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert!(format!("{e:#}").contains(&format!("--metrics-addr {addr}")), "{e:#}");
+        assert!(
+            format!("{e:#}").contains(&format!("--metrics-addr {addr}")),
+            "{e:#}"
+        );
     }
 }

@@ -98,7 +98,10 @@ async fn probes_and_scrapes_point_at_served_paths_and_ports() {
             else {
                 continue;
             };
-            let status = reqwest::get(format!("{base}{path}")).await.unwrap().status();
+            let status = reqwest::get(format!("{base}{path}"))
+                .await
+                .unwrap()
+                .status();
             assert_eq!(status, 200, "{name}: {line} is not served");
         }
         if !text.contains("image: benchctl:latest") || text.contains("kind: Job") {
@@ -148,7 +151,10 @@ fn the_sweep_jobs_command_is_one_benchctl_sweep_accepts() {
         .find(|(n, _)| n == "sweep-job.yaml")
         .expect("deploy/k8s/sweep-job.yaml");
     assert!(text.contains("kind: Job") && text.contains("kind: ConfigMap"));
-    assert!(text.contains("command: [\"benchctl\", \"sweep\"]"), "{text}");
+    assert!(
+        text.contains("command: [\"benchctl\", \"sweep\"]"),
+        "{text}"
+    );
     assert!(text.contains("restartPolicy: Never") && text.contains("backoffLimit: 0"));
     let args: Vec<&str> = text
         .lines()

@@ -116,7 +116,8 @@ pub async fn serve_until(args: ControllerArgs, cancel: CancellationToken) -> any
     metrics.register(&mut registry);
     let (role, role_rx) = watch::channel(Role::Starting);
     let (ready, ready_rx) = watch::channel(Readiness::NotReady("starting".into()));
-    let server = OpsServer::start_if(args.metrics.metrics_addr, Arc::new(registry), ready_rx).await?;
+    let server =
+        OpsServer::start_if(args.metrics.metrics_addr, Arc::new(registry), ready_rx).await?;
     let probe_stop = cancel.child_token();
     let probe = server.is_some().then(|| {
         tokio::spawn(readiness(
@@ -147,15 +148,14 @@ async fn readiness(
     metrics: ControllerMetrics,
     stop: CancellationToken,
 ) {
-    let mut probe = etcd.enabled().then(|| cluster::EtcdProbe::new(etcd.clone()));
+    let mut probe = etcd
+        .enabled()
+        .then(|| cluster::EtcdProbe::new(etcd.clone()));
     loop {
         let reachable = match &mut probe {
             Some(p) => p.check().await.map_err(|e| {
                 metrics.etcd_errors.inc();
-                format!(
-                    "etcd {} does not answer: {e:#}",
-                    etcd.endpoints.join(",")
-                )
+                format!("etcd {} does not answer: {e:#}", etcd.endpoints.join(","))
             }),
             None => Ok(()),
         };
@@ -181,11 +181,7 @@ async fn readiness(
 }
 
 /// The controller's terms: one without etcd, or one per election.
-async fn terms(
-    args: &ControllerArgs,
-    cancel: &CancellationToken,
-    ops: &Ops,
-) -> anyhow::Result<()> {
+async fn terms(args: &ControllerArgs, cancel: &CancellationToken, ops: &Ops) -> anyhow::Result<()> {
     if !args.etcd.enabled() {
         let scheme = if args.tls.enabled() { "https" } else { "http" };
         let me = args
