@@ -168,9 +168,7 @@ impl ControllerMetrics {
     /// The sweeps' counts, in the order of [`SWEEP_STATES`].
     pub fn set_sweeps(&self, counts: [i64; 5]) {
         for (s, n) in SWEEP_STATES.iter().zip(counts) {
-            self.sweeps
-                .get_or_create(&SweepLabels { status: *s })
-                .set(n);
+            self.sweeps.get_or_create(&SweepLabels { status: s }).set(n);
         }
     }
 

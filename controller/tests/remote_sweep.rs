@@ -34,9 +34,17 @@ fn spawn(bin: &Path, args: &[&str], log: &Path) -> Proc {
     )
 }
 
-fn controller(ip: &str, etcd: &Etcd, data: &Path, logs: &Path, name: &str) -> (Proc, String) {
+/// A controller on `ip`: its process, its gRPC URL and its health and metrics URL.
+fn controller(
+    ip: &str,
+    etcd: &Etcd,
+    data: &Path,
+    logs: &Path,
+    name: &str,
+) -> (Proc, String, String) {
     let port = free_port(ip);
     let listen = format!("{ip}:{port}");
+    let metrics = format!("{ip}:{}", free_port(ip));
     let p = spawn(
         Path::new(BIN),
         &[
@@ -51,10 +59,26 @@ fn controller(ip: &str, etcd: &Etcd, data: &Path, logs: &Path, name: &str) -> (P
             "off",
             "--data-dir",
             data.to_str().unwrap(),
+            "--metrics-addr",
+            &metrics,
         ],
         &logs.join(format!("{name}.log")),
     );
-    (p, format!("http://{listen}"))
+    (p, format!("http://{listen}"), format!("http://{metrics}"))
+}
+
+/// One series' value in a controller's `/metrics`.
+async fn metric(metrics_url: &str, series: &str) -> Option<f64> {
+    let body = reqwest::get(format!("{metrics_url}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    body.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.split(' ').next()?.parse().ok()
+    })
 }
 
 fn worker(etcd: &Etcd, name: &str, logs: &Path) -> Proc {
@@ -116,15 +140,15 @@ async fn leader_and_standby(
     etcd: &Etcd,
     data: &Path,
     logs: &Path,
-) -> ((Proc, String), (Proc, String)) {
-    let (a, a_url) = controller("127.0.0.2", etcd, data, logs, "controller-a");
+) -> ((Proc, String, String), (Proc, String, String)) {
+    let (a, a_url, a_metrics) = controller("127.0.0.2", etcd, data, logs, "controller-a");
     let deadline = Instant::now() + Duration::from_secs(20);
     while leader(etcd).await.as_deref() != Some(a_url.as_str()) {
         assert!(Instant::now() < deadline, "controller A was not elected");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let b = controller("127.0.0.3", etcd, data, logs, "controller-b");
-    ((a, a_url), b)
+    ((a, a_url, a_metrics), b)
 }
 
 /// Waits until `url` leads and has `workers` load workers and `agents` agents with samples.
@@ -254,7 +278,8 @@ async fn a_sweep_survives_a_worker_an_agent_and_the_leader_killed() {
     let logs = logs.path();
     let data = tempfile::tempdir().unwrap();
     let (_sim, base_url) = sim(logs);
-    let ((mut a, a_url), (_b, b_url)) = leader_and_standby(&etcd, data.path(), logs).await;
+    let ((mut a, a_url, _), (_b, b_url, b_metrics)) =
+        leader_and_standby(&etcd, data.path(), logs).await;
     let _w1 = worker(&etcd, "w1", logs);
     let mut w2 = worker(&etcd, "w2", logs);
     let mut ag = agent(&etcd, logs, 1);
@@ -386,6 +411,21 @@ async fn a_sweep_survives_a_worker_an_agent_and_the_leader_killed() {
     assert_eq!(list[0]["status"], "done");
     assert_eq!(list[0]["tests_done"], GRID.len());
     assert_eq!(list[0]["failovers"], 1);
+
+    // B's own metrics: one sweep taken over, its discarded test run again, the tests it ran
+    let series = [
+        ("benchctl_controller_leader", 1.0),
+        ("benchctl_sweep_failovers_total", 1.0),
+        ("benchctl_tests_rerun_total", 1.0),
+        (
+            "benchctl_tests_run_total",
+            (GRID.len() - before.len()) as f64,
+        ),
+        (r#"benchctl_sweeps{status="done"}"#, 1.0),
+    ];
+    for (name, want) in series {
+        assert_eq!(metric(&b_metrics, name).await, Some(want), "{name} of B");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -397,7 +437,7 @@ async fn a_sweep_survives_an_etcd_restart() {
     let logs = logs.path();
     let data = tempfile::tempdir().unwrap();
     let (_sim, base_url) = sim(logs);
-    let (_a, a_url) = controller("127.0.0.2", &etcd, data.path(), logs, "controller");
+    let (_a, a_url, _) = controller("127.0.0.2", &etcd, data.path(), logs, "controller");
     let _w1 = worker(&etcd, "w1", logs);
     ready(&etcd, &a_url, 1, 0).await;
 
@@ -576,7 +616,7 @@ async fn a_cancel_outlives_the_leader_that_took_it() {
     let logs = logs.path();
     let data = tempfile::tempdir().unwrap();
     let (_sim, base_url) = sim(logs);
-    let ((mut a, a_url), (_b, b_url)) = leader_and_standby(&etcd, data.path(), logs).await;
+    let ((mut a, a_url, _), (_b, b_url, _)) = leader_and_standby(&etcd, data.path(), logs).await;
     let _w1 = worker(&etcd, "w1", logs);
     ready(&etcd, &a_url, 1, 0).await;
     let mut args = sweep_args(&etcd.client_url, &base_url);
