@@ -465,6 +465,48 @@ async fn gpu_statistics_absent_or_required() {
     sim.shutdown().await;
 }
 
+/// `--require-max-passing N` in one process: the sweep's verdict decides the exit, and a
+/// combination below N is named (128x64 passes up to 4 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_on_the_largest_passing_concurrency_decides_the_exit() {
+    let sim = start(capacity_sim()).await;
+    let grid = [
+        "--io",
+        "128x64",
+        "--concurrency",
+        "1,2,4,8",
+        "--prompts-per-concurrency",
+        "3",
+        "--min-prompts",
+        "6",
+        "--threshold",
+        "p99_ttft:45",
+        "--search",
+        "ascending",
+    ];
+    let root = tempfile::tempdir().unwrap();
+    let mut met = grid.to_vec();
+    met.extend(["--require-max-passing", "4"]);
+    let run = sweep(&sim.base_url(), root.path(), &met).await;
+    assert_eq!(
+        run.result.as_ref().expect("a gate met"),
+        &std::process::ExitCode::SUCCESS
+    );
+    assert_eq!(u(&run.combination(128, 64)["max_passing"]), Some(4));
+    let root = tempfile::tempdir().unwrap();
+    let mut missed = grid.to_vec();
+    missed.extend(["--require-max-passing", "5"]);
+    let run = sweep(&sim.base_url(), root.path(), &missed).await;
+    sim.shutdown().await;
+    let e = format!("{:#}", run.result.as_ref().expect_err("a gate missed"));
+    assert_eq!(
+        e,
+        "the sweep is done, but --require-max-passing 5: 1 of 1 IO combinations fall short: input 128 / output 64 passed up to concurrency 4"
+    );
+    // the results are kept all the same
+    assert_eq!(run.results().len(), 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_stop_before_any_load() {
     let sim = start(capacity_sim()).await;
@@ -477,6 +519,10 @@ async fn bad_settings_stop_before_any_load() {
             "--max-error-rate",
         ),
         (vec!["--percentiles", "101"], "101"),
+        (
+            vec!["--require-max-passing", "2"],
+            "--require-max-passing 2 needs --threshold",
+        ),
     ] {
         let root = tempfile::tempdir().unwrap();
         let run = sweep(&sim.base_url(), root.path(), &bad).await;
