@@ -437,3 +437,49 @@ impl AgentEntry {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(seqs: &[u64], dropped: u64) -> proto::TelemetryBatch {
+        proto::TelemetryBatch {
+            samples: seqs
+                .iter()
+                .map(|&seq| proto::GpuSample {
+                    seq,
+                    ..Default::default()
+                })
+                .collect(),
+            dropped_samples: dropped,
+        }
+    }
+
+    /// The controller's metrics count each new sample once, and each one lost (the agent's own
+    /// drops, a gap in the sequence) once; the connected count follows the session.
+    #[tokio::test]
+    async fn samples_received_and_lost_are_counted_once() {
+        let metrics = ControllerMetrics::default();
+        let registry = Registry::spawn_with(metrics.clone());
+        let reg = proto::AgentRegister {
+            node_name: "n1".into(),
+            instance_id: 7,
+            ..Default::default()
+        };
+        let (tx, _rx) = mpsc::channel(1);
+        registry.register(reg, tx).await;
+        assert_eq!(metrics.agents_connected.get(), 1);
+        registry
+            .telemetry("n1".into(), 7, batch(&[0, 1, 2], 0))
+            .await;
+        // a replay of 2, then 5 after a gap of 3 and 4; the agent says it dropped 1 sample
+        registry.telemetry("n1".into(), 7, batch(&[2, 5], 1)).await;
+        // another instance's batch is not this agent's
+        registry.telemetry("n1".into(), 8, batch(&[9], 0)).await;
+        registry.disconnected("n1".into(), 7, false).await;
+        registry.list().await; // every message before this one is handled
+        assert_eq!(metrics.samples_received.get(), 4);
+        assert_eq!(metrics.samples_dropped.get(), 3);
+        assert_eq!(metrics.agents_connected.get(), 0);
+    }
+}

@@ -114,3 +114,72 @@ impl WorkerStatus {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ErrorKind, RequestError};
+
+    fn record(kind: Option<ErrorKind>) -> RequestRecord {
+        RequestRecord {
+            error: kind.map(|kind| RequestError {
+                kind,
+                status: None,
+                message: "x".into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_request_counts_and_failures_by_kind() {
+        let m = WorkerMetrics::default();
+        for k in [
+            None,
+            Some(ErrorKind::Timeout),
+            None,
+            Some(ErrorKind::Timeout),
+            Some(ErrorKind::Http4xx),
+        ] {
+            m.request(&record(k));
+        }
+        let failed = |kind: ErrorKind| {
+            m.failures
+                .get_or_create(&FailureLabels {
+                    kind: kind.as_str(),
+                })
+                .get()
+        };
+        assert_eq!(m.requests.get(), 5);
+        assert_eq!(failed(ErrorKind::Timeout), 2);
+        assert_eq!(failed(ErrorKind::Http4xx), 1);
+        let mut r = prometheus_client::registry::Registry::with_prefix("benchctl");
+        m.register(&mut r);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        assert!(
+            text.contains("benchctl_worker_requests_total 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("benchctl_worker_request_failures_total{kind=\"timeout\"} 2\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn readiness_follows_the_session() {
+        let s = WorkerStatus::default();
+        let rx = s.ready.subscribe();
+        assert!(!rx.borrow().is_ready());
+        s.session("http://c:7400", true);
+        assert_eq!(
+            *rx.borrow(),
+            Readiness::Ready("registered with the controller http://c:7400".into())
+        );
+        assert_eq!(s.metrics.connected.get(), 1);
+        s.session("http://c:7400", false);
+        assert!(!rx.borrow().is_ready());
+        assert_eq!(s.metrics.connected.get(), 0);
+    }
+}
