@@ -81,9 +81,10 @@ impl FromStr for MetricsAddr {
 /// The `--metrics-addr` flag, the same in the three binaries.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct MetricsArgs {
-    /// Serve /healthz, /readyz and /metrics (Prometheus format) here: IP:PORT, :PORT (every
-    /// interface) or "off" [default: off, as several controllers, agents or workers may share
-    /// a host; Kubernetes pods set it, e.g. :9464].
+    /// Serve /healthz (alive), /readyz (ready for work, else 503 with the reason) and /metrics
+    /// (Prometheus format) here: IP:PORT, :PORT (every interface) or "off". Off by default in
+    /// every benchctl process, as several controllers, agents or workers may share a host;
+    /// Kubernetes pods set it (e.g. :9464).
     #[arg(
         long,
         env = "BENCHCTL_METRICS_ADDR",
