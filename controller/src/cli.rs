@@ -168,5 +168,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--timeout"), "{e}");
+        for (argv, bad) in [
+            (["benchctl", "controller", "--metrics-addr", "9464"], "9464"),
+            (["benchctl", "sweep", "--require-max-passing", "0"], "0"),
+        ] {
+            let e = Cli::try_parse_from(argv).unwrap_err().to_string();
+            assert!(e.contains(argv[2]) && e.contains(bad), "{e}");
+        }
     }
 }
