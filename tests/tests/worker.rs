@@ -111,6 +111,7 @@ fn job(sim: &SimServer, prompts: Vec<Prompt>, concurrency: usize) -> JobSpec {
         progress: None,
         workers: None,
         before_start: None,
+        records: Default::default(),
     }
 }
 

@@ -93,6 +93,10 @@ pub struct Plan {
     /// `--gpu-hour-cost`: one GPU's price per hour, for the cost per million output tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_hour_cost: Option<f64>,
+    /// `--max-memory`: bytes of records a test keeps in memory before they spill to the
+    /// result directory (`None`: no limit; a plan saved before the flag loads so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<u64>,
 }
 
 impl Plan {
