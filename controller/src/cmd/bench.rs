@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use loadgen::report::{GoodputBound, parse_goodput};
-use loadgen::{Arrivals, DatasetSpec, RequestRecord};
+use loadgen::{Arrivals, DatasetSpec};
 use tokio_util::sync::CancellationToken;
 
 use super::common::CommonArgs;
