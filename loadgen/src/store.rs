@@ -31,6 +31,12 @@ impl Records for [RequestRecord] {
     }
 }
 
+impl<const N: usize> Records for [RequestRecord; N] {
+    fn each(&self) -> Box<dyn Iterator<Item = Cow<'_, RequestRecord>> + '_> {
+        self.as_slice().each()
+    }
+}
+
 impl Records for Vec<RequestRecord> {
     fn each(&self) -> Box<dyn Iterator<Item = Cow<'_, RequestRecord>> + '_> {
         self.as_slice().each()
