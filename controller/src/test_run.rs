@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use loadgen::report::{GoodputBound, RunInfo, Summary, result_json, summarize};
 use anyhow::Context;
+use loadgen::report::{GoodputBound, RunInfo, Summary, result_json, summarize};
 use loadgen::{Prompt, RecordStore, Records, RequestRecord};
 
 use crate::cache_check::{CacheCheck, ExpectedCache};
@@ -360,16 +360,16 @@ impl Measured {
     /// digits.
     pub fn server_stats(&self, log: &ScrapeLog) -> ServerStats {
         let mut stats = log.stats(self.from_ns, self.to_ns);
-        let (failed, failed_tokens) = self
-            .records
-            .each()
-            .filter(|r| !r.ok())
-            .fold((0u64, 0u64), |(n, t), r| {
-                (
-                    n + 1,
-                    t + r.prompt_tokens_target as u64 + r.output_tokens_target as u64,
-                )
-            });
+        let (failed, failed_tokens) =
+            self.records
+                .each()
+                .filter(|r| !r.ok())
+                .fold((0u64, 0u64), |(n, t), r| {
+                    (
+                        n + 1,
+                        t + r.prompt_tokens_target as u64 + r.output_tokens_target as u64,
+                    )
+                });
         let s = &self.summary;
         let client = ClientTotals {
             prompt_tokens: s.total_input_tokens,

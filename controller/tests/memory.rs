@@ -30,20 +30,31 @@ async fn bench(base_url: &str, dir: &Path, extra: &[&str]) -> Run {
     std::fs::write(&tok, sim::TOKENIZER_JSON).unwrap();
     let result = dir.join("result.json");
     let mut cmd = tokio::process::Command::new(common::BIN);
-    cmd.args(["bench", "--base-url", base_url, "--model-name", "benchctl-sim"])
-        .arg("--tokenizer")
-        .arg(&tok)
-        .args(["--num-prompts", "32", "--max-concurrency", "16"])
-        .args(["--input-len", "16", "--output-len", "3000", "--seed", "3"])
-        .args(["--percentiles", "50,90,99,99.9", "--save-detailed", "--quiet"])
-        .arg("--save-result")
-        .arg(&result)
-        .args(extra)
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("BENCHCTL_MAX_MEMORY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args([
+        "bench",
+        "--base-url",
+        base_url,
+        "--model-name",
+        "benchctl-sim",
+    ])
+    .arg("--tokenizer")
+    .arg(&tok)
+    .args(["--num-prompts", "32", "--max-concurrency", "16"])
+    .args(["--input-len", "16", "--output-len", "3000", "--seed", "3"])
+    .args([
+        "--percentiles",
+        "50,90,99,99.9",
+        "--save-detailed",
+        "--quiet",
+    ])
+    .arg("--save-result")
+    .arg(&result)
+    .args(extra)
+    .env_remove("OPENAI_API_KEY")
+    .env_remove("BENCHCTL_MAX_MEMORY")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     let out = tokio::time::timeout(HANG, cmd.output())
         .await
         .expect("benchctl ends")
@@ -86,11 +97,18 @@ fn assert_same_metrics(j: &serde_json::Value, records: &[RequestRecord]) {
         assert_eq!(j[format!("median_{k}_ms")], d.median, "median {k}");
         assert_eq!(j[format!("std_{k}_ms")], d.std, "std {k}");
         for (p, v) in &d.percentiles {
-            assert_eq!(j[format!("p{}_{k}_ms", percentile_label(*p))], *v, "p{p} {k}");
+            assert_eq!(
+                j[format!("p{}_{k}_ms", percentile_label(*p))],
+                *v,
+                "p{p} {k}"
+            );
             compared += 1;
         }
     }
-    assert!(compared >= 6 * PERCENTILES.len(), "{compared} percentiles compared");
+    assert!(
+        compared >= 6 * PERCENTILES.len(),
+        "{compared} percentiles compared"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

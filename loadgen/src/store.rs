@@ -592,8 +592,16 @@ mod tests {
         assert_eq!(parse_size("100"), Ok(100));
         assert_eq!(parse_size("4g"), Ok(4 << 30));
         assert_eq!(parse_size("1MB"), Ok(1_000_000));
-        assert!(parse_size("lots").unwrap_err().contains("\"lots\" is not a size"));
-        assert!(parse_size("3 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_size("lots")
+                .unwrap_err()
+                .contains("\"lots\" is not a size")
+        );
+        assert!(
+            parse_size("3 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(parse_size("").is_err());
         assert!(parse_size("-1MiB").is_err());
         assert!(parse_size("1e30TB").is_err());

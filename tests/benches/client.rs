@@ -479,13 +479,17 @@ fn main() {
     raise_nofile();
     let quick = args.iter().any(|a| a == "quick");
     let only = |name: &str| {
-        !args
-            .iter()
-            .any(|a| {
-                ["throughput", "streams", "accuracy", "big", "scaling", "long"]
-                    .contains(&a.as_str())
-            })
-            || args.iter().any(|a| a == name)
+        !args.iter().any(|a| {
+            [
+                "throughput",
+                "streams",
+                "accuracy",
+                "big",
+                "scaling",
+                "long",
+            ]
+            .contains(&a.as_str())
+        }) || args.iter().any(|a| a == name)
     };
     println!(
         "# benchctl client benchmark ({} CPUs, {})\n",

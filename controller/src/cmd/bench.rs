@@ -370,9 +370,11 @@ fn test_load(args: &BenchArgs) -> TestSpec {
         seed: args.common.seed,
         workers: args.common.workers.map(|w| w as usize),
         expected_cache: Default::default(),
-        memory: args
-            .common
-            .memory(args.save_result.as_deref().and_then(std::path::Path::parent)),
+        memory: args.common.memory(
+            args.save_result
+                .as_deref()
+                .and_then(std::path::Path::parent),
+        ),
     }
 }
 

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use loadgen::{RecordStore, RequestRecord};
 use loadgen::clock::mono_ns;
 use loadgen::worker::split_even;
+use loadgen::{RecordStore, RequestRecord};
 use proto::controller_to_worker::Msg as ToWorker;
 use tokio::sync::mpsc;
 
@@ -352,12 +352,7 @@ enum Step {
 }
 
 impl<'a> Received<'a> {
-    fn new(
-        job_id: &'a str,
-        claimed: &'a [Claimed],
-        gated: bool,
-        job: &'a JobSpec,
-    ) -> Self {
+    fn new(job_id: &'a str, claimed: &'a [Claimed], gated: bool, job: &'a JobSpec) -> Self {
         let n = claimed.len();
         Received {
             job_id,

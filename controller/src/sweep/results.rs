@@ -214,9 +214,8 @@ impl ResultDir {
         for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
             let line =
                 line.with_context(|| format!("cannot read the records of test {}", key.id()))?;
-            let r = serde_json::from_str(&line).with_context(|| {
-                format!("{} line {}: not a request record", p.display(), i + 1)
-            })?;
+            let r = serde_json::from_str(&line)
+                .with_context(|| format!("{} line {}: not a request record", p.display(), i + 1))?;
             f(r)?;
         }
         Ok(())
@@ -362,8 +361,13 @@ mod tests {
             text: "not kept".into(),
             ..Default::default()
         };
-        d.commit(&k, entry.clone(), &loadgen::RecordStore::from(vec![rec]), "log")
-            .unwrap();
+        d.commit(
+            &k,
+            entry.clone(),
+            &loadgen::RecordStore::from(vec![rec]),
+            "log",
+        )
+        .unwrap();
         std::fs::write(dir.join(".tmpXYZ"), b"half").unwrap();
         drop(d);
         let d = ResultDir::open(dir.clone(), "m".into()).unwrap();

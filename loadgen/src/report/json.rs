@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 use super::RunInfo;
 use super::metric::Metric;
 use super::summary::Summary;
-use crate::store::Records;
 use crate::stats::percentile_label;
+use crate::store::Records;
 
 /// The result JSON: vLLM's keys (same names, same units) followed by benchctl's additions.
 pub fn result_json(

@@ -111,7 +111,10 @@ pub fn summarize(
             in_flight.push((r.send_ns, 1));
             in_flight.push((r.end_ns, -1));
         }
-        if r.error.as_ref().is_none_or(|e| e.kind != ErrorKind::Cancelled) {
+        if r.error
+            .as_ref()
+            .is_none_or(|e| e.kind != ErrorKind::Cancelled)
+        {
             samples
                 .get_mut(&Metric::Queue)
                 .unwrap()
@@ -134,7 +137,8 @@ pub fn summarize(
         no_visible_output += usize::from(r.first_visible_ns.is_none());
         if let Some(s) = r.prompt_tokens_server {
             input_len_mismatches += usize::from(s != r.prompt_tokens_target);
-            input_len_max_deviation = input_len_max_deviation.max(s.abs_diff(r.prompt_tokens_target));
+            input_len_max_deviation =
+                input_len_max_deviation.max(s.abs_diff(r.prompt_tokens_target));
         }
         output_len_mismatches += usize::from(
             matches!((r.output_tokens_server, r.output_tokens_client), (Some(s), Some(c)) if s != c),

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use loadgen::store::{format_bytes, parse_size, record_bytes};
 use loadgen::{
-    Arrivals, Backend, BodySpec, EndpointKind, HttpClient, MemoryBudget, Prompt,
-    RunConfig, Target,
+    Arrivals, Backend, BodySpec, EndpointKind, HttpClient, MemoryBudget, Prompt, RunConfig, Target,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -55,7 +54,10 @@ impl Long {
 pub fn long_outputs(l: &Long) {
     println!("\n## 6. Records over long outputs");
     let mut sim_args = fast(0.02, l.concurrency);
-    sim_args.extend(["--max-model-len".into(), (l.tokens as usize + 64).to_string()]);
+    sim_args.extend([
+        "--max-model-len".into(),
+        (l.tokens as usize + 64).to_string(),
+    ]);
     let sim = PinnedSim::start(&sim_args);
     let base_url = sim.base_url.clone();
     let (requests, concurrency, tokens, max_bytes) =
@@ -112,7 +114,9 @@ pub fn long_outputs(l: &Long) {
                 &CancellationToken::new(),
                 loadgen::runner::Keep::None,
                 |r| {
-                    store.push(0, r.clone()).expect("the spill file takes the record");
+                    store
+                        .push(0, r.clone())
+                        .expect("the spill file takes the record");
                 },
             )
             .await

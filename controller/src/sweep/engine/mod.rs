@@ -404,7 +404,9 @@ impl Sweep<'_> {
                         all.push(0, x.clone())?;
                     }
                 }
-                None => self.dir.each_record(k, |r| Ok(all.push(0, r).map(|_| ())?))?,
+                None => self
+                    .dir
+                    .each_record(k, |r| Ok(all.push(0, r).map(|_| ())?))?,
             }
         }
         // runs of one grid point share indexes: only the order matters here
