@@ -228,14 +228,17 @@ fn parse_max_memory(s: &str) -> Result<MaxMemory, String> {
 }
 
 impl CommonArgs {
-    /// The records' budget, their spill file in `dir` (none: `$TMPDIR`).
+    /// The records' budget, their spill file in `dir` (the result file's directory; none:
+    /// `$TMPDIR`).
     pub fn memory(&self, dir: Option<&std::path::Path>) -> loadgen::MemoryBudget {
         loadgen::MemoryBudget {
             max_bytes: self.max_memory.0,
-            spill_dir: dir
-                .filter(|d| !d.as_os_str().is_empty())
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_else(std::env::temp_dir),
+            spill_dir: match dir {
+                // `--save-result r.json`: the current directory
+                Some(d) if d.as_os_str().is_empty() => ".".into(),
+                Some(d) => d.to_path_buf(),
+                None => std::env::temp_dir(),
+            },
         }
     }
 }
