@@ -611,6 +611,8 @@ async fn a_sweep_under_max_memory_spills_and_pools_the_same_numbers() {
             "16x4000",
             "--concurrency",
             "8",
+            "--prompts-per-concurrency",
+            "2",
             "--min-prompts",
             "16",
             "--threshold",
@@ -646,7 +648,10 @@ async fn a_sweep_under_max_memory_spills_and_pools_the_same_numbers() {
         .find(|p| p["concurrency"] == 8)
         .unwrap()
         .clone();
-    assert_eq!((point["runs"].clone(), point["completed"].clone()), (2.into(), 32.into()));
+    assert_eq!(
+        (point["runs"].clone(), point["completed"].clone()),
+        (2.into(), 32.into())
+    );
     for m in [
         loadgen::report::Metric::Ttft,
         loadgen::report::Metric::Tpot,
@@ -655,7 +660,11 @@ async fn a_sweep_under_max_memory_spills_and_pools_the_same_numbers() {
     ] {
         let (d, k) = (&s.metrics[&m], m.key());
         let pooled = &point["pooled"];
-        assert_eq!(pooled[format!("p99_{k}_ms")], d.get(99.0).unwrap(), "{point}");
+        assert_eq!(
+            pooled[format!("p99_{k}_ms")],
+            d.get(99.0).unwrap(),
+            "{point}"
+        );
         assert_eq!(pooled[format!("median_{k}_ms")], d.median, "{point}");
         assert_eq!(pooled[format!("mean_{k}_ms")], d.mean, "{point}");
     }
