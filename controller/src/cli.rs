@@ -175,5 +175,26 @@ mod tests {
             let e = Cli::try_parse_from(argv).unwrap_err().to_string();
             assert!(e.contains(argv[2]) && e.contains(bad), "{e}");
         }
+        for bad in ["512", "lots", "1.5 furlongs"] {
+            let e = Cli::try_parse_from(["benchctl", "sweep", "--max-memory", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--max-memory") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn max_memory_defaults_to_the_plans_default_and_off_is_no_limit() {
+        let budget = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["benchctl", "bench"][..], args].concat()).unwrap();
+            let Command::Bench(b) = cli.command else {
+                unreachable!()
+            };
+            b.common.max_memory.0
+        };
+        assert_eq!(budget(&[]), Some(crate::sweep::plan::DEFAULT_MAX_MEMORY));
+        assert_eq!(budget(&["--max-memory", "off"]), None);
+        assert_eq!(budget(&["--max-memory", "512MiB"]), Some(512 << 20));
+        assert_eq!(budget(&["--max-memory", "2GB"]), Some(2_000_000_000));
     }
 }

@@ -7,6 +7,14 @@ use anyhow::Context;
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_atomic_with(path, |w| Ok(w.write_all(bytes)?))
+}
+
+/// [`write_atomic`] of what `write` writes (buffered), for files too large to build in memory.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -15,8 +23,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create directory {}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        write(&mut w).with_context(|| format!("cannot write {}", path.display()))?;
+        w.flush()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     // a temporary file is private (0600); results are shared like any file the user writes
     {
         use std::os::unix::fs::PermissionsExt;
@@ -28,6 +40,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     tmp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// Writes `records` as JSON lines (without their generated text unless `with_text`) to
+/// `path`, atomically, one record at a time.
+pub fn write_records(
+    path: &Path,
+    records: &loadgen::RecordStore,
+    with_text: bool,
+) -> anyhow::Result<()> {
+    use loadgen::Records;
+    write_atomic_with(path, |w| {
+        for r in records.each() {
+            if with_text || r.text.is_empty() {
+                serde_json::to_writer(&mut *w, &*r)?;
+            } else {
+                let r = loadgen::RequestRecord {
+                    text: String::new(),
+                    ..r.into_owned()
+                };
+                serde_json::to_writer(&mut *w, &r)?;
+            }
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
+    records
+        .check()
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The per-request JSONL written beside a result file: `result.json` → `result.requests.jsonl`.

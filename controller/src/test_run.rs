@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use anyhow::Context;
 use loadgen::report::{GoodputBound, RunInfo, Summary, result_json, summarize};
-use loadgen::{Prompt, RequestRecord};
+use loadgen::{Prompt, RecordStore, Records, RequestRecord};
 
 use crate::cache_check::{CacheCheck, ExpectedCache};
 use crate::gpu_stats::GpuStats;
@@ -40,6 +41,8 @@ pub struct TestSpec {
     pub workers: Option<usize>,
     /// The prefix-cache reuse its prompts ask for.
     pub expected_cache: ExpectedCache,
+    /// How much memory its records may take before they spill to disk (`--max-memory`).
+    pub memory: loadgen::MemoryBudget,
 }
 
 impl ExpectedCache {
@@ -127,13 +130,16 @@ impl TestSpec {
             progress: Some(progress),
             workers: self.workers,
             before_start: None,
+            records: self.memory,
         }
     }
 }
 
 /// A finished test's numbers.
 pub struct Measured {
-    pub records: Vec<RequestRecord>,
+    /// In index order; in memory up to `--max-memory`, the rest in a spill file (removed when
+    /// this is dropped).
+    pub records: RecordStore,
     pub info: RunInfo,
     pub summary: Summary,
     /// The test's window on the controller's clock: the first send to the last end.
@@ -175,10 +181,17 @@ impl Judging<'_> {
         let tok = self.prep.tokenizer.clone();
         let mut records = job.records;
         let (records, chunk_tokens) = tokio::task::spawn_blocking(move || {
-            let how = loadgen::runner::count_tokens(&mut records, Some(&tok));
-            (records, how)
+            let mut how = loadgen::runner::ChunkTokens::Tokenizer;
+            records.update(|r| {
+                how = how.worst(loadgen::runner::count_tokens(
+                    std::slice::from_mut(r),
+                    Some(&tok),
+                ));
+            })?;
+            anyhow::Ok((records, how))
         })
-        .await?;
+        .await?
+        .context("counting the tokens of the spilled records")?;
         let info = RunInfo {
             backend: self.prep.client.body_spec().backend.as_str().into(),
             endpoint: self.endpoint.into(),
@@ -196,18 +209,23 @@ impl Judging<'_> {
             date: self.date,
         };
         let summary = summarize(&records, self.percentiles, self.goodput);
-        let from_ns = records
-            .iter()
-            .map(|r| r.send_ns)
-            .min()
-            .unwrap_or(job.start_ns);
-        let to_ns = records.iter().map(|r| r.end_ns).max().unwrap_or(job.end_ns);
         let health = crate::validity::judge(
             &records,
             self.request_rate.is_finite(),
             self.max_concurrency,
             crate::validity::Bounds::default(),
         );
+        let (from_ns, to_ns) = records.each().fold((u64::MAX, 0), |(a, b), r| {
+            (a.min(r.send_ns), b.max(r.end_ns))
+        });
+        let (from_ns, to_ns) = if records.is_empty() {
+            (job.start_ns, job.end_ns)
+        } else {
+            (from_ns, to_ns)
+        };
+        records
+            .check()
+            .context("reading the spilled records back")?;
         let cache = CacheCheck::of(&summary, self.expected_cache, self.cache_reset.clone());
         Ok(Measured {
             cache,
@@ -224,11 +242,17 @@ impl Judging<'_> {
 }
 
 impl Measured {
-    /// The vLLM-compatible result object (vLLM's keys and benchctl's run keys).
+    /// The vLLM-compatible result object (vLLM's keys and benchctl's run keys, the records'
+    /// memory among them).
     pub fn vllm_result(&self, detailed: bool) -> serde_json::Value {
         let mut json = result_json(&self.info, &self.summary, &self.records, detailed);
         crate::output::add_keys(&mut json, &self.cache);
         crate::output::add_keys(&mut json, &self.health);
+        let st = self.records.stats();
+        json["max_memory_bytes"] = st.budget.into();
+        json["records_bytes_peak"] = st.peak_bytes.into();
+        json["records_spilled_bytes"] = st.spilled_bytes.into();
+        json["records_spilled"] = st.spilled.into();
         json
     }
 
@@ -336,18 +360,23 @@ impl Measured {
     /// digits.
     pub fn server_stats(&self, log: &ScrapeLog) -> ServerStats {
         let mut stats = log.stats(self.from_ns, self.to_ns);
-        let failed: Vec<&RequestRecord> = self.records.iter().filter(|r| !r.ok()).collect();
-        let failed_tokens: u64 = failed
-            .iter()
-            .map(|r| r.prompt_tokens_target as u64 + r.output_tokens_target as u64)
-            .sum();
+        let (failed, failed_tokens) =
+            self.records
+                .each()
+                .filter(|r| !r.ok())
+                .fold((0u64, 0u64), |(n, t), r| {
+                    (
+                        n + 1,
+                        t + r.prompt_tokens_target as u64 + r.output_tokens_target as u64,
+                    )
+                });
         let s = &self.summary;
         let client = ClientTotals {
             prompt_tokens: s.total_input_tokens,
             output_tokens: s.total_output_tokens,
             requests: (s.completed + s.failed) as u64,
             in_flight_at_edges: failed_tokens + print_precision(log),
-            requests_in_flight_at_edges: failed.len() as u64,
+            requests_in_flight_at_edges: failed,
         };
         stats.server_tokens_mismatch = cross_check(&stats, &client);
         stats

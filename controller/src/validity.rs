@@ -17,7 +17,7 @@
 
 use serde::Serialize;
 
-use loadgen::RequestRecord;
+use loadgen::Records;
 use loadgen::stats::percentile_sorted;
 
 /// The limits beyond which a test is invalid.
@@ -61,22 +61,24 @@ pub struct ClientHealth {
 /// Judges the records of one test: open loop with a finite `request_rate`, closed loop with
 /// `concurrency`.
 pub fn judge(
-    records: &[RequestRecord],
+    records: &(impl Records + ?Sized),
     open_loop: bool,
     concurrency: Option<usize>,
     b: Bounds,
 ) -> ClientHealth {
-    let mut lags: Vec<f64> = records
-        .iter()
-        .flat_map(|r| r.read_lags_us.iter().map(|&us| f64::from(us) / 1000.0))
-        .collect();
+    let (mut lags, mut d) = (Vec::new(), Vec::new());
+    let (mut reads, mut chunks) = (0usize, 0usize);
+    for r in records.each() {
+        lags.extend(r.read_lags_us.iter().map(|&us| f64::from(us) / 1000.0));
+        reads += r.read_lags_us.len();
+        if !r.read_lags_us.is_empty() {
+            chunks += r.chunks.len();
+        }
+        if open_loop {
+            d.push(r.dispatch_lag_ns() as f64 / 1e6);
+        }
+    }
     lags.sort_by(f64::total_cmp);
-    let reads: usize = records.iter().map(|r| r.read_lags_us.len()).sum();
-    let chunks: usize = records
-        .iter()
-        .filter(|r| !r.read_lags_us.is_empty())
-        .map(|r| r.chunks.len())
-        .sum();
     let mut h = ClientHealth {
         client_read_lag_p50_ms: (!lags.is_empty()).then(|| percentile_sorted(&lags, 50.0)),
         client_read_lag_p99_ms: (!lags.is_empty()).then(|| percentile_sorted(&lags, 99.0)),
@@ -86,10 +88,6 @@ pub fn judge(
     };
     let mut why = vec![];
     if open_loop {
-        let mut d: Vec<f64> = records
-            .iter()
-            .map(|r| r.dispatch_lag_ns() as f64 / 1e6)
-            .collect();
         d.sort_by(f64::total_cmp);
         if let Some(p99) = (!d.is_empty()).then(|| percentile_sorted(&d, 99.0))
             && p99 > b.dispatch_lag_p99_ms
@@ -125,19 +123,24 @@ pub fn judge(
 /// The fraction of `[first send, last send]` during which fewer than `min(c, requests)`
 /// requests were in flight (sent, not ended); `None` when that span is under a tenth of the
 /// test (every request went out in the opening burst: nothing to judge).
-pub fn below_concurrency(records: &[RequestRecord], c: usize) -> Option<f64> {
-    let want = c.min(records.len()) as i64;
-    let first = records.iter().map(|r| r.send_ns).min()?;
-    let last = records.iter().map(|r| r.send_ns).max()?;
-    let end = records.iter().map(|r| r.end_ns).max()?;
+pub fn below_concurrency(records: &(impl Records + ?Sized), c: usize) -> Option<f64> {
+    // +1 at each send, −1 at each end; ends before sends at the same instant (a slot reused)
+    let mut ev: Vec<(u64, i64)> = Vec::new();
+    let (mut first, mut last, mut end) = (u64::MAX, 0u64, 0u64);
+    for r in records.each() {
+        ev.push((r.send_ns, 1));
+        ev.push((r.end_ns.max(r.send_ns), -1));
+        first = first.min(r.send_ns);
+        last = last.max(r.send_ns);
+        end = end.max(r.end_ns);
+    }
+    if ev.is_empty() {
+        return None;
+    }
+    let want = c.min(ev.len() / 2) as i64;
     if want == 0 || (last - first) * 10 < end.saturating_sub(first) {
         return None;
     }
-    // +1 at each send, −1 at each end; ends before sends at the same instant (a slot reused)
-    let mut ev: Vec<(u64, i64)> = records
-        .iter()
-        .flat_map(|r| [(r.send_ns, 1), (r.end_ns.max(r.send_ns), -1)])
-        .collect();
     ev.sort_unstable();
     let (mut n, mut below, mut t) = (0i64, 0u64, first);
     for (at, d) in ev {
@@ -154,6 +157,7 @@ pub fn below_concurrency(records: &[RequestRecord], c: usize) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loadgen::RequestRecord;
 
     fn rec(send_ms: u64, end_ms: u64) -> RequestRecord {
         RequestRecord {

@@ -4,7 +4,8 @@
 //! - [`schedule`]: when requests start (open loop) — [`runner`] adds the concurrency limit (closed loop)
 //! - [`client`]: one request; [`http1`] reads its socket and stamps each read ([`clock`]);
 //!   [`stream`] parses the body ([`sse`], [`openai`])
-//! - [`record`]: one request's timings; [`report`] and [`stats`]: metrics from records
+//! - [`record`]: one request's timings; [`store`]: a run's records under a memory budget;
+//!   [`report`] and [`stats`]: metrics from records
 //! - [`dataset`] and [`tokenizer`]: prompts of an exact token length
 //! - [`worker`]: a load worker serving the controller's jobs over gRPC; [`wire`]: its messages
 
@@ -24,6 +25,7 @@ pub mod rxstamp;
 pub mod schedule;
 pub mod sse;
 pub mod stats;
+pub mod store;
 pub mod stream;
 pub mod tokenizer;
 pub mod wire;
@@ -36,4 +38,5 @@ pub use openai::{Backend, BodySpec, EndpointKind};
 pub use record::RequestRecord;
 pub use runner::{RunConfig, RunOutput};
 pub use schedule::Arrivals;
+pub use store::{MemoryBudget, RecordStore, Records, StoreStats};
 pub use tokenizer::Tokenizer;

@@ -69,7 +69,7 @@ pub async fn run(
 ) -> Result<RunOutput, ScheduleError> {
     cfg.arrivals.validate()?;
     let warm = warm_up(client, &cfg, &cancel).await;
-    let mut out = measure(client, cfg, &cancel, on_record).await?;
+    let mut out = measure(client, cfg, &cancel, Keep::All, on_record).await?;
     out.warmup_sent = warm.sent;
     out.warmup_failed = warm.failed;
     Ok(out)
@@ -91,7 +91,8 @@ pub async fn warm_up(client: &HttpClient, cfg: &RunConfig, cancel: &Cancellation
     let warm_sem = Some(Arc::new(Semaphore::new(
         cfg.max_concurrency.unwrap_or(n).clamp(1, n),
     )));
-    let (recs, _, _) = phase(
+    let (mut sent, mut failed) = (0usize, 0usize);
+    phase(
         client,
         &prompts,
         &vec![0; n],
@@ -99,13 +100,24 @@ pub async fn warm_up(client: &HttpClient, cfg: &RunConfig, cancel: &Cancellation
         &format!("{}warmup-", cfg.request_id_prefix),
         false,
         cancel,
-        |_| {},
+        Keep::None,
+        |r| {
+            sent += 1;
+            failed += usize::from(!r.ok());
+        },
     )
     .await;
-    Warmup {
-        sent: recs.len(),
-        failed: recs.iter().filter(|r| !r.ok()).count(),
-    }
+    Warmup { sent, failed }
+}
+
+/// Whether a run keeps its records in [`RunOutput::records`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Every record (sorted by index).
+    All,
+    /// None: `on_record` sees each one and it is dropped (a load worker streams them to the
+    /// controller, so its memory does not grow with the records).
+    None,
 }
 
 /// The measured phase of `cfg` alone (no warm-up; `warmup_*` of the output are 0): its schedule
@@ -114,6 +126,7 @@ pub async fn measure(
     client: &HttpClient,
     cfg: RunConfig,
     cancel: &CancellationToken,
+    keep: Keep,
     on_record: impl FnMut(&RequestRecord) + Send,
 ) -> Result<RunOutput, ScheduleError> {
     // a replayed trace's prompts carry their own start times: an open loop on them
@@ -138,6 +151,7 @@ pub async fn measure(
         &cfg.request_id_prefix,
         open_loop,
         cancel,
+        keep,
         on_record,
     )
     .await;
@@ -158,6 +172,7 @@ async fn phase(
     id_prefix: &str,
     open_loop: bool,
     cancel: &CancellationToken,
+    keep: Keep,
     mut on_record: impl FnMut(&RequestRecord) + Send,
 ) -> (Vec<RequestRecord>, usize, usize) {
     let start = mono_ns();
@@ -201,10 +216,12 @@ async fn phase(
         (not_sent, panicked)
     };
     let collector = async {
-        let mut records = Vec::with_capacity(prompts.len());
+        let mut records = Vec::with_capacity(if keep == Keep::All { prompts.len() } else { 0 });
         while let Some(rec) = rx.recv().await {
             on_record(&rec);
-            records.push(rec);
+            if keep == Keep::All {
+                records.push(rec);
+            }
         }
         records
     };
@@ -253,6 +270,20 @@ pub enum ChunkTokens {
     Estimated,
 }
 
+impl ChunkTokens {
+    /// The less exact of two (a run's, from its records'): estimated, else one per chunk,
+    /// else the tokenizer.
+    pub fn worst(self, other: ChunkTokens) -> ChunkTokens {
+        match (self, other) {
+            (ChunkTokens::Estimated, _) | (_, ChunkTokens::Estimated) => ChunkTokens::Estimated,
+            (ChunkTokens::OnePerChunk, _) | (_, ChunkTokens::OnePerChunk) => {
+                ChunkTokens::OnePerChunk
+            }
+            _ => ChunkTokens::Tokenizer,
+        }
+    }
+}
+
 /// Open loop: sleeps until `intended` (ns on the monotonic clock); closed loop: returns at once.
 /// `false` when the run was cancelled (before or while waiting): send nothing more.
 pub(crate) async fn wait_until_due(
@@ -275,15 +306,7 @@ pub(crate) async fn wait_until_due(
 /// obtained (the weakest method used by any request).
 pub fn count_tokens(records: &mut [RequestRecord], tok: Option<&Tokenizer>) -> ChunkTokens {
     let mut worst = ChunkTokens::Tokenizer;
-    let mut note = |m: ChunkTokens| {
-        worst = match (worst, m) {
-            (ChunkTokens::Estimated, _) | (_, ChunkTokens::Estimated) => ChunkTokens::Estimated,
-            (ChunkTokens::OnePerChunk, _) | (_, ChunkTokens::OnePerChunk) => {
-                ChunkTokens::OnePerChunk
-            }
-            _ => ChunkTokens::Tokenizer,
-        }
-    };
+    let mut note = |m: ChunkTokens| worst = worst.worst(m);
     for r in records.iter_mut().filter(|r| !r.chunks.is_empty()) {
         if let Some(ends) = tok.and_then(|t| t.token_ends(&r.text)) {
             r.output_tokens_client = Some(ends.len() as u32);

@@ -14,7 +14,11 @@
 //! 5. **Multi-core scaling** (`scaling.rs`, on demand: `-- scaling`): the client on 1, 2, 4, 8
 //!    cores against as many simulators.
 //!
-//! One scenario alone: `-- throughput`, `-- streams`, `-- accuracy`, `-- big` or `-- scaling`.
+//! 6. **Records over long outputs** (`memory.rs`, on demand: `-- long`): 20 requests of 100k
+//!    tokens at once, their records kept under `--max-memory` as the controller keeps them.
+//!
+//! One scenario alone: `-- throughput`, `-- streams`, `-- accuracy`, `-- big`, `-- scaling` or
+//! `-- long`. `scripts/memory.sh` runs the memory cases (streams held, long outputs).
 //!
 //! The simulator runs in a child process (this binary, re-executed) on a current-thread runtime
 //! pinned to CPU 1; the client on a current-thread runtime in a thread pinned to CPU 0 (on a
@@ -30,6 +34,8 @@ use loadgen::{Arrivals, Backend, BodySpec, EndpointKind, HttpClient, Prompt, Run
 
 #[path = "client/big.rs"]
 mod big;
+#[path = "client/memory.rs"]
+mod memory;
 #[path = "client/scaling.rs"]
 mod scaling;
 
@@ -392,6 +398,10 @@ fn hold(streams: usize) {
         peak as f64 / 1e6,
         peak.saturating_sub(base) as f64 / 1e3 / streams as f64,
     );
+    println!(
+        "memory-result case=streams streams={streams} held={} failed={} chunks={recorded} rss_before={base} rss_peak={peak}",
+        s.max_concurrent_requests, s.failed,
+    );
 }
 
 #[derive(serde::Deserialize)]
@@ -469,10 +479,17 @@ fn main() {
     raise_nofile();
     let quick = args.iter().any(|a| a == "quick");
     let only = |name: &str| {
-        !args
-            .iter()
-            .any(|a| ["throughput", "streams", "accuracy", "big", "scaling"].contains(&a.as_str()))
-            || args.iter().any(|a| a == name)
+        !args.iter().any(|a| {
+            [
+                "throughput",
+                "streams",
+                "accuracy",
+                "big",
+                "scaling",
+                "long",
+            ]
+            .contains(&a.as_str())
+        }) || args.iter().any(|a| a == name)
     };
     println!(
         "# benchctl client benchmark ({} CPUs, {})\n",
@@ -496,5 +513,9 @@ fn main() {
     // on demand only: it wants many CPUs (the GPU machine's 16: scripts/scaling-gpu.sh)
     if args.iter().any(|a| a == "scaling") {
         scaling::scaling(&scaling::Scaling::from_args(&args));
+    }
+    // on demand only: minutes, and GBs of records without --max-memory
+    if args.iter().any(|a| a == "long") {
+        memory::long_outputs(&memory::Long::from_args(&args, quick));
     }
 }

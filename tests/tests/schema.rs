@@ -89,6 +89,15 @@ async fn result_files_match_the_schema_and_carry_vllms_keys() {
         for k in VLLM_KEYS {
             assert!(j.get(*k).is_some(), "vLLM key {k} missing");
         }
+        for k in [
+            "max_memory_bytes",
+            "records_bytes_peak",
+            "records_spilled_bytes",
+            "records_spilled",
+        ] {
+            assert!(j.get(k).is_some(), "{k} missing");
+        }
+        assert!(j["records_bytes_peak"].as_u64().unwrap() > 0);
         assert!(j["failed"].as_u64().unwrap() > 0);
     }
     sim.shutdown().await;

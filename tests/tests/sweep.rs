@@ -637,3 +637,81 @@ async fn workers_share_each_test_and_the_start_skew_is_recorded() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_under_max_memory_spills_and_pools_the_same_numbers() {
+    // 16 requests of 4,000 tokens a test: about 1.3 MB of records, over a 1 MiB budget
+    let sim = start(SimConfig {
+        decode_step_base_ms: 0.05,
+        decode_step_per_seq_us: 2.0,
+        prefill_us_per_token: 1.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let root = tempfile::tempdir().unwrap();
+    let run = sweep(
+        &sim.base_url(),
+        root.path(),
+        &[
+            "--io",
+            "16x4000",
+            "--concurrency",
+            "8",
+            "--prompts-per-concurrency",
+            "2",
+            "--min-prompts",
+            "16",
+            "--threshold",
+            "p99_ttft:100000",
+            "--repeats",
+            "2",
+            "--max-memory",
+            "1MiB",
+        ],
+    )
+    .await;
+    sim.shutdown().await;
+    run.result.as_ref().expect("the sweep succeeds");
+    let results = run.results();
+    assert_eq!(results.len(), 2, "c8 twice");
+    for e in &results {
+        assert_eq!(e["completed"], 16);
+        assert_eq!(e["max_memory_bytes"], 1u64 << 20);
+        assert!(e["records_spilled"].as_u64().unwrap() > 0, "{e}");
+        assert!(e["records_bytes_peak"].as_u64().unwrap() < 2 << 20, "{e}");
+    }
+    // the point's numbers are those of both runs' records pooled, summarised in memory
+    let pooled: Vec<RequestRecord> = ["c8_in16_out4000", "c8_in16_out4000_r2"]
+        .iter()
+        .flat_map(|t| records(run.dir(), t))
+        .collect();
+    assert_eq!(pooled.len(), 32);
+    let s = loadgen::report::summarize(&pooled, &[99.0], &[]);
+    let point = run.combination(16, 4000)["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["concurrency"] == 8)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (point["runs"].clone(), point["completed"].clone()),
+        (2.into(), 32.into())
+    );
+    for m in [
+        loadgen::report::Metric::Ttft,
+        loadgen::report::Metric::Tpot,
+        loadgen::report::Metric::Itl,
+        loadgen::report::Metric::E2el,
+    ] {
+        let (d, k) = (&s.metrics[&m], m.key());
+        let pooled = &point["pooled"];
+        assert_eq!(
+            pooled[format!("p99_{k}_ms")],
+            d.get(99.0).unwrap(),
+            "{point}"
+        );
+        assert_eq!(pooled[format!("median_{k}_ms")], d.median, "{point}");
+        assert_eq!(pooled[format!("mean_{k}_ms")], d.mean, "{point}");
+    }
+}

@@ -112,6 +112,7 @@ fn job(sim: &SimServer, prompts: Vec<Prompt>, concurrency: usize) -> JobSpec {
         progress: None,
         workers: None,
         before_start: None,
+        records: Default::default(),
     }
 }
 
@@ -228,7 +229,7 @@ async fn two_workers_share_a_job_and_return_intact_records() {
     assert_eq!(direct.records.len(), 40);
     for (a, b) in res.records.iter().zip(&direct.records) {
         assert_eq!(a.index, b.index);
-        assert_eq!(shape(a), shape(b), "record {}", a.index);
+        assert_eq!(shape(&a), shape(b), "record {}", a.index);
     }
 
     cancel.cancel();
@@ -636,7 +637,7 @@ async fn two_workers_measure_what_one_worker_measures_at_the_same_total_load() {
         assert_eq!(res.per_worker.len(), workers);
         assert_eq!(res.records.len(), 64);
         assert!(res.records.iter().all(|r| r.ok()));
-        runs.push(summary(&res.records));
+        runs.push(summary(&res.records.into_vec().unwrap()));
     }
     use loadgen::report::Metric;
     let (one, two) = (&runs[0], &runs[1]);

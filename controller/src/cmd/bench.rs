@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use loadgen::report::{GoodputBound, parse_goodput};
-use loadgen::{Arrivals, DatasetSpec, RequestRecord};
+use loadgen::{Arrivals, DatasetSpec};
 use tokio_util::sync::CancellationToken;
 
 use super::common::CommonArgs;
@@ -370,6 +370,11 @@ fn test_load(args: &BenchArgs) -> TestSpec {
         seed: args.common.seed,
         workers: args.common.workers.map(|w| w as usize),
         expected_cache: Default::default(),
+        memory: args.common.memory(
+            args.save_result
+                .as_deref()
+                .and_then(std::path::Path::parent),
+        ),
     }
 }
 
@@ -426,20 +431,7 @@ fn save(
     }
     crate::output::write_atomic(path, &serde_json::to_vec_pretty(&json)?)?;
     let records_path = crate::output::records_path(path);
-    let mut buf = Vec::new();
-    for r in &m.records {
-        if args.save_detailed {
-            serde_json::to_writer(&mut buf, r)?;
-        } else {
-            let r = RequestRecord {
-                text: String::new(),
-                ..r.clone()
-            };
-            serde_json::to_writer(&mut buf, &r)?;
-        }
-        buf.push(b'\n');
-    }
-    crate::output::write_atomic(&records_path, &buf)?;
+    crate::output::write_records(&records_path, &m.records, args.save_detailed)?;
     eprintln!("saved {} and {}", path.display(), records_path.display());
     Ok(())
 }

@@ -90,6 +90,12 @@ pub struct CommonArgs {
     /// Seed for prompts and arrival times.
     #[arg(long, env = "BENCHCTL_SEED", default_value_t = 0)]
     pub seed: u64,
+    /// Memory for the records a test keeps (every chunk's stamp, the generated text): past
+    /// it, finished records spill to an unlinked file in the result directory (else $TMPDIR),
+    /// removed at the end, and are read back for the metrics, which stay exact. Sizes like
+    /// 512MiB or 2GB, at least 1MiB; `off`: no limit.
+    #[arg(long, env = "BENCHCTL_MAX_MEMORY", default_value = "4GiB", value_parser = parse_max_memory)]
+    pub max_memory: MaxMemory,
     /// Skip the single request sent before the run to catch a rejected payload.
     #[arg(long, env = "BENCHCTL_NO_PREFLIGHT")]
     pub no_preflight: bool,
@@ -198,6 +204,42 @@ impl std::fmt::Debug for CommonArgs {
             .field("gpu_num", &self.gpu_num)
             .field("gpus", &self.gpus)
             .finish_non_exhaustive()
+    }
+}
+
+/// `--max-memory`: a byte budget, or none (`off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxMemory(pub Option<u64>);
+
+/// The smallest `--max-memory`: below it nearly every record would go to disk.
+const MIN_MAX_MEMORY: u64 = 1 << 20;
+
+fn parse_max_memory(s: &str) -> Result<MaxMemory, String> {
+    if matches!(s.trim().to_ascii_lowercase().as_str(), "off" | "none") {
+        return Ok(MaxMemory(None));
+    }
+    let b = loadgen::store::parse_size(s).map_err(|e| format!("--max-memory: {e}"))?;
+    if b < MIN_MAX_MEMORY {
+        return Err(format!(
+            "--max-memory: {s:?} is below the least budget, 1MiB (or `off` for no limit)"
+        ));
+    }
+    Ok(MaxMemory(Some(b)))
+}
+
+impl CommonArgs {
+    /// The records' budget, their spill file in `dir` (the result file's directory; none:
+    /// `$TMPDIR`).
+    pub fn memory(&self, dir: Option<&std::path::Path>) -> loadgen::MemoryBudget {
+        loadgen::MemoryBudget {
+            max_bytes: self.max_memory.0,
+            spill_dir: match dir {
+                // `--save-result r.json`: the current directory
+                Some(d) if d.as_os_str().is_empty() => ".".into(),
+                Some(d) => d.to_path_buf(),
+                None => std::env::temp_dir(),
+            },
+        }
     }
 }
 

@@ -214,6 +214,7 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
         served_model: String::new(),
         conversation: conversation(args, &file)?,
         gpu_hour_cost: args.gpu_hour_cost,
+        max_memory_bytes: args.common.max_memory.0,
     })
 }
 

@@ -1,7 +1,9 @@
 //! What a job produced: the workers' records merged onto the controller's clock.
 
-use anyhow::bail;
-use loadgen::RequestRecord;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use loadgen::RecordStore;
 
 use super::pool::Claimed;
 use crate::clock::Offset;
@@ -9,9 +11,10 @@ use crate::clock::Offset;
 /// What a job produced, on the controller's clock.
 #[derive(Debug, Default)]
 pub struct JobResult {
-    /// One per dispatched request, sorted by index; `index` is the prompt's index in
-    /// [`JobSpec::prompts`](super::JobSpec::prompts) (unique across workers).
-    pub records: Vec<RequestRecord>,
+    /// One per dispatched request, in index order; `index` is the prompt's index in
+    /// [`JobSpec::prompts`](super::JobSpec::prompts) (unique across workers). In memory up to
+    /// the job's budget, the rest in a spill file.
+    pub records: RecordStore,
     /// The earliest start and the latest end of the workers' measured runs.
     pub start_ns: u64,
     pub end_ns: u64,
@@ -37,12 +40,14 @@ impl JobResult {
 }
 
 /// Every worker's records on the controller's clock (with the `latest` offsets, else the
-/// claim's), as one result indexed like the job's prompts.
+/// claim's), as one result indexed like the job's prompts. `counts`: the records each worker
+/// sent (slot `k` of `records` is worker `k`'s).
 pub(super) fn merge(
     job_id: &str,
     claimed: &[Claimed],
     latest: &[Option<Offset>],
-    mut records: Vec<Vec<RequestRecord>>,
+    mut records: RecordStore,
+    counts: &[usize],
     done: Vec<Option<proto::JobDone>>,
 ) -> anyhow::Result<JobResult> {
     let n = claimed.len();
@@ -51,23 +56,19 @@ pub(super) fn merge(
         ..Default::default()
     };
     let mut latest_start = 0u64;
+    let mut offsets = Vec::with_capacity(n);
     for (k, (w, d)) in claimed.iter().zip(done).enumerate() {
         let d = d.expect("every worker is done");
-        let mut recs = std::mem::take(&mut records[k]);
-        if d.records_sent != recs.len() as u64 {
+        if d.records_sent != counts[k] as u64 {
             bail!(
                 "load worker {} sent {} records for job {job_id} but {} arrived",
                 w.name,
                 d.records_sent,
-                recs.len()
+                counts[k]
             );
         }
         let offset = latest.get(k).copied().flatten().unwrap_or(w.offset);
-        for r in &mut recs {
-            loadgen::wire::map_times(r, |t| offset.to_controller(t));
-            // the worker's l-th prompt is prompt k + l·n of the job
-            r.index = r.index * n as u64 + k as u64;
-        }
+        offsets.push(offset);
         let start = offset.to_controller(d.start_ns);
         out.start_ns = out.start_ns.min(start);
         latest_start = latest_start.max(start);
@@ -75,13 +76,21 @@ pub(super) fn merge(
         out.warmup_sent += d.warmup_sent as usize;
         out.warmup_failed += d.warmup_failed as usize;
         out.not_sent += d.not_sent as usize;
-        out.per_worker.push((w.name.clone(), recs.len()));
-        out.records.append(&mut recs);
+        out.per_worker.push((w.name.clone(), counts[k]));
     }
     out.start_skew_ns = latest_start.saturating_sub(out.start_ns);
-    out.records.sort_by_key(|r| r.index);
-    if out.records.windows(2).any(|w| w[0].index == w[1].index) {
+    records.fix(Arc::new(move |k, r| {
+        let offset = offsets[k as usize];
+        loadgen::wire::map_times(r, |t| offset.to_controller(t));
+        // the worker's l-th prompt is prompt k + l·n of the job
+        r.index = r.index * n as u64 + u64::from(k);
+    }));
+    let twice = records
+        .finish()
+        .with_context(|| format!("job {job_id}: writing the spilled records"))?;
+    if twice.is_some() {
         bail!("job {job_id}: two workers returned a record for the same prompt");
     }
+    out.records = records;
     Ok(out)
 }

@@ -41,6 +41,9 @@ pub struct JobSpec {
     /// Awaited once every worker is warm, before the measured run is scheduled: the server's
     /// metrics sampled just before the test's window. Gates a single worker's start too.
     pub before_start: Option<BeforeStart>,
+    /// How much memory the records received may take before they spill to disk
+    /// (`--max-memory`).
+    pub records: loadgen::MemoryBudget,
 }
 
 /// A step awaited between the warm-up and the measured run (bounded by

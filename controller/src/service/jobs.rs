@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use loadgen::RequestRecord;
 use loadgen::clock::mono_ns;
 use loadgen::worker::split_even;
+use loadgen::{RecordStore, RequestRecord};
 use proto::controller_to_worker::Msg as ToWorker;
 use tokio::sync::mpsc;
 
@@ -283,7 +283,7 @@ impl Workers {
             phases[k] = Phase::Running;
         }
 
-        let mut received = Received::new(job_id, claimed, gated, job.progress.as_ref());
+        let mut received = Received::new(job_id, claimed, gated, job);
         while received.remaining > 0 {
             let ev = events
                 .recv()
@@ -296,7 +296,14 @@ impl Workers {
 
         // The latest estimates (more exchanges than at the start); the claim's if one has left.
         let latest = self.offsets(claimed).await;
-        merge(job_id, claimed, &latest, received.records, received.done)
+        merge(
+            job_id,
+            claimed,
+            &latest,
+            received.records,
+            &received.counts,
+            received.done,
+        )
     }
 }
 
@@ -324,7 +331,10 @@ struct Received<'a> {
     job_id: &'a str,
     /// Each worker's position in the claim.
     index: HashMap<&'a str, usize>,
-    records: Vec<Vec<RequestRecord>>,
+    /// Every worker's records (slot: the worker's position), under the job's memory budget.
+    records: RecordStore,
+    /// Records received from each worker.
+    counts: Vec<usize>,
     done: Vec<Option<proto::JobDone>>,
     /// Warmed up (or needing no `StartJob`).
     warm: Vec<bool>,
@@ -342,12 +352,7 @@ enum Step {
 }
 
 impl<'a> Received<'a> {
-    fn new(
-        job_id: &'a str,
-        claimed: &'a [Claimed],
-        gated: bool,
-        progress: Option<&'a Arc<AtomicU64>>,
-    ) -> Self {
+    fn new(job_id: &'a str, claimed: &'a [Claimed], gated: bool, job: &'a JobSpec) -> Self {
         let n = claimed.len();
         Received {
             job_id,
@@ -356,11 +361,12 @@ impl<'a> Received<'a> {
                 .enumerate()
                 .map(|(k, w)| (w.name.as_str(), k))
                 .collect(),
-            records: vec![Vec::new(); n],
+            records: job.records.store(),
+            counts: vec![0; n],
             done: vec![None; n],
             warm: vec![!gated; n],
             remaining: n,
-            progress,
+            progress: job.progress.as_ref(),
         }
     }
 
@@ -376,7 +382,18 @@ impl<'a> Received<'a> {
                     let r = RequestRecord::try_from(r).with_context(|| {
                         format!("load worker {worker} sent a bad record for job {job_id}")
                     })?;
-                    self.records[k].push(r);
+                    self.counts[k] += 1;
+                    let started = self.records.push(k as u32, r).with_context(|| {
+                        format!("keeping the records of job {job_id} (--max-memory)")
+                    })?;
+                    if started {
+                        let st = self.records.stats();
+                        tracing::warn!(
+                            "job {job_id}: the records in memory reached --max-memory {}: the rest spill to a file in {} (unlinked, removed at the end); percentiles stay exact",
+                            loadgen::store::format_bytes(st.budget.unwrap_or(0)),
+                            self.records.spill_dir().display()
+                        );
+                    }
                     if let Some(p) = self.progress {
                         p.fetch_add(1, Ordering::Relaxed);
                     }
@@ -402,7 +419,7 @@ impl<'a> Received<'a> {
                     phases[k] = Phase::Finished;
                 }
                 Err(WorkerLost {
-                    records: k.map_or(0, |k| self.records[k].len()),
+                    records: k.map_or(0, |k| self.counts[k]),
                     worker,
                     job_id: job_id.to_string(),
                     how: "disconnected during the job".into(),
@@ -419,7 +436,7 @@ impl<'a> Received<'a> {
             return Err(WorkerLost {
                 worker,
                 job_id: job_id.to_string(),
-                records: self.records[k].len(),
+                records: self.counts[k],
                 how: "shut down during the job".into(),
             }
             .into());

@@ -93,6 +93,18 @@ pub struct Plan {
     /// `--gpu-hour-cost`: one GPU's price per hour, for the cost per million output tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_hour_cost: Option<f64>,
+    /// `--max-memory`: bytes of records a test keeps in memory before they spill to the
+    /// result directory (`None`, written `null`: no limit). A plan saved before the flag gets
+    /// the flag's default.
+    #[serde(default = "default_max_memory")]
+    pub max_memory_bytes: Option<u64>,
+}
+
+/// `--max-memory`'s default, 4 GiB (`cmd/common.rs` says it in `--help`).
+pub const DEFAULT_MAX_MEMORY: u64 = 4 << 30;
+
+fn default_max_memory() -> Option<u64> {
+    Some(DEFAULT_MAX_MEMORY)
 }
 
 impl Plan {
@@ -187,12 +199,15 @@ mod tests {
         assert_eq!(p.server_metrics, MetricsSource::Off);
         // and the prefix cache's settings (one group, no reset)
         assert_eq!((p.prefix_groups, p.reset_prefix_cache), (1, false));
+        // and the records' budget (the flag's default)
+        assert_eq!(p.max_memory_bytes, Some(DEFAULT_MAX_MEMORY));
         for k in [
             "version",
             "server_metrics",
             "server_metrics_interval",
             "prefix_groups",
             "reset_prefix_cache",
+            "max_memory_bytes",
         ] {
             new.as_object_mut().unwrap().remove(k);
             old.as_object_mut().unwrap().remove(k);

@@ -193,17 +193,32 @@ impl ResultDir {
 
     /// Reads a finished test's records back.
     pub fn load_records(&self, key: &TestKey) -> anyhow::Result<Vec<RequestRecord>> {
+        let mut out = Vec::new();
+        self.each_record(key, |r| {
+            out.push(r);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Reads a finished test's records back one at a time (never the whole file in memory).
+    pub fn each_record(
+        &self,
+        key: &TestKey,
+        mut f: impl FnMut(RequestRecord) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        use std::io::BufRead;
         let p = self.requests_path(key);
-        let text = std::fs::read_to_string(&p)
+        let file = std::fs::File::open(&p)
             .with_context(|| format!("cannot read the records of test {}", key.id()))?;
-        text.lines()
-            .enumerate()
-            .map(|(i, l)| {
-                serde_json::from_str(l).with_context(|| {
-                    format!("{} line {}: not a request record", p.display(), i + 1)
-                })
-            })
-            .collect()
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line =
+                line.with_context(|| format!("cannot read the records of test {}", key.id()))?;
+            let r = serde_json::from_str(&line)
+                .with_context(|| format!("{} line {}: not a request record", p.display(), i + 1))?;
+            f(r)?;
+        }
+        Ok(())
     }
 
     /// Commits a finished test: its records and log first, then the array.
@@ -211,20 +226,11 @@ impl ResultDir {
         &mut self,
         key: &TestKey,
         entry: impl Serialize,
-        records: &[RequestRecord],
+        records: &loadgen::RecordStore,
         client_log: &str,
     ) -> anyhow::Result<()> {
         let entry = serde_json::to_value(entry)?;
-        let mut buf = Vec::new();
-        for r in records {
-            let r = RequestRecord {
-                text: String::new(),
-                ..r.clone()
-            };
-            serde_json::to_writer(&mut buf, &r)?;
-            buf.push(b'\n');
-        }
-        write_atomic(&self.requests_path(key), &buf)?;
+        crate::output::write_records(&self.requests_path(key), records, false)?;
         write_atomic(&self.client_log_path(key), client_log.as_bytes())?;
         self.entries
             .retain(|e| TestKey::of(e).as_ref() != Some(key));
@@ -355,8 +361,13 @@ mod tests {
             text: "not kept".into(),
             ..Default::default()
         };
-        d.commit(&k, entry.clone(), std::slice::from_ref(&rec), "log")
-            .unwrap();
+        d.commit(
+            &k,
+            entry.clone(),
+            &loadgen::RecordStore::from(vec![rec]),
+            "log",
+        )
+        .unwrap();
         std::fs::write(dir.join(".tmpXYZ"), b"half").unwrap();
         drop(d);
         let d = ResultDir::open(dir.clone(), "m".into()).unwrap();

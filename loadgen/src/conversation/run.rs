@@ -13,7 +13,7 @@ use super::Session;
 use crate::client::HttpClient;
 use crate::clock::{instant_at, mono_ns};
 use crate::record::RequestRecord;
-use crate::runner::{RunConfig, RunOutput};
+use crate::runner::{Keep, RunConfig, RunOutput};
 use crate::schedule::ScheduleError;
 
 /// Runs `sessions` under `cfg`'s arrivals and concurrency (`cfg.prompts` is not used). Records
@@ -23,6 +23,7 @@ pub async fn measure_sessions(
     sessions: &[Session],
     cfg: &RunConfig,
     cancel: &CancellationToken,
+    keep: Keep,
     mut on_record: impl FnMut(&RequestRecord) + Send,
 ) -> Result<RunOutput, ScheduleError> {
     let offsets = cfg.arrivals.offsets_ns(sessions.len())?;
@@ -68,10 +69,12 @@ pub async fn measure_sessions(
         (not_sent, panicked)
     };
     let collector = async {
-        let mut records = Vec::with_capacity(total_turns);
+        let mut records = Vec::with_capacity(if keep == Keep::All { total_turns } else { 0 });
         while let Some(rec) = rx.recv().await {
             on_record(&rec);
-            records.push(rec);
+            if keep == Keep::All {
+                records.push(rec);
+            }
         }
         records
     };

@@ -19,14 +19,20 @@ impl CacheUsage {
     /// Counts the completed requests of `records`.
     pub fn of<'a>(records: impl IntoIterator<Item = &'a RequestRecord>) -> CacheUsage {
         let mut c = CacheUsage::default();
-        for r in records.into_iter().filter(|r| r.ok()) {
-            if let Some(n) = r.cached_tokens_server {
-                c.reported += 1;
-                c.cached_tokens += u64::from(n);
-                c.prompt_tokens += u64::from(r.prompt_tokens());
-            }
-        }
+        records.into_iter().for_each(|r| c.add(r));
         c
+    }
+
+    /// Counts `r` if it completed.
+    pub fn add(&mut self, r: &RequestRecord) {
+        if !r.ok() {
+            return;
+        }
+        if let Some(n) = r.cached_tokens_server {
+            self.reported += 1;
+            self.cached_tokens += u64::from(n);
+            self.prompt_tokens += u64::from(r.prompt_tokens());
+        }
     }
 
     /// Cached prompt tokens / prompt tokens of the requests that reported them; `None` when

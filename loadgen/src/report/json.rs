@@ -6,14 +6,14 @@ use serde_json::{Map, Value, json};
 use super::RunInfo;
 use super::metric::Metric;
 use super::summary::Summary;
-use crate::record::RequestRecord;
 use crate::stats::percentile_label;
+use crate::store::Records;
 
 /// The result JSON: vLLM's keys (same names, same units) followed by benchctl's additions.
 pub fn result_json(
     info: &RunInfo,
     s: &Summary,
-    records: &[RequestRecord],
+    records: &(impl Records + ?Sized),
     detailed: bool,
 ) -> Value {
     let mut o = Map::new();
@@ -85,37 +85,34 @@ fn insert_distribution_keys(o: &mut Map<String, Value>, s: &Summary) {
     }
 }
 
-/// `--save-detailed`: vLLM's per-request lists.
-fn insert_per_request_keys(o: &mut Map<String, Value>, records: &[RequestRecord]) {
-    let ok = records.iter().filter(|r| r.ok());
+/// `--save-detailed`: vLLM's per-request lists (one pass each over the records).
+fn insert_per_request_keys(o: &mut Map<String, Value>, records: &(impl Records + ?Sized)) {
+    let ok = || records.each().filter(|r| r.ok());
     o.insert(
         "input_lens".into(),
-        ok.clone().map(|r| r.prompt_tokens()).collect(),
+        ok().map(|r| r.prompt_tokens()).collect(),
     );
     o.insert(
         "output_lens".into(),
-        ok.clone().map(|r| r.output_tokens()).collect(),
+        ok().map(|r| r.output_tokens()).collect(),
     );
     o.insert(
         "ttfts".into(),
-        ok.clone()
-            .map(|r| r.ttft_ns().map(|v| v as f64 / 1e9))
-            .collect(),
+        ok().map(|r| r.ttft_ns().map(|v| v as f64 / 1e9)).collect(),
     );
     o.insert(
         "itls".into(),
-        ok.clone()
-            .map(|r| r.itl_ns().map(|v| v as f64 / 1e9).collect::<Vec<_>>())
+        ok().map(|r| r.itl_ns().map(|v| v as f64 / 1e9).collect::<Vec<_>>())
             .collect(),
     );
     o.insert(
         "generated_texts".into(),
-        ok.map(|r| r.text.clone()).collect(),
+        ok().map(|r| r.text.clone()).collect(),
     );
     o.insert(
         "errors".into(),
         records
-            .iter()
+            .each()
             .map(|r| r.error.as_ref().map(|e| e.to_string()).unwrap_or_default())
             .collect(),
     );
@@ -249,8 +246,9 @@ mod tests {
             target_is_simulator: false,
             date: chrono::Local::now(),
         };
-        let s = summarize(&[], &[99.0], &[]);
-        let j = result_json(&info, &s, &[], false);
+        let none: Vec<crate::RequestRecord> = vec![];
+        let s = summarize(&none, &[99.0], &[]);
+        let j = result_json(&info, &s, &none, false);
         assert_eq!(j["request_rate"], "inf");
         assert!(j["mean_ttft_ms"].is_null());
         assert!(j.get("p99_e2el_ms").is_some());

@@ -21,31 +21,71 @@ pub struct Sessions {
 impl Sessions {
     /// `None` when no record is a conversation's turn.
     pub fn of(records: &[RequestRecord]) -> Option<Sessions> {
-        let turns = records.iter().filter_map(|r| r.turn).max()? as usize + 1;
-        let mut s = Sessions {
-            started: records.iter().filter(|r| r.turn == Some(0)).count(),
-            completed: records
-                .iter()
-                .filter(|r| r.ok() && r.turn.zip(r.session_turns).is_some_and(|(t, n)| t + 1 == n))
-                .count(),
-            ..Default::default()
+        let mut b = Sessions::builder();
+        records.iter().for_each(|r| b.add(r));
+        b.finish()
+    }
+
+    /// Sessions counted one record at a time.
+    pub(crate) fn builder() -> SessionsBuilder {
+        SessionsBuilder::default()
+    }
+}
+
+/// Per-turn sums: (ttft ms, ttfo ms, prompt tokens), each as (sum, count).
+#[derive(Default)]
+pub(crate) struct SessionsBuilder {
+    any: bool,
+    started: usize,
+    completed: usize,
+    sums: Vec<[(f64, usize); 3]>,
+}
+
+impl SessionsBuilder {
+    pub(crate) fn add(&mut self, r: &RequestRecord) {
+        let Some(t) = r.turn else {
+            return;
         };
-        let mean_by_turn = |f: &dyn Fn(&RequestRecord) -> Option<f64>| {
-            let mut sums = vec![(0.0, 0usize); turns];
-            for r in records.iter().filter(|r| r.ok()) {
-                if let (Some(t), Some(v)) = (r.turn, f(r)) {
-                    sums[t as usize].0 += v;
-                    sums[t as usize].1 += 1;
-                }
+        self.any = true;
+        let t = t as usize;
+        if self.sums.len() <= t {
+            self.sums.resize(t + 1, [(0.0, 0); 3]);
+        }
+        self.started += usize::from(t == 0);
+        if !r.ok() {
+            return;
+        }
+        self.completed += usize::from(r.session_turns.is_some_and(|n| t as u32 + 1 == n));
+        let values = [
+            r.ttft_ns().map(|v| v as f64 / 1e6),
+            r.ttfo_ns().map(|v| v as f64 / 1e6),
+            Some(r.prompt_tokens() as f64),
+        ];
+        for (sum, v) in self.sums[t].iter_mut().zip(values) {
+            if let Some(v) = v {
+                sum.0 += v;
+                sum.1 += 1;
             }
-            sums.into_iter()
-                .map(|(sum, n)| (n > 0).then(|| sum / n as f64))
+        }
+    }
+
+    pub(crate) fn finish(self) -> Option<Sessions> {
+        if !self.any {
+            return None;
+        }
+        let mean = |k: usize| {
+            self.sums
+                .iter()
+                .map(|s| (s[k].1 > 0).then(|| s[k].0 / s[k].1 as f64))
                 .collect::<Vec<_>>()
         };
-        s.mean_ttft_ms_by_turn = mean_by_turn(&|r| r.ttft_ns().map(|v| v as f64 / 1e6));
-        s.mean_ttfo_ms_by_turn = mean_by_turn(&|r| r.ttfo_ns().map(|v| v as f64 / 1e6));
-        s.mean_prompt_tokens_by_turn = mean_by_turn(&|r| Some(r.prompt_tokens() as f64));
-        Some(s)
+        Some(Sessions {
+            started: self.started,
+            completed: self.completed,
+            mean_ttft_ms_by_turn: mean(0),
+            mean_ttfo_ms_by_turn: mean(1),
+            mean_prompt_tokens_by_turn: mean(2),
+        })
     }
 }
 

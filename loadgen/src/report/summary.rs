@@ -9,6 +9,7 @@ use super::sessions::Sessions;
 use crate::error::ErrorKind;
 use crate::record::RequestRecord;
 use crate::stats::Distribution;
+use crate::store::Records;
 
 /// Everything computed from a run's records.
 #[derive(Clone, Debug)]
@@ -73,15 +74,83 @@ impl Summary {
 }
 
 /// Computes the summary of `records` (pooled: records of several workers may be concatenated).
+/// Two passes over the records; only the metrics' samples are held (a [`RecordStore`] may
+/// keep the records themselves on disk). After a pass over a [`RecordStore`], check it
+/// ([`RecordStore::check`]): a read error ends the pass early.
+///
+/// [`RecordStore`]: crate::store::RecordStore
+/// [`RecordStore::check`]: crate::store::RecordStore::check
 pub fn summarize(
-    records: &[RequestRecord],
+    records: &(impl Records + ?Sized),
     percentiles: &[f64],
     goodput: &[GoodputBound],
 ) -> Summary {
-    let ok: Vec<&RequestRecord> = records.iter().filter(|r| r.ok()).collect();
-    let failures = Failures::of(records);
-    let first_send = records.iter().map(|r| r.send_ns).min().unwrap_or(0);
-    let last_end = records.iter().map(|r| r.end_ns).max().unwrap_or(0);
+    let ms = |ns: f64| ns / 1e6;
+    let mut samples: BTreeMap<Metric, Vec<f64>> =
+        Metric::ALL.iter().map(|m| (*m, Vec::new())).collect();
+    let mut failures = Failures::default();
+    let (mut n, mut ok) = (0usize, 0usize);
+    let (mut first_send, mut last_end) = (u64::MAX, 0u64);
+    let (mut total_input_tokens, mut total_input_tokens_target, mut total_output_tokens) =
+        (0u64, 0u64, 0u64);
+    let mut total_reasoning_tokens: Option<u64> = None;
+    let (mut no_visible_output, mut good) = (0usize, 0usize);
+    let (mut input_len_mismatches, mut input_len_max_deviation) = (0usize, 0u32);
+    let (mut output_len_mismatches, mut missing_usage, mut kernel_stamped) = (0, 0, 0);
+    let mut cache = CacheUsage::default();
+    let mut in_flight: Vec<(u64, i32)> = Vec::new();
+    let mut sessions = Sessions::builder();
+    for r in records.each() {
+        let r: &RequestRecord = &r;
+        n += 1;
+        first_send = first_send.min(r.send_ns);
+        last_end = last_end.max(r.end_ns);
+        failures.add(r);
+        sessions.add(r);
+        if r.end_ns > r.send_ns {
+            in_flight.push((r.send_ns, 1));
+            in_flight.push((r.end_ns, -1));
+        }
+        if r.error
+            .as_ref()
+            .is_none_or(|e| e.kind != ErrorKind::Cancelled)
+        {
+            samples
+                .get_mut(&Metric::Queue)
+                .unwrap()
+                .push(ms(r.queue_ns() as f64));
+            samples
+                .get_mut(&Metric::DispatchLag)
+                .unwrap()
+                .push(ms(r.dispatch_lag_ns() as f64));
+        }
+        if !r.ok() {
+            continue;
+        }
+        ok += 1;
+        total_input_tokens += r.prompt_tokens() as u64;
+        total_input_tokens_target += r.prompt_tokens_target as u64;
+        total_output_tokens += r.output_tokens() as u64;
+        if let Some(t) = r.reasoning_tokens_server {
+            *total_reasoning_tokens.get_or_insert(0) += u64::from(t);
+        }
+        no_visible_output += usize::from(r.first_visible_ns.is_none());
+        if let Some(s) = r.prompt_tokens_server {
+            input_len_mismatches += usize::from(s != r.prompt_tokens_target);
+            input_len_max_deviation =
+                input_len_max_deviation.max(s.abs_diff(r.prompt_tokens_target));
+        }
+        output_len_mismatches += usize::from(
+            matches!((r.output_tokens_server, r.output_tokens_client), (Some(s), Some(c)) if s != c),
+        );
+        missing_usage += usize::from(r.output_tokens_server.is_none());
+        cache.add(r);
+        kernel_stamped += usize::from(r.kernel_rx_stamps);
+        good += usize::from(add_samples(&mut samples, r, goodput));
+    }
+    if n == 0 {
+        first_send = 0;
+    }
     let duration_s = last_end.saturating_sub(first_send) as f64 / 1e9;
     let per_s = |x: f64| {
         if duration_s > 0.0 {
@@ -90,20 +159,14 @@ pub fn summarize(
             0.0
         }
     };
-
-    let total_input_tokens: u64 = ok.iter().map(|r| r.prompt_tokens() as u64).sum();
-    let total_input_tokens_target: u64 = ok.iter().map(|r| r.prompt_tokens_target as u64).sum();
-    let total_output_tokens: u64 = ok.iter().map(|r| r.output_tokens() as u64).sum();
-
-    let (samples, good) = samples(records, &ok, goodput);
     let metrics = samples
         .into_iter()
         .filter_map(|(m, v)| Distribution::of(v, percentiles).map(|d| (m, d)))
         .collect();
 
     Summary {
-        completed: ok.len(),
-        failed: records.len() - ok.len(),
+        completed: ok,
+        failed: n - ok,
         failed_by_kind: failures.by_kind,
         failed_by_status: failures.by_status,
         first_error: failures.first_error,
@@ -111,40 +174,28 @@ pub fn summarize(
         total_input_tokens,
         total_input_tokens_target,
         total_output_tokens,
-        total_reasoning_tokens: ok
-            .iter()
-            .filter_map(|r| r.reasoning_tokens_server.map(u64::from))
-            .reduce(|a, b| a + b),
-        no_visible_output: ok.iter().filter(|r| r.first_visible_ns.is_none()).count(),
-        request_throughput: per_s(ok.len() as f64),
+        total_reasoning_tokens,
+        no_visible_output,
+        request_throughput: per_s(ok as f64),
         output_throughput: per_s(total_output_tokens as f64),
         total_token_throughput: per_s((total_input_tokens + total_output_tokens) as f64),
         request_goodput: (!goodput.is_empty()).then(|| per_s(good as f64)),
-        input_len_mismatches: ok
-            .iter()
-            .filter(|r| r.prompt_tokens_server.is_some_and(|s| s != r.prompt_tokens_target))
-            .count(),
-        input_len_max_deviation: ok
-            .iter()
-            .filter_map(|r| r.prompt_tokens_server.map(|s| s.abs_diff(r.prompt_tokens_target)))
-            .max()
-            .unwrap_or(0),
-        output_len_mismatches: ok
-            .iter()
-            .filter(|r| matches!((r.output_tokens_server, r.output_tokens_client), (Some(s), Some(c)) if s != c))
-            .count(),
-        missing_usage: ok.iter().filter(|r| r.output_tokens_server.is_none()).count(),
-        cache: CacheUsage::of(ok.iter().copied()),
-        kernel_stamped: ok.iter().filter(|r| r.kernel_rx_stamps).count(),
-        max_output_tokens_per_s: max_tokens_per_second(&ok, first_send),
-        max_concurrent_requests: max_in_flight(records),
+        input_len_mismatches,
+        input_len_max_deviation,
+        output_len_mismatches,
+        missing_usage,
+        cache,
+        kernel_stamped,
+        max_output_tokens_per_s: max_tokens_per_second(records, first_send),
+        max_concurrent_requests: max_in_flight(in_flight),
         metrics,
         percentiles: percentiles.to_vec(),
-        sessions: Sessions::of(records),
+        sessions: sessions.finish(),
     }
 }
 
 /// The failed requests: counted by kind and by HTTP status, with each kind's first message.
+#[derive(Default)]
 struct Failures {
     by_kind: BTreeMap<ErrorKind, usize>,
     by_status: BTreeMap<u16, usize>,
@@ -152,73 +203,45 @@ struct Failures {
 }
 
 impl Failures {
-    fn of(records: &[RequestRecord]) -> Failures {
-        let mut f = Failures {
-            by_kind: BTreeMap::new(),
-            by_status: BTreeMap::new(),
-            first_error: BTreeMap::new(),
+    fn add(&mut self, r: &RequestRecord) {
+        let Some(e) = r.error.as_ref() else {
+            return;
         };
-        for e in records.iter().filter_map(|r| r.error.as_ref()) {
-            *f.by_kind.entry(e.kind).or_insert(0) += 1;
-            if let Some(s) = e.status {
-                *f.by_status.entry(s).or_insert(0) += 1;
-            }
-            f.first_error
-                .entry(e.kind)
-                .or_insert_with(|| e.message.clone());
+        *self.by_kind.entry(e.kind).or_insert(0) += 1;
+        if let Some(s) = e.status {
+            *self.by_status.entry(s).or_insert(0) += 1;
         }
-        f
+        self.first_error
+            .entry(e.kind)
+            .or_insert_with(|| e.message.clone());
     }
 }
 
-/// Every metric's samples in milliseconds, and how many completed requests meet every goodput
-/// bound. The latencies are the completed requests' (`ok`); queue time and dispatch lag are
-/// every request's but the cancelled ones'.
-fn samples(
-    records: &[RequestRecord],
-    ok: &[&RequestRecord],
+/// Adds a completed request's samples (milliseconds); returns whether it meets every goodput
+/// bound (false without bounds).
+fn add_samples(
+    samples: &mut BTreeMap<Metric, Vec<f64>>,
+    r: &RequestRecord,
     goodput: &[GoodputBound],
-) -> (BTreeMap<Metric, Vec<f64>>, usize) {
+) -> bool {
     let ms = |ns: f64| ns / 1e6;
-    let mut samples: BTreeMap<Metric, Vec<f64>> =
-        Metric::ALL.iter().map(|m| (*m, Vec::new())).collect();
-    let mut good = 0usize;
-    for r in ok {
-        let ttft = r.ttft_ns().map(|v| ms(v as f64));
-        let ttfo = r.ttfo_ns().map(|v| ms(v as f64));
-        let tpot = r.tpot_ns().map(ms);
-        let e2el = r.e2el_ns().map(|v| ms(v as f64));
-        samples.get_mut(&Metric::Ttft).unwrap().extend(ttft);
-        samples.get_mut(&Metric::Ttfo).unwrap().extend(ttfo);
-        samples.get_mut(&Metric::Tpot).unwrap().extend(tpot);
-        samples.get_mut(&Metric::E2el).unwrap().extend(e2el);
-        samples
-            .get_mut(&Metric::Itl)
-            .unwrap()
-            .extend(r.itl_ns().map(|v| ms(v as f64)));
-        samples
-            .get_mut(&Metric::ItlPerToken)
-            .unwrap()
-            .extend(r.itl_per_token_ns().into_iter().map(ms));
-        if !goodput.is_empty() {
-            good += usize::from(meets(goodput, [ttft, ttfo, tpot, e2el]));
-        }
-    }
-    for r in records.iter().filter(|r| {
-        r.error
-            .as_ref()
-            .is_none_or(|e| e.kind != ErrorKind::Cancelled)
-    }) {
-        samples
-            .get_mut(&Metric::Queue)
-            .unwrap()
-            .push(ms(r.queue_ns() as f64));
-        samples
-            .get_mut(&Metric::DispatchLag)
-            .unwrap()
-            .push(ms(r.dispatch_lag_ns() as f64));
-    }
-    (samples, good)
+    let ttft = r.ttft_ns().map(|v| ms(v as f64));
+    let ttfo = r.ttfo_ns().map(|v| ms(v as f64));
+    let tpot = r.tpot_ns().map(ms);
+    let e2el = r.e2el_ns().map(|v| ms(v as f64));
+    samples.get_mut(&Metric::Ttft).unwrap().extend(ttft);
+    samples.get_mut(&Metric::Ttfo).unwrap().extend(ttfo);
+    samples.get_mut(&Metric::Tpot).unwrap().extend(tpot);
+    samples.get_mut(&Metric::E2el).unwrap().extend(e2el);
+    samples
+        .get_mut(&Metric::Itl)
+        .unwrap()
+        .extend(r.itl_ns().map(|v| ms(v as f64)));
+    samples
+        .get_mut(&Metric::ItlPerToken)
+        .unwrap()
+        .extend(r.itl_per_token_ns().into_iter().map(ms));
+    !goodput.is_empty() && meets(goodput, [ttft, ttfo, tpot, e2el])
 }
 
 /// Whether a completed request meets every goodput bound (milliseconds).
@@ -236,10 +259,11 @@ fn meets(goodput: &[GoodputBound], [ttft, ttfo, tpot, e2el]: [Option<f64>; 4]) -
     })
 }
 
-/// Output tokens per one-second bucket (from the chunk timestamps), maximum over buckets.
-fn max_tokens_per_second(ok: &[&RequestRecord], start: u64) -> f64 {
+/// Output tokens per one-second bucket (from the chunk timestamps of the completed requests),
+/// maximum over buckets.
+fn max_tokens_per_second(records: &(impl Records + ?Sized), start: u64) -> f64 {
     let mut buckets: BTreeMap<u64, u64> = BTreeMap::new();
-    for r in ok {
+    for r in records.each().filter(|r| r.ok()) {
         for c in &r.chunks {
             *buckets
                 .entry(c.t_ns.saturating_sub(start) / 1_000_000_000)
@@ -249,12 +273,8 @@ fn max_tokens_per_second(ok: &[&RequestRecord], start: u64) -> f64 {
     buckets.values().copied().max().unwrap_or(0) as f64
 }
 
-fn max_in_flight(records: &[RequestRecord]) -> usize {
-    let mut ev: Vec<(u64, i32)> = Vec::with_capacity(records.len() * 2);
-    for r in records.iter().filter(|r| r.end_ns > r.send_ns) {
-        ev.push((r.send_ns, 1));
-        ev.push((r.end_ns, -1));
-    }
+/// The most requests in flight at once, from +1 at each send and −1 at each end.
+fn max_in_flight(mut ev: Vec<(u64, i32)>) -> usize {
     ev.sort_unstable(); // ends (-1) before starts (+1) at the same instant
     let (mut cur, mut max) = (0i32, 0i32);
     for (_, d) in ev {

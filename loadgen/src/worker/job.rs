@@ -12,7 +12,7 @@ use super::WorkerConfig;
 use super::outbound::{message, stream_records};
 use super::plan::plan;
 use crate::clock::{instant_at, mono_ns};
-use crate::runner::RunOutput;
+use crate::runner::{Keep, RunOutput};
 
 /// Runs one assignment and sends its `JobDone` (with `error` set when it could not run, or when
 /// the worker shut down during it: its records are sent, but the job is not complete).
@@ -158,7 +158,7 @@ async fn execute(
                 let _ = rec_tx.send(p);
             };
             if run.sessions.is_empty() {
-                crate::runner::measure(&run.client, run.cfg, cancel, on_record).await
+                crate::runner::measure(&run.client, run.cfg, cancel, Keep::None, on_record).await
             } else {
                 let sessions = &run.sessions;
                 crate::conversation::measure_sessions(
@@ -166,6 +166,7 @@ async fn execute(
                     sessions,
                     &run.cfg,
                     cancel,
+                    Keep::None,
                     on_record,
                 )
                 .await

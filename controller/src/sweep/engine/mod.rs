@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use loadgen::RequestRecord;
 use loadgen::report::{Summary, summarize};
 use tokio_util::sync::CancellationToken;
@@ -382,23 +383,37 @@ impl Sweep<'_> {
         Ok(())
     }
 
-    async fn records_of(&mut self, key: &TestKey) -> anyhow::Result<Arc<Vec<RequestRecord>>> {
-        if let Some(r) = self.records.get(key) {
-            return Ok(r.clone());
+    /// The records' budget (`--max-memory`), their spill file in the result directory.
+    fn memory(&self) -> loadgen::MemoryBudget {
+        loadgen::MemoryBudget {
+            max_bytes: self.plan.max_memory_bytes,
+            spill_dir: self.dir.dir.clone(),
         }
-        let r = Arc::new(self.dir.load_records(key)?);
-        self.records.insert(*key, r.clone());
-        Ok(r)
     }
 
-    /// All runs of `(io, c)`, pooled.
+    /// All runs of `(io, c)`, pooled: the records of this combination's tests kept in memory
+    /// (those that fit `--max-memory`), the others read back from their files, all under the
+    /// budget.
     async fn pooled(&mut self, io: Io, c: u32) -> anyhow::Result<(Summary, u32)> {
         let keys = self.dir.runs_of(io, c);
-        let mut all = Vec::new();
+        let mut all = self.memory().store();
         for k in &keys {
-            all.extend(self.records_of(k).await?.iter().cloned());
+            match self.records.get(k) {
+                Some(r) => {
+                    for x in r.iter() {
+                        all.push(0, x.clone())?;
+                    }
+                }
+                None => self
+                    .dir
+                    .each_record(k, |r| Ok(all.push(0, r).map(|_| ())?))?,
+            }
         }
-        Ok((summarize(&all, &self.percentiles, &[]), keys.len() as u32))
+        // runs of one grid point share indexes: only the order matters here
+        all.finish()?;
+        let summary = summarize(&all, &self.percentiles, &[]);
+        all.check().context("reading the pooled records back")?;
+        Ok((summary, keys.len() as u32))
     }
 
     async fn verdict(&mut self, io: Io, c: u32) -> anyhow::Result<Verdict> {

@@ -88,6 +88,7 @@ impl Sweep<'_> {
             workers: self.want_workers,
             // a conversation's reuse is its own history, not known beforehand: not judged
             expected_cache: Default::default(),
+            memory: self.memory(),
         };
         if let Some(conv) = &self.plan.conversation {
             let conv = loadgen::conversation::ConversationSpec {
@@ -245,7 +246,11 @@ impl Sweep<'_> {
         }
         self.dir.commit(&key, &entry, &m.records, &log)?;
         let (summary, records) = (m.summary, m.records);
-        self.records.insert(key, Arc::new(without_text(records)));
+        // kept for pooling while they fit in memory; spilled ones are read from the file
+        if records.stats().spilled == 0 {
+            self.records
+                .insert(key, Arc::new(without_text(records.into_vec()?)));
+        }
         self.progress.finished(&key, &summary, verdict.as_ref());
         if all_failed {
             return Err(StopError(Stop::ServerDown(format!(
