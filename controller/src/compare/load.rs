@@ -12,11 +12,13 @@ use loadgen::RequestRecord;
 
 use super::bootstrap::Side;
 use super::metric::Sample;
-use crate::dashboard::data::{Io, Source, SweepView, concurrency_of, io_of};
+use crate::dashboard::data::{Io, Source, SweepView, io_of, level_of};
+use crate::sweep::axis::Level;
 use crate::sweep::results::TestKey;
 
 /// A test of a comparison: its combination and concurrency (the runs pooled).
-pub type TestId = (Io, u32);
+/// A test: its combination and its concurrency (or rate).
+pub type TestId = (Io, Level);
 
 /// One result (a sweep, or a bench run).
 pub struct Run {
@@ -55,14 +57,14 @@ impl Run {
             if e.get("aborted").is_some_and(|a| !a.is_null()) {
                 continue;
             }
-            let (Some(io), Some(c)) = (io_of(e), concurrency_of(e)) else {
+            let (Some(io), Some(c)) = (io_of(e), level_of(e)) else {
                 continue;
             };
             let records = match TestKey::of(e) {
                 Some(k) => dir.join("requests").join(format!("{}.jsonl", k.id())),
                 None => crate::output::records_path(&file),
             };
-            let slot = by.entry((io, c as u32)).or_default();
+            let slot = by.entry((io, c)).or_default();
             slot.0.extend(read_records(&records)?);
             slot.1.push(e);
         }

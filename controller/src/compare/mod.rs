@@ -95,11 +95,11 @@ impl Report {
                 for b in &r.failed {
                     let (d, pct) = r.diff().unwrap_or((0.0, None));
                     v.push(format!(
-                        "{} vs {}: {} c={} {}: {:.3} → {:.3} ({}{}), beyond {b} and outside the noise",
+                        "{} vs {}: {} {} {}: {:.3} → {:.3} ({}{}), beyond {b} and outside the noise",
                         self.runs[c.other].name,
                         self.runs[c.baseline].name,
                         r.test.0,
-                        r.test.1,
+                        r.test.1.spoken(),
                         r.metric,
                         r.a.unwrap_or_default(),
                         r.b.unwrap_or_default(),
@@ -138,7 +138,8 @@ fn pair(a: &Run, b: &Run, other: usize, s: &Settings) -> Comparison {
             continue;
         };
         for &m in &s.metrics {
-            let stream = format!("{}_c{}_{m}", id.0, id.1);
+            // (`1024x1024_c32_…`: the same streams as before rates were compared)
+            let stream = format!("{}_{}_{m}", id.0, id.1.tag());
             let (va, vb) = (sa.value(m), sb.value(m));
             let ci = bootstrap::interval(sa, sb, m, s.bootstrap, &stream);
             let verdict = judge(m, va, ci, s.min_effect);

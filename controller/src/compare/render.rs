@@ -27,7 +27,7 @@ fn cells(r: &Row, confidence: f64) -> [String; 8] {
         let _ = write!(verdict, " FAIL({b})");
     }
     [
-        format!("{} c={}", r.test.0, r.test.1),
+        format!("{} {}", r.test.0, r.test.1.spoken()),
         format!("{} {}", r.metric, r.metric.unit()),
         v(r.a),
         v(r.b),
@@ -146,7 +146,13 @@ pub fn table(rep: &Report) -> String {
 
 fn unmatched(s: &mut String, rep: &Report, c: &Comparison) {
     for (id, k) in &c.unmatched {
-        let _ = writeln!(s, "only in {}: {} c={}", rep.runs[*k].name, id.0, id.1);
+        let _ = writeln!(
+            s,
+            "only in {}: {} {}",
+            rep.runs[*k].name,
+            id.0,
+            id.1.spoken()
+        );
     }
 }
 

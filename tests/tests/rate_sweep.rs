@@ -1,0 +1,168 @@
+//! `benchctl sweep --search-axis rate` against `benchctl sim` set so that its capacity is known
+//! in advance: 4 slots (`max_batch`), no prefill cost and a decode step of 5 ms that does not
+//! grow with the batch, so a request of 20 output tokens holds its slot for exactly 20 steps
+//! (100 ms) and the simulator serves at most μ = 4 / 0.1 s = 40 requests per second. Arrivals
+//! are nearly regular (`--burstiness 100`), so below μ no request waits for a slot; beyond it the
+//! queue grows by (rate − μ) per second and TTFT with it (at 48 req/s, 16 requests behind after
+//! 2 s: 400 ms). A `p99_ttft:150` threshold therefore passes up to about μ and fails beyond.
+
+use benchctl_tests::{SimConfig, start, sweep};
+use serde_json::Value;
+
+/// Slots × 1 / (output tokens × decode step): the simulator's service rate.
+const SLOTS: usize = 4;
+const OUTPUT_LEN: f64 = 20.0;
+const STEP_MS: f64 = 5.0;
+const GRID_STEP: f64 = 8.0;
+
+fn capacity() -> f64 {
+    SLOTS as f64 / (OUTPUT_LEN * STEP_MS / 1000.0)
+}
+
+fn slots_sim() -> SimConfig {
+    SimConfig {
+        max_batch: SLOTS,
+        kv_cache_tokens: 1 << 20,
+        decode_step_base_ms: STEP_MS,
+        decode_step_per_seq_us: 0.0,
+        prefill_us_per_token: 0.0,
+        ..SimConfig::default()
+    }
+}
+
+const GRID: &[&str] = &[
+    "--search-axis",
+    "rate",
+    "--rates",
+    "8,16,24,32,40,48,56,64",
+    "--io",
+    "16x20",
+    // two seconds of arrivals per test
+    "--prompts-per-concurrency",
+    "2",
+    "--warmup-requests",
+    "0",
+    "--burstiness",
+    "100",
+    "--threshold",
+    "p99_ttft:150",
+];
+
+fn rate(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_sweep_finds_the_simulators_capacity_within_one_grid_step() {
+    let sim = start(slots_sim()).await;
+    let root = tempfile::tempdir().unwrap();
+    let run = sweep(&sim.base_url(), root.path(), GRID).await;
+    sim.shutdown().await;
+    run.result.as_ref().expect("the sweep succeeds");
+    let mu = capacity();
+    assert_eq!(mu, 40.0);
+    let c = run.combination(16, 20);
+    assert_eq!(run.summary()["axis"], "rate");
+    let (max, first) = (
+        rate(&c["max_passing"]).expect("a rate passed"),
+        rate(&c["first_failing"]).expect("a rate failed"),
+    );
+    assert!(
+        max < first && max >= mu - GRID_STEP && first <= mu + GRID_STEP,
+        "the boundary ({max} passes, {first} fails) is within one grid step of μ = {mu}: {c}"
+    );
+    assert!(
+        c["bound_by"][0].as_str().unwrap().starts_with("p99_ttft"),
+        "{c}"
+    );
+    // the result layout says the axis: a `rate` key and r<R> names, no concurrency
+    let results = run.results();
+    for e in &results {
+        let r = e["rate"].as_f64().expect("each test has its rate");
+        assert!(e.get("concurrency").is_none(), "{e}");
+        assert_eq!(e["request_rate"].as_f64(), Some(r), "open loop at its rate");
+        assert_eq!(e["burstiness"].as_f64(), Some(100.0));
+        let id = e["test_id"].as_str().unwrap();
+        assert_eq!(id, format!("r{r}_in16_out20"));
+        assert!(run.dir().join("requests").join(format!("{id}.jsonl")).exists());
+        assert!(
+            run.dir()
+                .join(format!("gpu_utilization_r{r}_in16_out20"))
+                .exists()
+        );
+        // a rate's requests: 2 × rate (two seconds of arrivals)
+        assert_eq!(e["completed"].as_f64(), Some(2.0 * r), "{id}");
+        assert!(e.get("invalid").is_none(), "{id} held its schedule: {e}");
+    }
+    assert_eq!(
+        results.len(),
+        c["tested"].as_array().unwrap().len(),
+        "ascending: up to the first failure"
+    );
+    let csv = std::fs::read_to_string(run.dir().join("summary.csv")).unwrap();
+    assert!(
+        csv.starts_with("input_len,output_len,status,max_passing_rate,first_failing_rate,"),
+        "{csv}"
+    );
+    let points = c["points"].as_array().unwrap();
+    assert!(points.iter().all(|p| p["rate"].is_f64()), "{c}");
+    let frontier = std::fs::read_to_string(run.dir().join("frontier.csv")).unwrap();
+    assert!(frontier.starts_with("input_len,output_len,rate,"), "{frontier}");
+    // the closing table and the report are by rate
+    let md = std::fs::read_to_string(run.dir().join("summary.md")).unwrap();
+    assert!(
+        md.contains("## Largest rate (req/s) within the thresholds"),
+        "{md}"
+    );
+}
+
+/// Resume replays a rate sweep's search from its directory (nothing reruns), and a test marked
+/// invalid (here: as if its schedule had slipped) is never a pass: the boundary moves below it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_sweep_resumes_and_an_invalid_rate_never_passes() {
+    let sim = start(slots_sim()).await;
+    let root = tempfile::tempdir().unwrap();
+    let mut args = GRID.to_vec();
+    args[3] = "10,20,80";
+    let run = sweep(&sim.base_url(), root.path(), &args).await;
+    run.result.as_ref().expect("the sweep succeeds");
+    let c = run.combination(16, 20);
+    assert_eq!((rate(&c["max_passing"]), rate(&c["first_failing"])), (Some(20.0), Some(80.0)));
+    // mark the passing 20 req/s test invalid, as the validity verdict does when the schedule
+    // slips, and resume
+    let file = std::fs::read_dir(run.dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_vllm_result.json"))
+        .unwrap();
+    let mut entries: Vec<Value> = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let before = entries.len();
+    for e in &mut entries {
+        if e["rate"] == 20.0 {
+            e["invalid"] = "the schedule slipped: dispatch lag p99 50.0 ms > 10 ms".into();
+        }
+    }
+    std::fs::write(&file, serde_json::to_vec_pretty(&entries).unwrap()).unwrap();
+    let dir = run.dir().display().to_string();
+    let again = sweep(&sim.base_url(), root.path(), &["--resume", &dir]).await;
+    sim.shutdown().await;
+    again.result.as_ref().expect("the resumed sweep succeeds");
+    assert_eq!(again.results().len(), before, "nothing ran again");
+    let c = again.combination(16, 20);
+    assert_eq!(
+        (rate(&c["max_passing"]), rate(&c["first_failing"])),
+        (Some(10.0), Some(20.0)),
+        "{c}"
+    );
+    assert!(
+        c["bound_by"][0].as_str().unwrap().starts_with("INVALID"),
+        "{c}"
+    );
+    let point = c["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["rate"] == 20.0)
+        .unwrap();
+    assert_eq!(point["pass"], false, "{point}");
+}
