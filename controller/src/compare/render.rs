@@ -34,7 +34,17 @@ fn cells(r: &Row, confidence: f64) -> [String; 8] {
         d.map_or("-".into(), super::fmt_signed),
         pct.map_or("-".into(), |p| format!("{p:+.1}")),
         r.ci.map_or("-".into(), |(lo, hi)| {
-            format!("[{lo:+.3}, {hi:+.3}] ({:.0} %)", confidence * 100.0)
+            if r.single_runs() {
+                format!("[{lo:+.3}, {hi:+.3}] ({:.0} %)", confidence * 100.0)
+            } else {
+                // over runs: how many on each side
+                format!(
+                    "[{lo:+.3}, {hi:+.3}] ({:.0} %, runs {}/{})",
+                    confidence * 100.0,
+                    r.runs.0,
+                    r.runs.1
+                )
+            }
         }),
         verdict,
     ]
@@ -50,7 +60,7 @@ fn title(rep: &Report, c: &Comparison) -> String {
 fn settings_line(rep: &Report) -> String {
     let s = &rep.settings;
     format!(
-        "bootstrap over requests: {} resamples, seed {}, {:.0} % intervals; changes under {} % of A are noise{}",
+        "bootstrap over requests (over runs, then requests within each, where a side has several runs): {} resamples, seed {}, {:.0} % intervals; changes under {} % of A are noise{}",
         s.bootstrap.resamples,
         s.bootstrap.seed,
         s.bootstrap.confidence * 100.0,
@@ -97,6 +107,19 @@ fn boundaries(rep: &Report) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// The NOTE for tests with one run per side, if any: their interval covers only within-run noise.
+fn single_run_note(c: &Comparison) -> Option<String> {
+    let mut tests: Vec<_> = c.rows.iter().map(|r| (r.test, r.single_runs())).collect();
+    tests.dedup();
+    let single = tests.iter().filter(|t| t.1).count();
+    (single > 0).then(|| {
+        format!(
+            "NOTE: {single} of {} tests have one run per side: their interval covers only within-run noise (a run's requests share batches), so a rerun may not reproduce the difference. Compare several runs per side (a sweep with --repeats N, or A1,A2,A3) for an interval over runs.",
+            tests.len()
+        )
+    })
+}
+
 fn judged(rep: &Report) -> bool {
     rep.runs.iter().any(|r| !r.view.thresholds.is_empty())
 }
@@ -132,6 +155,9 @@ pub fn table(rep: &Report) -> String {
         let _ = writeln!(s, "{}", line(&HEAD.map(String::from)));
         for r in &rows {
             let _ = writeln!(s, "{}", line(r));
+        }
+        if let Some(note) = single_run_note(c) {
+            let _ = writeln!(s, "{note}");
         }
         unmatched(&mut s, rep, c);
     }
@@ -169,6 +195,9 @@ pub fn markdown(rep: &Report) -> String {
                 cells[7] = format!("**{}**", cells[7]);
             }
             let _ = writeln!(s, "| {} |", cells.join(" | "));
+        }
+        if let Some(note) = single_run_note(c) {
+            let _ = writeln!(s, "\n> **{note}**");
         }
         let mut u = String::new();
         unmatched(&mut u, rep, c);
@@ -255,6 +284,9 @@ fn table_html(s: &mut String, rep: &Report, c: &Comparison) {
         s.push_str("</tr>");
     }
     s.push_str("</table>");
+    if let Some(note) = single_run_note(c) {
+        let _ = write!(s, "<p class=\"note\"><b>{}</b></p>", esc(&note));
+    }
 }
 
 /// Every run's frontier (output tokens/s per GPU against 1000 / mean TPOT) in one chart.
