@@ -206,6 +206,7 @@ impl Judging<'_> {
             &records,
             self.request_rate.is_finite(),
             self.max_concurrency,
+            job.client_cpu_pct,
             crate::validity::Bounds::default(),
         );
         let cache = CacheCheck::of(&summary, self.expected_cache, self.cache_reset.clone());

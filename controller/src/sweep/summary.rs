@@ -70,6 +70,8 @@ pub struct PointSummary {
     pub invalid: Option<String>,
     /// The client's read lag (the worst run's p99), ms.
     pub client_read_lag_p99_ms: Option<f64>,
+    /// The load worker's CPU use, % of the cores it may use (the busiest run's).
+    pub client_cpu_pct: Option<f64>,
     /// Every statistic of the pooled requests, by result-JSON key (`mean_ttft_ms`,
     /// `p99_tpot_ms`, `median_e2el_ms`…): what the verdict judged, for charts.
     pub pooled: BTreeMap<String, f64>,
@@ -146,6 +148,10 @@ impl PointSummary {
             client_read_lag_p99_ms: entries
                 .iter()
                 .filter_map(|e| e["client_read_lag_p99_ms"].as_f64())
+                .reduce(f64::max),
+            client_cpu_pct: entries
+                .iter()
+                .filter_map(|e| e["client_cpu_pct"].as_f64())
                 .reduce(f64::max),
             pooled,
         }
