@@ -1,19 +1,22 @@
 //! `benchctl sweep --search-axis rate` against `benchctl sim` set so that its capacity is known
-//! in advance: 4 slots (`max_batch`), no prefill cost and a decode step of 5 ms that does not
+//! in advance: 8 slots (`max_batch`), no prefill cost and a decode step of 2.5 ms that does not
 //! grow with the batch, so a request of 20 output tokens holds its slot for exactly 20 steps
-//! (100 ms) and the simulator serves at most μ = 4 / 0.1 s = 40 requests per second. Arrivals
+//! (50 ms) and the simulator serves at most μ = 8 / 0.05 s = 160 requests per second. Arrivals
 //! are nearly regular (`--burstiness 100`), so below μ no request waits for a slot; beyond it the
-//! queue grows by (rate − μ) per second and TTFT with it (at 48 req/s, 16 requests behind after
-//! 2 s: 400 ms). A `p99_ttft:150` threshold therefore passes up to about μ and fails beyond.
+//! queue grows by (rate − μ) per second and TTFT with it (at 192 req/s, 64 requests behind after
+//! 2 s: 400 ms). A `p99_ttft:80` threshold therefore passes up to about μ and fails beyond.
+//! Each test sends two seconds of arrivals, and at least 150 requests, so that one or two late
+//! arrivals on a loaded machine are not the p99 of the dispatch lag (the validity verdict's
+//! bound: a test whose schedule slipped is invalid, never a pass).
 
 use benchctl_tests::{SimConfig, start, sweep};
 use serde_json::Value;
 
 /// Slots × 1 / (output tokens × decode step): the simulator's service rate.
-const SLOTS: usize = 4;
+const SLOTS: usize = 8;
 const OUTPUT_LEN: f64 = 20.0;
-const STEP_MS: f64 = 5.0;
-const GRID_STEP: f64 = 8.0;
+const STEP_MS: f64 = 2.5;
+const GRID_STEP: f64 = 32.0;
 
 fn capacity() -> f64 {
     SLOTS as f64 / (OUTPUT_LEN * STEP_MS / 1000.0)
@@ -34,18 +37,20 @@ const GRID: &[&str] = &[
     "--search-axis",
     "rate",
     "--rates",
-    "8,16,24,32,40,48,56,64",
+    "32,64,96,128,160,192,224,256",
     "--io",
     "16x20",
-    // two seconds of arrivals per test
+    // two seconds of arrivals per test, at least 150 requests
     "--prompts-per-concurrency",
     "2",
+    "--min-prompts",
+    "150",
     "--warmup-requests",
     "0",
     "--burstiness",
     "100",
     "--threshold",
-    "p99_ttft:150",
+    "p99_ttft:80",
 ];
 
 fn rate(v: &Value) -> Option<f64> {
@@ -60,7 +65,7 @@ async fn a_rate_sweep_finds_the_simulators_capacity_within_one_grid_step() {
     sim.shutdown().await;
     run.result.as_ref().expect("the sweep succeeds");
     let mu = capacity();
-    assert_eq!(mu, 40.0);
+    assert_eq!(mu, 160.0);
     let c = run.combination(16, 20);
     assert_eq!(run.summary()["axis"], "rate");
     let (max, first) = (
@@ -71,8 +76,13 @@ async fn a_rate_sweep_finds_the_simulators_capacity_within_one_grid_step() {
         max < first && max >= mu - GRID_STEP && first <= mu + GRID_STEP,
         "the boundary ({max} passes, {first} fails) is within one grid step of μ = {mu}: {c}"
     );
+    // (past capacity the client may also have slipped its schedule: then INVALID comes first)
     assert!(
-        c["bound_by"][0].as_str().unwrap().starts_with("p99_ttft"),
+        c["bound_by"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b.as_str().unwrap().starts_with("p99_ttft")),
         "{c}"
     );
     // the result layout says the axis: a `rate` key and r<R> names, no concurrency
@@ -85,13 +95,9 @@ async fn a_rate_sweep_finds_the_simulators_capacity_within_one_grid_step() {
         let id = e["test_id"].as_str().unwrap();
         assert_eq!(id, format!("r{r}_in16_out20"));
         assert!(run.dir().join("requests").join(format!("{id}.jsonl")).exists());
-        assert!(
-            run.dir()
-                .join(format!("gpu_utilization_r{r}_in16_out20"))
-                .exists()
-        );
-        // a rate's requests: 2 × rate (two seconds of arrivals)
-        assert_eq!(e["completed"].as_f64(), Some(2.0 * r), "{id}");
+        assert!(run.dir().join("client_log").join(format!("{id}.log")).exists());
+        // a rate's requests: 2 × rate (two seconds of arrivals), at least 150
+        assert_eq!(e["completed"].as_f64(), Some((2.0 * r).max(150.0)), "{id}");
         assert!(e.get("invalid").is_none(), "{id} held its schedule: {e}");
     }
     assert_eq!(
@@ -123,12 +129,16 @@ async fn a_rate_sweep_resumes_and_an_invalid_rate_never_passes() {
     let sim = start(slots_sim()).await;
     let root = tempfile::tempdir().unwrap();
     let mut args = GRID.to_vec();
-    args[3] = "10,20,80";
+    args[3] = "40,80,240";
     let run = sweep(&sim.base_url(), root.path(), &args).await;
     run.result.as_ref().expect("the sweep succeeds");
     let c = run.combination(16, 20);
-    assert_eq!((rate(&c["max_passing"]), rate(&c["first_failing"])), (Some(20.0), Some(80.0)));
-    // mark the passing 20 req/s test invalid, as the validity verdict does when the schedule
+    assert_eq!(
+        (rate(&c["max_passing"]), rate(&c["first_failing"])),
+        (Some(80.0), Some(240.0)),
+        "{c}"
+    );
+    // mark the passing 80 req/s test invalid, as the validity verdict does when the schedule
     // slips, and resume
     let file = std::fs::read_dir(run.dir())
         .unwrap()
@@ -138,7 +148,7 @@ async fn a_rate_sweep_resumes_and_an_invalid_rate_never_passes() {
     let mut entries: Vec<Value> = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let before = entries.len();
     for e in &mut entries {
-        if e["rate"] == 20.0 {
+        if e["rate"] == 80.0 {
             e["invalid"] = "the schedule slipped: dispatch lag p99 50.0 ms > 10 ms".into();
         }
     }
@@ -151,7 +161,7 @@ async fn a_rate_sweep_resumes_and_an_invalid_rate_never_passes() {
     let c = again.combination(16, 20);
     assert_eq!(
         (rate(&c["max_passing"]), rate(&c["first_failing"])),
-        (Some(10.0), Some(20.0)),
+        (Some(40.0), Some(80.0)),
         "{c}"
     );
     assert!(
@@ -162,7 +172,7 @@ async fn a_rate_sweep_resumes_and_an_invalid_rate_never_passes() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["rate"] == 20.0)
+        .find(|p| p["rate"] == 80.0)
         .unwrap();
     assert_eq!(point["pass"], false, "{point}");
 }
