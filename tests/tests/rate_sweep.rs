@@ -85,9 +85,14 @@ async fn a_rate_sweep_finds_the_simulators_capacity_within_one_grid_step() {
             .any(|b| b.as_str().unwrap().starts_with("p99_ttft")),
         "{c}"
     );
-    // the result layout says the axis: a `rate` key and r<R> names, no concurrency
+    // the result layout says the axis: a `rate` key and r<R> names, no concurrency; each
+    // entry meets the result file's schema
+    let schema: Value = serde_json::from_str(include_str!("../../docs/result.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
     let results = run.results();
     for e in &results {
+        let errors: Vec<String> = validator.iter_errors(e).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
         let r = e["rate"].as_f64().expect("each test has its rate");
         assert!(e.get("concurrency").is_none(), "{e}");
         assert_eq!(e["request_rate"].as_f64(), Some(r), "open loop at its rate");
