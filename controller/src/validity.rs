@@ -288,7 +288,10 @@ mod tests {
         for x in &mut r {
             x.read_lags_us = vec![100; 20];
         }
-        assert_eq!(judge(&r, true, None, Some(99.0), Bounds::default()).invalid, None);
+        assert_eq!(
+            judge(&r, true, None, Some(99.0), Bounds::default()).invalid,
+            None
+        );
         // a slipped schedule on a saturated CPU names both
         r[99].dispatch_ns += 50_000_000;
         r[98].dispatch_ns += 50_000_000;
@@ -296,7 +299,9 @@ mod tests {
             .invalid
             .unwrap();
         assert!(
-            why.contains("the schedule slipped") && why.contains("CPU was saturated (97 %") && why.contains("with dispatch lag p99"),
+            why.contains("the schedule slipped")
+                && why.contains("CPU was saturated (97 %")
+                && why.contains("with dispatch lag p99"),
             "{why}"
         );
     }

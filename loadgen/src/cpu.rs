@@ -41,7 +41,10 @@ mod tests {
         }
         let used = process_cpu_ns() - t0;
         // the spinning thread ran for most of the 50 ms (a loaded machine takes some away)
-        assert!(used >= 10_000_000, "{used} ns of CPU over 50 ms of spinning");
+        assert!(
+            used >= 10_000_000,
+            "{used} ns of CPU over 50 ms of spinning"
+        );
         assert_eq!(percent(500, 1000, 1), Some(50.0));
         assert_eq!(percent(1000, 1000, 2), Some(50.0));
         assert_eq!(percent(0, 1000, 2), None);

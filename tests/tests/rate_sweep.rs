@@ -87,7 +87,8 @@ async fn a_rate_sweep_finds_the_simulators_capacity_within_one_grid_step() {
     );
     // the result layout says the axis: a `rate` key and r<R> names, no concurrency; each
     // entry meets the result file's schema
-    let schema: Value = serde_json::from_str(include_str!("../../docs/result.schema.json")).unwrap();
+    let schema: Value =
+        serde_json::from_str(include_str!("../../docs/result.schema.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let results = run.results();
     for e in &results {
@@ -99,8 +100,18 @@ async fn a_rate_sweep_finds_the_simulators_capacity_within_one_grid_step() {
         assert_eq!(e["burstiness"].as_f64(), Some(100.0));
         let id = e["test_id"].as_str().unwrap();
         assert_eq!(id, format!("r{r}_in16_out20"));
-        assert!(run.dir().join("requests").join(format!("{id}.jsonl")).exists());
-        assert!(run.dir().join("client_log").join(format!("{id}.log")).exists());
+        assert!(
+            run.dir()
+                .join("requests")
+                .join(format!("{id}.jsonl"))
+                .exists()
+        );
+        assert!(
+            run.dir()
+                .join("client_log")
+                .join(format!("{id}.log"))
+                .exists()
+        );
         // a rate's requests: 2 × rate (two seconds of arrivals), at least 150
         assert_eq!(e["completed"].as_f64(), Some((2.0 * r).max(150.0)), "{id}");
         assert!(e.get("invalid").is_none(), "{id} held its schedule: {e}");
@@ -118,7 +129,10 @@ async fn a_rate_sweep_finds_the_simulators_capacity_within_one_grid_step() {
     let points = c["points"].as_array().unwrap();
     assert!(points.iter().all(|p| p["rate"].is_f64()), "{c}");
     let frontier = std::fs::read_to_string(run.dir().join("frontier.csv")).unwrap();
-    assert!(frontier.starts_with("input_len,output_len,rate,"), "{frontier}");
+    assert!(
+        frontier.starts_with("input_len,output_len,rate,"),
+        "{frontier}"
+    );
     // the closing table and the report are by rate
     let md = std::fs::read_to_string(run.dir().join("summary.md")).unwrap();
     assert!(

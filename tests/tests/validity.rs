@@ -90,9 +90,15 @@ async fn a_starved_client_is_invalid_and_its_read_lag_says_why() {
     // simulator's, against the client runtime's one core). The stalls here are a blocked thread,
     // not a busy one, so the CPU is far from saturated and the reason does not blame it; were it
     // saturated (a loaded machine), the reason would have to name it.
-    let cpu = j["client_cpu_pct"].as_f64().expect("client_cpu_pct measured");
+    let cpu = j["client_cpu_pct"]
+        .as_f64()
+        .expect("client_cpu_pct measured");
     assert!(cpu > 0.0, "{j}");
-    assert_eq!(why.contains("CPU was saturated"), cpu >= 95.0, "CPU {cpu} %: {why}");
+    assert_eq!(
+        why.contains("CPU was saturated"),
+        cpu >= 95.0,
+        "CPU {cpu} %: {why}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -272,8 +272,14 @@ fn rate_settings(args: &SweepArgs, file: &SweepFile) -> anyhow::Result<RateSetti
     let max_concurrency = args.max_concurrency.or(file.max_concurrency);
     let rate_only = [
         ("--rates", rates.is_some()),
-        ("--rate-resolution", args.rate_resolution.or(file.rate_resolution).is_some()),
-        ("--burstiness", args.burstiness.or(file.burstiness).is_some()),
+        (
+            "--rate-resolution",
+            args.rate_resolution.or(file.rate_resolution).is_some(),
+        ),
+        (
+            "--burstiness",
+            args.burstiness.or(file.burstiness).is_some(),
+        ),
         ("--max-concurrency", max_concurrency.is_some()),
     ];
     match axis {
@@ -284,7 +290,9 @@ fn rate_settings(args: &SweepArgs, file: &SweepFile) -> anyhow::Result<RateSetti
                 );
             }
             let Some(rates) = rates else {
-                bail!("--search-axis rate needs --rates (requests per second, e.g. --rates 1,2,4,8)");
+                bail!(
+                    "--search-axis rate needs --rates (requests per second, e.g. --rates 1,2,4,8)"
+                );
             };
             Ok(RateSettings {
                 axis,
@@ -296,7 +304,9 @@ fn rate_settings(args: &SweepArgs, file: &SweepFile) -> anyhow::Result<RateSetti
         }
         Axis::Concurrency => {
             if let Some((flag, _)) = rate_only.iter().find(|(_, given)| *given) {
-                bail!("{flag} applies to --search-axis rate only (this sweep's axis is concurrency)");
+                bail!(
+                    "{flag} applies to --search-axis rate only (this sweep's axis is concurrency)"
+                );
             }
             Ok(RateSettings {
                 axis,
@@ -487,10 +497,27 @@ tp = 8
         let e = err(&["--search-axis", "rate"]);
         assert!(e.contains("--search-axis rate needs --rates"), "{e}");
         let e = err(&["--rates", "1,2"]);
-        assert!(e.contains("--rates applies to --search-axis rate only"), "{e}");
-        let e = err(&["--search-axis", "rate", "--rates", "1", "--concurrency", "4"]);
+        assert!(
+            e.contains("--rates applies to --search-axis rate only"),
+            "{e}"
+        );
+        let e = err(&[
+            "--search-axis",
+            "rate",
+            "--rates",
+            "1",
+            "--concurrency",
+            "4",
+        ]);
         assert!(e.contains("--concurrency does not apply"), "{e}");
-        let e = err(&["--search-axis", "rate", "--rates", "1", "--rate-resolution", "1.5"]);
+        let e = err(&[
+            "--search-axis",
+            "rate",
+            "--rates",
+            "1",
+            "--rate-resolution",
+            "1.5",
+        ]);
         assert!(e.contains("--rate-resolution") && e.contains("1.5"), "{e}");
         let e = err(&["--search-axis", "rate", "--rates", "1", "--burstiness", "0"]);
         assert!(e.contains("--burstiness") && e.contains('0'), "{e}");

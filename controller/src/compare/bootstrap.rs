@@ -320,9 +320,15 @@ mod tests {
         let ci = interval_over_runs(&a, &b, t, S, "t").unwrap();
         assert!(ci.0 < 0.0 && ci.1 > 0.0, "{ci:?}");
         // reproducible from the seed, another with another seed
-        assert_eq!(interval_over_runs(&a, &b, m, S, "t"), interval_over_runs(&a, &b, m, S, "t"));
+        assert_eq!(
+            interval_over_runs(&a, &b, m, S, "t"),
+            interval_over_runs(&a, &b, m, S, "t")
+        );
         let other = Settings { seed: 8, ..S };
-        assert_ne!(interval_over_runs(&a, &b, m, S, "t"), interval_over_runs(&a, &b, m, other, "t"));
+        assert_ne!(
+            interval_over_runs(&a, &b, m, S, "t"),
+            interval_over_runs(&a, &b, m, other, "t")
+        );
         // one run each: the request bootstrap, as before
         let (one_a, one_b) = (runs(&[100.0]), runs(&[105.0]));
         assert_eq!(

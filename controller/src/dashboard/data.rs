@@ -410,8 +410,18 @@ impl SweepView {
                         .filter_map(|e| Some((level_of(e)?, e.get("threshold_pass")?.as_bool()?)))
                         .collect();
                     (
-                        verdicts.iter().filter(|v| v.1).map(|v| v.0).max().map(Level::value),
-                        verdicts.iter().filter(|v| !v.1).map(|v| v.0).min().map(Level::value),
+                        verdicts
+                            .iter()
+                            .filter(|v| v.1)
+                            .map(|v| v.0)
+                            .max()
+                            .map(Level::value),
+                        verdicts
+                            .iter()
+                            .filter(|v| !v.1)
+                            .map(|v| v.0)
+                            .min()
+                            .map(Level::value),
                     )
                 });
                 (io, max, first)

@@ -78,11 +78,7 @@ pub(super) fn merge(
         out.warmup_sent += d.warmup_sent as usize;
         out.warmup_failed += d.warmup_failed as usize;
         out.not_sent += d.not_sent as usize;
-        let cpu = loadgen::cpu::percent(
-            d.cpu_ns,
-            d.end_ns.saturating_sub(d.start_ns),
-            d.cpu_cores,
-        );
+        let cpu = loadgen::cpu::percent(d.cpu_ns, d.end_ns.saturating_sub(d.start_ns), d.cpu_cores);
         out.client_cpu_pct = match (out.client_cpu_pct, cpu) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),

@@ -218,7 +218,9 @@ pub fn parse_rates(s: &str) -> Result<Vec<Rate>, String> {
     out.sort_unstable();
     out.dedup();
     if out.is_empty() {
-        return Err(format!("--rates: no value in {s:?} (expected e.g. 1,2,4,8)"));
+        return Err(format!(
+            "--rates: no value in {s:?} (expected e.g. 1,2,4,8)"
+        ));
     }
     Ok(out)
 }

@@ -175,7 +175,10 @@ impl Plan {
 
     /// The grid on the search's axis.
     pub fn levels(&self) -> Vec<Level> {
-        self.steps().into_iter().map(|s| self.axis.level(s)).collect()
+        self.steps()
+            .into_iter()
+            .map(|s| self.axis.level(s))
+            .collect()
     }
 
     /// Where bisection stops on the search's axis.

@@ -304,7 +304,10 @@ fn frontier_columns(c: &ComboSummary) -> String {
         o(at.and_then(|p| p.tok_s_per_user)),
         o(at.and_then(|p| p.joules_per_output_token)),
         o(at.and_then(|p| p.cost_per_million_output_tokens)),
-        cs.iter().map(Level::to_string).collect::<Vec<_>>().join(" "),
+        cs.iter()
+            .map(Level::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
     )
 }
 

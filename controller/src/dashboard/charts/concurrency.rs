@@ -118,11 +118,7 @@ pub fn max_passing(view: &SweepView, vs: &str) -> String {
         if bars.is_empty() {
             return empty(root, "no finished test yet");
         }
-        let top = bars
-            .iter()
-            .filter_map(|b| b.1.or(b.2))
-            .fold(1.0, f64::max)
-            * 1.2;
+        let top = bars.iter().filter_map(|b| b.1.or(b.2)).fold(1.0, f64::max) * 1.2;
         let n = bars.len();
         let mut chart = ChartBuilder::on(root)
             .margin(12)

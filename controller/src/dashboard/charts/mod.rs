@@ -31,11 +31,7 @@ pub fn all(view: &SweepView) -> Vec<(String, String, String)> {
         ),
     )];
     out.extend(frontier::variants(view));
-    for (m, title) in [
-        ("ttft", "TTFT"),
-        ("tpot", "TPOT"),
-        ("e2el", "E2E latency"),
-    ] {
+    for (m, title) in [("ttft", "TTFT"), ("tpot", "TPOT"), ("e2el", "E2E latency")] {
         // a chart per statistic the threshold bounds (mean when none), with that bound's line
         let mut stats: Vec<&str> = view
             .thresholds

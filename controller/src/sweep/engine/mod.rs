@@ -337,8 +337,11 @@ impl Sweep<'_> {
             return Ok(());
         }
         loop {
-            let mut search =
-                Search::with_resolution(self.plan.search, self.plan.steps(), self.plan.resolution());
+            let mut search = Search::with_resolution(
+                self.plan.search,
+                self.plan.steps(),
+                self.plan.resolution(),
+            );
             while let Some(step) = search.next_test() {
                 let level = axis.level(step);
                 if self.dir.runs_of(io, level).is_empty() {
