@@ -120,6 +120,14 @@ fn single_run_note(c: &Comparison) -> Option<String> {
     })
 }
 
+/// What the boundaries count: the baseline sweep's axis.
+fn boundary_axis(rep: &Report) -> &'static str {
+    match rep.runs[0].view.axis() {
+        crate::sweep::axis::Axis::Concurrency => "concurrency",
+        crate::sweep::axis::Axis::Rate => "request rate (req/s)",
+    }
+}
+
 fn judged(rep: &Report) -> bool {
     rep.runs.iter().any(|r| !r.view.thresholds.is_empty())
 }
@@ -162,7 +170,7 @@ pub fn table(rep: &Report) -> String {
         unmatched(&mut s, rep, c);
     }
     if judged(rep) {
-        let _ = writeln!(s, "\nlargest concurrency within the thresholds:");
+        let _ = writeln!(s, "\nlargest {} within the thresholds:", boundary_axis(rep));
         for (io, per) in boundaries(rep) {
             let _ = writeln!(s, "  {io}: {}", per.join("  |  "));
         }
@@ -209,7 +217,8 @@ pub fn markdown(rep: &Report) -> String {
         let names: Vec<&str> = rep.runs.iter().map(|r| r.name.as_str()).collect();
         let _ = writeln!(
             s,
-            "\n### Largest concurrency within the thresholds\n\n| input x output | {} |\n|---|{}",
+            "\n### Largest {} within the thresholds\n\n| input x output | {} |\n|---|{}",
+            boundary_axis(rep),
             names.join(" | "),
             "---|".repeat(names.len())
         );
@@ -232,7 +241,11 @@ pub fn html(rep: &Report) -> String {
         s.push_str("<div class=\"sim\">A target is <b>benchctl sim</b>, a SIMULATOR: its numbers describe no real model.</div>");
     }
     if judged(rep) {
-        s.push_str("<h2>Largest concurrency within the thresholds</h2><table id=\"boundaries\"><tr><th class=\"l\">input x output</th>");
+        let _ = write!(
+            s,
+            "<h2>Largest {} within the thresholds</h2><table id=\"boundaries\"><tr><th class=\"l\">input x output</th>",
+            boundary_axis(rep)
+        );
         for n in &names {
             let _ = write!(s, "<th>{}</th>", esc(n));
         }
