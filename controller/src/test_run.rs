@@ -213,6 +213,7 @@ impl Judging<'_> {
             &records,
             self.request_rate.is_finite(),
             self.max_concurrency,
+            job.client_cpu_pct,
             crate::validity::Bounds::default(),
         );
         let (from_ns, to_ns) = records.each().fold((u64::MAX, 0), |(a, b), r| {

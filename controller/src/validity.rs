@@ -10,7 +10,11 @@
 //!   core: ITL p50 0.00 ms, truth 20 ms);
 //! - closed loop: fewer requests were in flight than the concurrency for most of the sending
 //!   phase (above [`Bounds::below_concurrency_fraction`] of the time from the first send to the
-//!   last): the client could not start requests as fast as they ended.
+//!   last): the client could not start requests as fast as they ended;
+//! - the load worker's CPU was saturated (at least [`Bounds::cpu_saturated_pct`] of the cores its
+//!   runtime may use, over the measured run) while its dispatch lag p99 or read lag p99 was over
+//!   its bound: the worker had no time left to keep its schedule or its reads (a late tail
+//!   alone, without chunks piling up per read, counts then). The reason names the CPU.
 //!
 //! The read lag of a read is the moment it returned minus the kernel's receive stamp of its
 //! last byte (`SO_TIMESTAMPING`); reads without a kernel stamp have none.
@@ -28,6 +32,7 @@ pub struct Bounds {
     pub read_lag_p99_ms: f64,
     pub events_per_read: f64,
     pub below_concurrency_fraction: f64,
+    pub cpu_saturated_pct: f64,
 }
 
 impl Default for Bounds {
@@ -38,6 +43,7 @@ impl Default for Bounds {
             read_lag_p99_ms: 10.0,
             events_per_read: 2.0,
             below_concurrency_fraction: 0.5,
+            cpu_saturated_pct: 95.0,
         }
     }
 }
@@ -53,17 +59,22 @@ pub struct ClientHealth {
     /// Closed loop: the fraction of the sending phase with fewer requests in flight than the
     /// concurrency.
     pub client_below_concurrency_fraction: Option<f64>,
+    /// The load worker's CPU over the measured run, in percent of the cores its runtime may use
+    /// (the busiest worker's; `None`: not measured). In local mode the process also holds the
+    /// controller.
+    pub client_cpu_pct: Option<f64>,
     /// Why the test is invalid (absent: valid).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid: Option<String>,
 }
 
 /// Judges the records of one test: open loop with a finite `request_rate`, closed loop with
-/// `concurrency`.
+/// `concurrency`; `cpu_pct`: the load worker's CPU use over it, if measured.
 pub fn judge(
     records: &(impl Records + ?Sized),
     open_loop: bool,
     concurrency: Option<usize>,
+    cpu_pct: Option<f64>,
     b: Bounds,
 ) -> ClientHealth {
     let (mut lags, mut d) = (Vec::new(), Vec::new());
@@ -84,14 +95,18 @@ pub fn judge(
         client_read_lag_p99_ms: (!lags.is_empty()).then(|| percentile_sorted(&lags, 99.0)),
         client_events_per_read: (reads > 0).then(|| chunks as f64 / reads as f64),
         client_below_concurrency_fraction: None,
+        client_cpu_pct: cpu_pct,
         invalid: None,
     };
     let mut why = vec![];
+    // what is over its bound, for the CPU's verdict
+    let mut late = vec![];
     if open_loop {
         d.sort_by(f64::total_cmp);
         if let Some(p99) = (!d.is_empty()).then(|| percentile_sorted(&d, 99.0))
             && p99 > b.dispatch_lag_p99_ms
         {
+            late.push(format!("dispatch lag p99 {p99:.1} ms"));
             why.push(format!(
                 "the schedule slipped: dispatch lag p99 {p99:.1} ms > {} ms",
                 b.dispatch_lag_p99_ms
@@ -108,6 +123,9 @@ pub fn judge(
         }
     }
     if let (Some(p50), Some(p99)) = (h.client_read_lag_p50_ms, h.client_read_lag_p99_ms) {
+        if p99 > b.read_lag_p99_ms {
+            late.push(format!("read lag p99 {p99:.1} ms"));
+        }
         let per_read = h.client_events_per_read.unwrap_or(0.0);
         if p50 > b.read_lag_p50_ms || (p99 > b.read_lag_p99_ms && per_read > b.events_per_read) {
             why.push(format!(
@@ -115,6 +133,16 @@ pub fn judge(
                 b.read_lag_p50_ms, b.read_lag_p99_ms, b.events_per_read
             ));
         }
+    }
+    if let Some(cpu) = cpu_pct.filter(|&c| c >= b.cpu_saturated_pct)
+        && !late.is_empty()
+    {
+        why.push(format!(
+            "the load worker's CPU was saturated ({cpu:.0} % of the cores it may use) with {} over its bound (dispatch {} ms, read {} ms)",
+            late.join(" and "),
+            b.dispatch_lag_p99_ms,
+            b.read_lag_p99_ms
+        ));
     }
     h.invalid = (!why.is_empty()).then(|| why.join("; "));
     h
@@ -174,7 +202,7 @@ mod tests {
         // two streams, each request 10 ms, the next sent as the previous ends
         let r: Vec<RequestRecord> = (0..10).map(|i| rec(i / 2 * 10, i / 2 * 10 + 10)).collect();
         assert_eq!(below_concurrency(&r, 2), Some(0.0));
-        let h = judge(&r, false, Some(2), Bounds::default());
+        let h = judge(&r, false, Some(2), None, Bounds::default());
         assert_eq!(h.invalid, None);
     }
 
@@ -197,7 +225,7 @@ mod tests {
         let r: Vec<RequestRecord> = (0..10).map(|i| rec(i * 10, i * 10 + 10)).collect();
         let f = below_concurrency(&r, 4).unwrap();
         assert_eq!(f, 1.0);
-        let h = judge(&r, false, Some(4), Bounds::default());
+        let h = judge(&r, false, Some(4), None, Bounds::default());
         assert!(
             h.invalid
                 .as_deref()
@@ -212,7 +240,7 @@ mod tests {
         let mut r: Vec<RequestRecord> = (0..100).map(|i| rec(i, i + 5)).collect();
         r[99].dispatch_ns += 50_000_000;
         r[98].dispatch_ns += 50_000_000;
-        let h = judge(&r, true, None, Bounds::default());
+        let h = judge(&r, true, None, None, Bounds::default());
         assert!(h.invalid.unwrap().contains("dispatch lag p99"));
         for x in &mut r {
             x.dispatch_ns = x.intended_ns;
@@ -226,7 +254,7 @@ mod tests {
                 8
             ];
         }
-        let h = judge(&r, true, None, Bounds::default());
+        let h = judge(&r, true, None, None, Bounds::default());
         assert_eq!(h.client_read_lag_p50_ms, Some(25.0));
         assert_eq!(h.client_events_per_read, Some(4.0));
         assert!(
@@ -240,7 +268,7 @@ mod tests {
             x.read_lags_us[0] = 30_000;
             x.chunks = vec![x.chunks[0]; 60];
         }
-        let piled = judge(&r, true, None, Bounds::default());
+        let piled = judge(&r, true, None, None, Bounds::default());
         assert!(
             piled
                 .invalid
@@ -251,6 +279,34 @@ mod tests {
         for x in &mut r {
             x.chunks.truncate(20);
         }
-        assert_eq!(judge(&r, true, None, Bounds::default()).invalid, None);
+        assert_eq!(judge(&r, true, None, None, Bounds::default()).invalid, None);
+        // the same late tail from a worker whose CPU was saturated: invalid, naming the CPU
+        let h = judge(&r, true, None, Some(98.6), Bounds::default());
+        assert_eq!(h.client_cpu_pct, Some(98.6));
+        let why = h.invalid.unwrap();
+        assert!(
+            why.contains("CPU was saturated (99 % of the cores it may use) with read lag p99 30.0 ms over its bound"),
+            "{why}"
+        );
+        // a busy CPU that kept up is valid, as is a late tail on an idle one
+        for x in &mut r {
+            x.read_lags_us = vec![100; 20];
+        }
+        assert_eq!(
+            judge(&r, true, None, Some(99.0), Bounds::default()).invalid,
+            None
+        );
+        // a slipped schedule on a saturated CPU names both
+        r[99].dispatch_ns += 50_000_000;
+        r[98].dispatch_ns += 50_000_000;
+        let why = judge(&r, true, None, Some(97.0), Bounds::default())
+            .invalid
+            .unwrap();
+        assert!(
+            why.contains("the schedule slipped")
+                && why.contains("CPU was saturated (97 %")
+                && why.contains("with dispatch lag p99"),
+            "{why}"
+        );
     }
 }

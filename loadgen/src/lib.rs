@@ -12,6 +12,7 @@
 pub mod client;
 pub mod clock;
 pub mod conversation;
+pub mod cpu;
 pub mod dataset;
 pub mod error;
 #[cfg(test)]

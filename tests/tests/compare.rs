@@ -137,6 +137,11 @@ async fn a_slower_decode_step_is_worse_and_the_same_server_is_within_noise() {
     );
     // seeded: the same inputs give the same output
     assert_eq!(compare(&args, &out).1, md);
+    // one run per side: the interval covers only within-run noise, and the output says so
+    assert!(
+        md.contains("NOTE: 2 of 2 tests have one run per side"),
+        "{md}"
+    );
 
     // the HTML page: self-contained, one chart with both sweeps' frontiers
     let (_, html) = compare(&[p, ps, "--format", "html"], &out);
@@ -146,4 +151,78 @@ async fn a_slower_decode_step_is_worse_and_the_same_server_is_within_noise() {
     for n in names {
         assert!(html.contains(&format!("{n}: 64x16 (frontier)")), "{n}");
     }
+}
+
+async fn repeated_sweep_of(step_ms: f64, root: &Path) -> PathBuf {
+    let s = start(sim(step_ms)).await;
+    let run = sweep(
+        &s.base_url(),
+        root,
+        &[
+            "--io",
+            "64x16",
+            "--concurrency",
+            "4",
+            "--num-prompts",
+            "24",
+            "--repeats",
+            "3",
+            "--dashboard-addr",
+            "off",
+        ],
+    )
+    .await;
+    s.shutdown().await;
+    run.result.as_ref().expect("the sweep succeeds");
+    assert_eq!(run.results().len(), 3, "three runs of the one test");
+    run.dir().to_path_buf()
+}
+
+/// Several runs per side (a sweep's `--repeats`, or a comma list of results): the interval is
+/// over runs, then requests (the CI cell says how many runs), and no NOTE; the 20 % slower
+/// decode step is still worse, the same server twice still within noise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_per_side_give_an_interval_over_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let a = repeated_sweep_of(10.0, &root.path().join("a")).await;
+    let a2 = repeated_sweep_of(10.0, &root.path().join("a2")).await;
+    let slow = repeated_sweep_of(12.0, &root.path().join("slow")).await;
+    let out = root.path().join("out");
+    let (p, p2, ps) = (
+        a.to_str().unwrap(),
+        a2.to_str().unwrap(),
+        slow.to_str().unwrap(),
+    );
+    let (code, md) = compare(
+        &[p, ps, "--fail-on", "mean_tpot:+10%", "--format", "markdown"],
+        &out,
+    );
+    assert_eq!(code, ExitCode::FAILURE, "{md}");
+    let v = verdicts(&md, "mean_tpot");
+    assert!(
+        v.len() == 1 && v[0].starts_with("**worse FAIL(mean_tpot:+10%)"),
+        "{md}"
+    );
+    assert!(md.contains("(95 %, runs 3/3)"), "{md}");
+    assert!(!md.contains("NOTE:"), "{md}");
+    let (code, md) = compare(&[p, p2, "--min-effect", "5%", "--format", "markdown"], &out);
+    assert_eq!(code, ExitCode::SUCCESS, "{md}");
+    assert_eq!(verdicts(&md, "mean_tpot"), ["within noise"], "{md}");
+    // a comma list is one side: the runs of both sweeps (6 against 3)
+    let both = format!("{p},{p2}");
+    let (_, table) = compare(&[&both, ps], &out);
+    assert!(table.contains("runs 6/3"), "{table}");
+    assert!(table.contains("worse"), "{table}");
+    // the same inputs and seed, the same output
+    assert_eq!(compare(&[&both, ps], &out).1, table);
+    // a bad name in the list is named
+    let bad = format!("{p},,{p2}");
+    let mut argv = vec!["benchctl", "compare", &bad, ps];
+    let o = out.display().to_string();
+    argv.extend_from_slice(&["--out", &o]);
+    let Command::Compare(args) = Cli::try_parse_from(&argv).unwrap().command else {
+        unreachable!()
+    };
+    let e = format!("{:#}", controller::cmd::compare::run(*args).unwrap_err());
+    assert!(e.contains("an empty name in the comma list"), "{e}");
 }

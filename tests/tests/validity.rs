@@ -86,6 +86,19 @@ async fn a_starved_client_is_invalid_and_its_read_lag_says_why() {
     let p99 = j["client_read_lag_p99_ms"].as_f64().unwrap();
     assert!(p99 > 2.0, "read lag p99 {p99} ms");
     assert!(j["client_events_per_read"].as_f64().unwrap() > 2.0, "{j}");
+    // the worker's CPU over the run is measured (this process: the client's thread and the
+    // simulator's, against the client runtime's one core). The stalls here are a blocked thread,
+    // not a busy one, so the CPU is far from saturated and the reason does not blame it; were it
+    // saturated (a loaded machine), the reason would have to name it.
+    let cpu = j["client_cpu_pct"]
+        .as_f64()
+        .expect("client_cpu_pct measured");
+    assert!(cpu > 0.0, "{j}");
+    assert_eq!(
+        why.contains("CPU was saturated"),
+        cpu >= 95.0,
+        "CPU {cpu} %: {why}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -22,9 +22,12 @@ pub enum Format {
 #[derive(Clone, Debug, Args)]
 pub struct CompareArgs {
     /// Sweep directories or result files (`bench --save-result`, with their
-    /// `.requests.jsonl`); the first is the baseline.
+    /// `.requests.jsonl`); the first is the baseline. A comma list `A1,A2,A3` is one side with
+    /// several runs of each test, as are a sweep's `--repeats`: with ≥ 2 runs on a side the
+    /// interval is over runs, then requests (with one run per side it covers only within-run
+    /// noise, and a NOTE says so).
     #[arg(required = true, num_args = 2..)]
-    pub results: Vec<PathBuf>,
+    pub results: Vec<String>,
     /// Confidence of the intervals of the differences.
     #[arg(long, env = "BENCHCTL_CONFIDENCE", default_value_t = 0.95)]
     pub confidence: f64,
@@ -106,7 +109,7 @@ pub fn run(a: CompareArgs) -> anyhow::Result<ExitCode> {
     let mut runs = a
         .results
         .iter()
-        .map(|p| Run::load(p))
+        .map(|p| Run::load_list(p))
         .collect::<anyhow::Result<Vec<Run>>>()?;
     // two sweeps started in the same second have the same directory name: show the paths
     let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
@@ -114,7 +117,7 @@ pub fn run(a: CompareArgs) -> anyhow::Result<ExitCode> {
     names.dedup();
     if names.len() < runs.len() {
         for (r, p) in runs.iter_mut().zip(&a.results) {
-            r.name = p.display().to_string();
+            r.name = p.clone();
         }
     }
     let report = compare::compare(runs, settings);

@@ -145,7 +145,7 @@ async fn sweep(
     gpu_note: String,
     dashboard: Option<&crate::dashboard::server::Dashboard>,
 ) -> anyhow::Result<ExitCode> {
-    let max_c = plan.concurrency.iter().copied().max().unwrap_or(1) as usize;
+    let max_c = plan.max_in_flight();
     let target = args.common.target();
     let prep = prepare(&target, max_c).await?;
     let dir = match &args.resume {

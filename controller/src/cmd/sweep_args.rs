@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::common::CommonArgs;
+use crate::sweep::axis::Axis;
 use crate::sweep::search::Mode;
 
 /// `benchctl sweep [attach|cancel]`.
@@ -57,7 +58,28 @@ pub struct SweepArgs {
     /// Concurrencies to test per combination, e.g. 1,2,4,8,16.
     #[arg(long, env = "BENCHCTL_CONCURRENCY")]
     pub concurrency: Option<String>,
-    /// Requests per test (fixed). Default: max(--min-prompts, --prompts-per-concurrency × C).
+    /// What the search varies: concurrency (closed loop, --concurrency) or rate (open loop,
+    /// --rates: the largest request rate within the thresholds) [default: concurrency].
+    #[arg(long, env = "BENCHCTL_SEARCH_AXIS", value_enum)]
+    pub search_axis: Option<Axis>,
+    /// Request rates (req/s) to test per combination with --search-axis rate, e.g. 1,2,4,8.
+    /// Open loop: Poisson arrivals unless --burstiness.
+    #[arg(long, env = "BENCHCTL_RATES")]
+    pub rates: Option<String>,
+    /// --search-axis rate with --search bisect: bisection stops once the first failing rate is
+    /// within this fraction of the largest passing one [default: 0.05, i.e. 5 %].
+    #[arg(long, env = "BENCHCTL_RATE_RESOLUTION")]
+    pub rate_resolution: Option<f64>,
+    /// --search-axis rate: gamma shape of the arrival gaps (1 = Poisson, < 1 burstier, > 1
+    /// more regular) [default: 1].
+    #[arg(long, env = "BENCHCTL_BURSTINESS")]
+    pub burstiness: Option<f64>,
+    /// --search-axis rate: at most this many requests in flight (default: no cap; a test the
+    /// cap holds back queues in the client, and its TTFT shows it).
+    #[arg(long, env = "BENCHCTL_MAX_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrency: Option<u32>,
+    /// Requests per test (fixed). Default: max(--min-prompts, --prompts-per-concurrency × C)
+    /// (a rate sweep: × its rate, that many seconds of arrivals).
     #[arg(long, env = "BENCHCTL_NUM_PROMPTS", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "prompts_per_concurrency")]
     pub num_prompts: Option<u64>,
     /// Requests per test as a multiple of its concurrency [default: 4].
@@ -117,7 +139,8 @@ pub struct SweepArgs {
     /// kept, the rest run. Server flags (--base-url, --model-path, API key…) come from this
     /// command line.
     #[arg(long, env = "BENCHCTL_RESUME", conflicts_with_all = [
-        "config", "dtype", "tp", "io", "concurrency", "num_prompts", "prompts_per_concurrency",
+        "config", "dtype", "tp", "io", "concurrency", "search_axis", "rates", "rate_resolution",
+        "burstiness", "max_concurrency", "num_prompts", "prompts_per_concurrency",
         "min_prompts", "warmup_requests", "threshold", "max_error_rate", "search", "repeats",
         "metadata", "server_metrics", "server_metrics_interval", "dataset", "dataset_path",
         "gpu_hour_cost",

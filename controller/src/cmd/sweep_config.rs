@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::sweep_args::{SweepArgs, SweepDataset};
 use crate::metrics_source::MetricsSource;
+use crate::sweep::axis::{self, Axis, Rate, parse_rates};
 use crate::sweep::grid::{parse_concurrency, parse_io};
 use crate::sweep::plan::{PLAN_VERSION, Plan, Prompts};
 use crate::sweep::search::Mode;
@@ -20,6 +21,13 @@ use crate::sweep::threshold::{self, Threshold};
 pub struct SweepFile {
     pub io: Option<Vec<String>>,
     pub concurrency: Option<Vec<u32>>,
+    /// `--search-axis`: "concurrency" or "rate".
+    pub search_axis: Option<Axis>,
+    /// `--rates` (req/s).
+    pub rates: Option<Vec<f64>>,
+    pub rate_resolution: Option<f64>,
+    pub burstiness: Option<f64>,
+    pub max_concurrency: Option<u32>,
     pub num_prompts: Option<u64>,
     pub prompts_per_concurrency: Option<u64>,
     pub min_prompts: Option<u64>,
@@ -88,6 +96,7 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
         }
         (None, None) => parse_concurrency(DEFAULT_CONCURRENCY).expect("the default grid parses"),
     };
+    let rate = rate_settings(args, &file)?;
     let positive = |v: Option<u64>, key: &str| -> anyhow::Result<Option<usize>> {
         match v {
             Some(0) => bail!("--config {key}: must be at least 1, got 0"),
@@ -188,6 +197,11 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
         dtype,
         io,
         concurrency,
+        axis: rate.axis,
+        rates: rate.rates,
+        rate_resolution: rate.resolution,
+        burstiness: rate.burstiness,
+        max_concurrency: rate.max_concurrency,
         prompts,
         warmup_requests: args
             .warmup_requests
@@ -216,6 +230,94 @@ pub fn resolve(args: &SweepArgs) -> anyhow::Result<Plan> {
         gpu_hour_cost: args.gpu_hour_cost,
         max_memory_bytes: args.common.max_memory.0,
     })
+}
+
+/// The search axis and a rate sweep's settings, flags over the file's keys.
+struct RateSettings {
+    axis: Axis,
+    rates: Vec<Rate>,
+    resolution: f64,
+    burstiness: f64,
+    max_concurrency: Option<u32>,
+}
+
+fn rate_settings(args: &SweepArgs, file: &SweepFile) -> anyhow::Result<RateSettings> {
+    let axis = args.search_axis.or(file.search_axis).unwrap_or_default();
+    let rates = match (&args.rates, &file.rates) {
+        (Some(s), _) => Some(parse_rates(s).map_err(anyhow::Error::msg)?),
+        (None, Some(v)) => {
+            let s: Vec<String> = v.iter().map(f64::to_string).collect();
+            Some(parse_rates(&s.join(",")).map_err(|e| {
+                anyhow::anyhow!("--config rates: {}", e.trim_start_matches("--rates: "))
+            })?)
+        }
+        (None, None) => None,
+    };
+    let resolution = match (args.rate_resolution, file.rate_resolution) {
+        (Some(r), _) => axis::check_rate_resolution(r).map_err(anyhow::Error::msg)?,
+        (None, Some(r)) => axis::check_rate_resolution(r).map_err(|e| {
+            anyhow::anyhow!(
+                "--config rate_resolution: {}",
+                e.trim_start_matches("--rate-resolution: ")
+            )
+        })?,
+        (None, None) => axis::DEFAULT_RATE_RESOLUTION,
+    };
+    let burstiness = args.burstiness.or(file.burstiness).unwrap_or(1.0);
+    if !(burstiness.is_finite() && burstiness > 0.0) {
+        bail!("--burstiness: {burstiness} is not a positive number (1 = Poisson arrivals)");
+    }
+    if file.max_concurrency == Some(0) {
+        bail!("--config max_concurrency: must be at least 1, got 0");
+    }
+    let max_concurrency = args.max_concurrency.or(file.max_concurrency);
+    let rate_only = [
+        ("--rates", rates.is_some()),
+        (
+            "--rate-resolution",
+            args.rate_resolution.or(file.rate_resolution).is_some(),
+        ),
+        (
+            "--burstiness",
+            args.burstiness.or(file.burstiness).is_some(),
+        ),
+        ("--max-concurrency", max_concurrency.is_some()),
+    ];
+    match axis {
+        Axis::Rate => {
+            if args.concurrency.is_some() {
+                bail!(
+                    "--concurrency does not apply to --search-axis rate: give the rates with                      --rates (and --max-concurrency to cap requests in flight)"
+                );
+            }
+            let Some(rates) = rates else {
+                bail!(
+                    "--search-axis rate needs --rates (requests per second, e.g. --rates 1,2,4,8)"
+                );
+            };
+            Ok(RateSettings {
+                axis,
+                rates,
+                resolution,
+                burstiness,
+                max_concurrency,
+            })
+        }
+        Axis::Concurrency => {
+            if let Some((flag, _)) = rate_only.iter().find(|(_, given)| *given) {
+                bail!(
+                    "{flag} applies to --search-axis rate only (this sweep's axis is concurrency)"
+                );
+            }
+            Ok(RateSettings {
+                axis,
+                rates: vec![],
+                resolution,
+                burstiness,
+                max_concurrency: None,
+            })
+        }
+    }
 }
 
 /// `--dataset conversations` (or the file's `dataset`): the sessions' spec (lengths from each
@@ -284,7 +386,7 @@ mod tests {
         assert_eq!((p.search, p.repeats, p.tp), (Mode::Ascending, 1, 1));
         assert_eq!(p.prompts.for_concurrency(1), 10);
         assert_eq!(p.prompts.for_concurrency(32), 128);
-        assert_eq!(p.warmup_for(32), 32);
+        assert_eq!(p.warmup_for(crate::sweep::axis::Level::Concurrency(32)), 32);
         assert_eq!(p.dtype, "auto");
         let p = resolve(&args(&["--gpu-num", "8", "--num-prompts", "50"])).unwrap();
         assert_eq!((p.tp, p.prompts), (8, Prompts::Fixed(50)));
@@ -345,6 +447,85 @@ tp = 8
         assert_eq!(p.metadata["gpu"], "A100");
         assert_eq!(p.prompts, Prompts::Fixed(7));
         assert_eq!((p.prefix_len, p.prefix_groups), (512, 2));
+    }
+
+    #[test]
+    fn a_rate_sweep_from_flags_and_file() {
+        use crate::sweep::axis::Level;
+        let p = resolve(&args(&[
+            "--search-axis",
+            "rate",
+            "--rates",
+            "4,1,2.5",
+            "--max-concurrency",
+            "64",
+            "--burstiness",
+            "0.5",
+        ]))
+        .unwrap();
+        assert_eq!(p.axis, Axis::Rate);
+        assert_eq!(p.steps(), vec![1000, 2500, 4000]);
+        assert_eq!((p.max_concurrency, p.burstiness), (Some(64), 0.5));
+        assert_eq!(p.rate_resolution, axis::DEFAULT_RATE_RESOLUTION);
+        assert_eq!(p.max_in_flight(), 64);
+        // k × rate requests (k seconds of arrivals), at least --min-prompts; a second's warm-up
+        let r = p.levels()[1];
+        assert_eq!(r, Level::Rate(Rate::from_per_s(2.5).unwrap()));
+        assert_eq!(p.prompts.for_level(r), 10);
+        assert_eq!(p.prompts.for_level(p.levels()[2]), 16);
+        assert_eq!(p.warmup_for(r), 3);
+        let d = tempfile::tempdir().unwrap();
+        p.save(d.path()).unwrap();
+        assert_eq!(Plan::load(d.path()).unwrap(), p, "resume keeps the axis");
+        let f = d.path().join("r.toml");
+        std::fs::write(
+            &f,
+            "search_axis = \"rate\"\nrates = [0.5, 1, 2]\nrate_resolution = 0.1\n",
+        )
+        .unwrap();
+        let p = resolve(&args(&["--config", &f.display().to_string()])).unwrap();
+        assert_eq!((p.axis, p.steps()), (Axis::Rate, vec![500, 1000, 2000]));
+        assert_eq!(p.rate_resolution, 0.1);
+    }
+
+    #[test]
+    fn bad_rate_settings_name_the_flag_and_value() {
+        let err = |a: &[&str]| format!("{:#}", resolve(&args(a)).unwrap_err());
+        let e = err(&["--search-axis", "rate", "--rates", "0"]);
+        assert!(e.contains("--rates") && e.contains("\"0\""), "{e}");
+        let e = err(&["--search-axis", "rate", "--rates", "1,x"]);
+        assert!(e.contains("--rates") && e.contains("\"x\""), "{e}");
+        let e = err(&["--search-axis", "rate"]);
+        assert!(e.contains("--search-axis rate needs --rates"), "{e}");
+        let e = err(&["--rates", "1,2"]);
+        assert!(
+            e.contains("--rates applies to --search-axis rate only"),
+            "{e}"
+        );
+        let e = err(&[
+            "--search-axis",
+            "rate",
+            "--rates",
+            "1",
+            "--concurrency",
+            "4",
+        ]);
+        assert!(e.contains("--concurrency does not apply"), "{e}");
+        let e = err(&[
+            "--search-axis",
+            "rate",
+            "--rates",
+            "1",
+            "--rate-resolution",
+            "1.5",
+        ]);
+        assert!(e.contains("--rate-resolution") && e.contains("1.5"), "{e}");
+        let e = err(&["--search-axis", "rate", "--rates", "1", "--burstiness", "0"]);
+        assert!(e.contains("--burstiness") && e.contains('0'), "{e}");
+        let e = crate::cli::Cli::try_parse_from(["benchctl", "sweep", "--search-axis", "speed"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--search-axis") && e.contains("speed"), "{e}");
     }
 
     #[test]

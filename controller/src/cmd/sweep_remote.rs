@@ -148,6 +148,13 @@ pub(super) fn gate_needs_threshold(
             "--require-max-passing {n} needs --threshold (or `threshold` in --config): without one no concurrency passes or fails"
         );
     }
+    if let Some(n) = args.require_max_passing
+        && plan.axis == crate::sweep::axis::Axis::Rate
+    {
+        anyhow::bail!(
+            "--require-max-passing {n} gates a concurrency sweep; this one searches --search-axis rate"
+        );
+    }
     Ok(())
 }
 

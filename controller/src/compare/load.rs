@@ -1,6 +1,7 @@
 //! One side of a comparison read from disk: a sweep's result directory or a result file
-//! (`bench --save-result`, or a sweep's `<model>_vllm_result.json`), with each test's
-//! per-request records (runs of one test pooled, as the sweep's verdicts pool them).
+//! (`bench --save-result`, or a sweep's `<model>_vllm_result.json`), or a comma list of them
+//! (`A1,A2,A3`: runs of the same tests), with each test's per-request records, run by run (a
+//! sweep's `--repeats` are its tests' runs).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,19 +11,21 @@ use serde_json::Value;
 
 use loadgen::RequestRecord;
 
-use super::bootstrap::Side;
+use super::bootstrap::{Runs, Side};
 use super::metric::Sample;
-use crate::dashboard::data::{Io, Source, SweepView, concurrency_of, io_of};
+use crate::dashboard::data::{Io, Source, SweepView, io_of, level_of};
+use crate::sweep::axis::Level;
 use crate::sweep::results::TestKey;
 
-/// A test of a comparison: its combination and concurrency (the runs pooled).
-pub type TestId = (Io, u32);
+/// A test of a comparison: its combination and concurrency (or rate).
+pub type TestId = (Io, Level);
 
 /// One result (a sweep, or a bench run).
 pub struct Run {
     /// The name printed for it: the directory's (or file's) name.
     pub name: String,
-    pub tests: BTreeMap<TestId, Side>,
+    /// Each test's runs.
+    pub tests: BTreeMap<TestId, Runs>,
     /// The page's view of it (boundaries, frontier).
     pub view: SweepView,
 }
@@ -50,25 +53,25 @@ impl Run {
         let dir = file
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let mut by: BTreeMap<TestId, (Vec<RequestRecord>, Vec<&Value>)> = BTreeMap::new();
+        let mut by: BTreeMap<TestId, Vec<Side>> = BTreeMap::new();
         for e in &view.entries {
             if e.get("aborted").is_some_and(|a| !a.is_null()) {
                 continue;
             }
-            let (Some(io), Some(c)) = (io_of(e), concurrency_of(e)) else {
+            let (Some(io), Some(c)) = (io_of(e), level_of(e)) else {
                 continue;
             };
             let records = match TestKey::of(e) {
                 Some(k) => dir.join("requests").join(format!("{}.jsonl", k.id())),
                 None => crate::output::records_path(&file),
             };
-            let slot = by.entry((io, c as u32)).or_default();
-            slot.0.extend(read_records(&records)?);
-            slot.1.push(e);
+            by.entry((io, c))
+                .or_default()
+                .push(side(&read_records(&records)?, e));
         }
         let tests = by
             .into_iter()
-            .map(|(id, (records, entries))| (id, side(&records, &entries)))
+            .map(|(id, runs)| (id, Runs::new(runs)))
             .collect();
         Ok(Run {
             name: source.name(),
@@ -76,19 +79,46 @@ impl Run {
             view,
         })
     }
+
+    /// `A` or a comma list `A1,A2,A3` of result files or sweep directories: one side whose
+    /// tests have the runs of all of them (the page's view is the first's).
+    pub fn load_list(spec: &str) -> anyhow::Result<Run> {
+        let paths: Vec<&str> = spec.split(',').map(str::trim).collect();
+        if paths.iter().any(|p| p.is_empty()) {
+            bail!("benchctl compare {spec:?}: an empty name in the comma list (expected A1,A2,A3)");
+        }
+        let mut runs = paths
+            .iter()
+            .map(|p| Run::load(Path::new(p)))
+            .collect::<anyhow::Result<Vec<Run>>>()?;
+        let mut first = runs.remove(0);
+        if runs.is_empty() {
+            return Ok(first);
+        }
+        let mut names = vec![first.name.clone()];
+        for r in runs {
+            names.push(r.name);
+            for (id, more) in r.tests {
+                let merged = match first.tests.remove(&id) {
+                    Some(have) => have.extend(more),
+                    None => more,
+                };
+                first.tests.insert(id, merged);
+            }
+        }
+        first.name = names.join(",");
+        Ok(first)
+    }
 }
 
-/// The pooled side of a test: its requests, and each throughput as the mean of its runs'.
-fn side(records: &[RequestRecord], entries: &[&Value]) -> Side {
-    let mean = |k: &str| {
-        let v: Vec<f64> = entries.iter().filter_map(|e| e.get(k)?.as_f64()).collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
+/// One run of a test: its requests and the throughputs its result measured.
+fn side(records: &[RequestRecord], entry: &Value) -> Side {
+    let n = |k: &str| entry.get(k).and_then(Value::as_f64);
     Side {
         samples: Sample::of(records),
-        output_throughput: mean("output_throughput"),
-        request_throughput: mean("request_throughput"),
-        total_token_throughput: mean("total_token_throughput"),
+        output_throughput: n("output_throughput"),
+        request_throughput: n("request_throughput"),
+        total_token_throughput: n("total_token_throughput"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `benchctl compare A B [C …]`: each later result against the first, per test that both ran
-//! (same input/output lengths and concurrency) and per metric — the values, the difference
-//! (B − A), its bootstrap confidence interval from the per-request records, and a verdict:
+//! (same input/output lengths and concurrency or rate) and per metric — the values, the
+//! difference (B − A), its bootstrap confidence interval from the per-request records (over
+//! runs, then requests, where a side has several runs: `--repeats`, `A1,A2,A3`), and a verdict:
 //! better, worse or within noise. `--fail-on` turns worse-than-bound differences into a
 //! non-zero exit (a CI gate).
 
@@ -52,6 +53,8 @@ impl fmt::Display for Verdict {
 #[derive(Clone, Debug)]
 pub struct Row {
     pub test: TestId,
+    /// Runs of the test on each side (A, B): with ≥ 2 on a side the interval is over runs.
+    pub runs: (usize, usize),
     pub metric: Metric,
     pub a: Option<f64>,
     pub b: Option<f64>,
@@ -63,6 +66,11 @@ pub struct Row {
 }
 
 impl Row {
+    /// One run on each side: the interval covers only within-run noise.
+    pub fn single_runs(&self) -> bool {
+        self.runs.0 < 2 && self.runs.1 < 2
+    }
+
     /// B − A, and in percent of A.
     pub fn diff(&self) -> Option<(f64, Option<f64>)> {
         let (a, b) = (self.a?, self.b?);
@@ -95,11 +103,11 @@ impl Report {
                 for b in &r.failed {
                     let (d, pct) = r.diff().unwrap_or((0.0, None));
                     v.push(format!(
-                        "{} vs {}: {} c={} {}: {:.3} → {:.3} ({}{}), beyond {b} and outside the noise",
+                        "{} vs {}: {} {} {}: {:.3} → {:.3} ({}{}), beyond {b} and outside the noise",
                         self.runs[c.other].name,
                         self.runs[c.baseline].name,
                         r.test.0,
-                        r.test.1,
+                        r.test.1.spoken(),
                         r.metric,
                         r.a.unwrap_or_default(),
                         r.b.unwrap_or_default(),
@@ -138,9 +146,10 @@ fn pair(a: &Run, b: &Run, other: usize, s: &Settings) -> Comparison {
             continue;
         };
         for &m in &s.metrics {
-            let stream = format!("{}_c{}_{m}", id.0, id.1);
+            // (`1024x1024_c32_…`: the same streams as before rates were compared)
+            let stream = format!("{}_{}_{m}", id.0, id.1.tag());
             let (va, vb) = (sa.value(m), sb.value(m));
-            let ci = bootstrap::interval(sa, sb, m, s.bootstrap, &stream);
+            let ci = bootstrap::interval_over_runs(sa, sb, m, s.bootstrap, &stream);
             let verdict = judge(m, va, ci, s.min_effect);
             let failed = match (va, vb) {
                 (Some(x), Some(y)) if verdict == Verdict::Worse => s
@@ -153,6 +162,7 @@ fn pair(a: &Run, b: &Run, other: usize, s: &Settings) -> Comparison {
             };
             rows.push(Row {
                 test: *id,
+                runs: (sa.count(), sb.count()),
                 metric: m,
                 a: va,
                 b: vb,

@@ -27,14 +27,24 @@ fn cells(r: &Row, confidence: f64) -> [String; 8] {
         let _ = write!(verdict, " FAIL({b})");
     }
     [
-        format!("{} c={}", r.test.0, r.test.1),
+        format!("{} {}", r.test.0, r.test.1.spoken()),
         format!("{} {}", r.metric, r.metric.unit()),
         v(r.a),
         v(r.b),
         d.map_or("-".into(), super::fmt_signed),
         pct.map_or("-".into(), |p| format!("{p:+.1}")),
         r.ci.map_or("-".into(), |(lo, hi)| {
-            format!("[{lo:+.3}, {hi:+.3}] ({:.0} %)", confidence * 100.0)
+            if r.single_runs() {
+                format!("[{lo:+.3}, {hi:+.3}] ({:.0} %)", confidence * 100.0)
+            } else {
+                // over runs: how many on each side
+                format!(
+                    "[{lo:+.3}, {hi:+.3}] ({:.0} %, runs {}/{})",
+                    confidence * 100.0,
+                    r.runs.0,
+                    r.runs.1
+                )
+            }
         }),
         verdict,
     ]
@@ -50,7 +60,7 @@ fn title(rep: &Report, c: &Comparison) -> String {
 fn settings_line(rep: &Report) -> String {
     let s = &rep.settings;
     format!(
-        "bootstrap over requests: {} resamples, seed {}, {:.0} % intervals; changes under {} % of A are noise{}",
+        "bootstrap over requests (over runs, then requests within each, where a side has several runs): {} resamples, seed {}, {:.0} % intervals; changes under {} % of A are noise{}",
         s.bootstrap.resamples,
         s.bootstrap.seed,
         s.bootstrap.confidence * 100.0,
@@ -97,6 +107,27 @@ fn boundaries(rep: &Report) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// The NOTE for tests with one run per side, if any: their interval covers only within-run noise.
+fn single_run_note(c: &Comparison) -> Option<String> {
+    let mut tests: Vec<_> = c.rows.iter().map(|r| (r.test, r.single_runs())).collect();
+    tests.dedup();
+    let single = tests.iter().filter(|t| t.1).count();
+    (single > 0).then(|| {
+        format!(
+            "NOTE: {single} of {} tests have one run per side: their interval covers only within-run noise (a run's requests share batches), so a rerun may not reproduce the difference. Compare several runs per side (a sweep with --repeats N, or A1,A2,A3) for an interval over runs.",
+            tests.len()
+        )
+    })
+}
+
+/// What the boundaries count: the baseline sweep's axis.
+fn boundary_axis(rep: &Report) -> &'static str {
+    match rep.runs[0].view.axis() {
+        crate::sweep::axis::Axis::Concurrency => "concurrency",
+        crate::sweep::axis::Axis::Rate => "request rate (req/s)",
+    }
+}
+
 fn judged(rep: &Report) -> bool {
     rep.runs.iter().any(|r| !r.view.thresholds.is_empty())
 }
@@ -133,10 +164,13 @@ pub fn table(rep: &Report) -> String {
         for r in &rows {
             let _ = writeln!(s, "{}", line(r));
         }
+        if let Some(note) = single_run_note(c) {
+            let _ = writeln!(s, "{note}");
+        }
         unmatched(&mut s, rep, c);
     }
     if judged(rep) {
-        let _ = writeln!(s, "\nlargest concurrency within the thresholds:");
+        let _ = writeln!(s, "\nlargest {} within the thresholds:", boundary_axis(rep));
         for (io, per) in boundaries(rep) {
             let _ = writeln!(s, "  {io}: {}", per.join("  |  "));
         }
@@ -146,7 +180,13 @@ pub fn table(rep: &Report) -> String {
 
 fn unmatched(s: &mut String, rep: &Report, c: &Comparison) {
     for (id, k) in &c.unmatched {
-        let _ = writeln!(s, "only in {}: {} c={}", rep.runs[*k].name, id.0, id.1);
+        let _ = writeln!(
+            s,
+            "only in {}: {} {}",
+            rep.runs[*k].name,
+            id.0,
+            id.1.spoken()
+        );
     }
 }
 
@@ -164,6 +204,9 @@ pub fn markdown(rep: &Report) -> String {
             }
             let _ = writeln!(s, "| {} |", cells.join(" | "));
         }
+        if let Some(note) = single_run_note(c) {
+            let _ = writeln!(s, "\n> **{note}**");
+        }
         let mut u = String::new();
         unmatched(&mut u, rep, c);
         for l in u.lines() {
@@ -174,7 +217,8 @@ pub fn markdown(rep: &Report) -> String {
         let names: Vec<&str> = rep.runs.iter().map(|r| r.name.as_str()).collect();
         let _ = writeln!(
             s,
-            "\n### Largest concurrency within the thresholds\n\n| input x output | {} |\n|---|{}",
+            "\n### Largest {} within the thresholds\n\n| input x output | {} |\n|---|{}",
+            boundary_axis(rep),
             names.join(" | "),
             "---|".repeat(names.len())
         );
@@ -197,7 +241,11 @@ pub fn html(rep: &Report) -> String {
         s.push_str("<div class=\"sim\">A target is <b>benchctl sim</b>, a SIMULATOR: its numbers describe no real model.</div>");
     }
     if judged(rep) {
-        s.push_str("<h2>Largest concurrency within the thresholds</h2><table id=\"boundaries\"><tr><th class=\"l\">input x output</th>");
+        let _ = write!(
+            s,
+            "<h2>Largest {} within the thresholds</h2><table id=\"boundaries\"><tr><th class=\"l\">input x output</th>",
+            boundary_axis(rep)
+        );
         for n in &names {
             let _ = write!(s, "<th>{}</th>", esc(n));
         }
@@ -249,6 +297,9 @@ fn table_html(s: &mut String, rep: &Report, c: &Comparison) {
         s.push_str("</tr>");
     }
     s.push_str("</table>");
+    if let Some(note) = single_run_note(c) {
+        let _ = write!(s, "<p class=\"note\"><b>{}</b></p>", esc(&note));
+    }
 }
 
 /// Every run's frontier (output tokens/s per GPU against 1000 / mean TPOT) in one chart.

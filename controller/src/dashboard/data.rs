@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::server_metrics::ServerSeries;
+use crate::sweep::axis::{Axis, Level};
 use crate::sweep::frontier::{self, FrontierPoint};
 
 /// Where one sweep's data lives.
@@ -77,7 +78,7 @@ impl Source {
 pub use crate::sweep::grid::Io;
 
 /// A combination's largest passing and smallest failing concurrency.
-pub type Boundary = (Io, Option<u64>, Option<u64>);
+pub type Boundary = (Io, Option<f64>, Option<f64>);
 
 /// One bound of the threshold, for the lines on the latency charts.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -289,7 +290,7 @@ impl SweepView {
         let mut seen = vec![];
         let mut v = vec![];
         for e in self.entries.iter().filter(|e| io_of(e) == Some(io)) {
-            let Some(c) = concurrency_of(e).and_then(|c| u32::try_from(c).ok()) else {
+            let Some(c) = level_of(e) else {
                 continue;
             };
             if seen.contains(&c) {
@@ -302,7 +303,7 @@ impl SweepView {
             };
             let n = |k: &str| e.get(k).and_then(Value::as_f64);
             v.push(FrontierPoint {
-                concurrency: c,
+                level: c,
                 gpus,
                 gpus_from: from.into(),
                 output_tok_s_per_gpu: n("output_throughput").unwrap_or(0.0) / gpus,
@@ -360,7 +361,7 @@ impl SweepView {
             .map(|ps| {
                 ps.iter()
                     .filter_map(|p| {
-                        let c = p["concurrency"].as_f64()?;
+                        let c = Level::of(p)?.value();
                         let v = p["pooled"]
                             .get(key)
                             .or_else(|| p.get(key))
@@ -373,18 +374,18 @@ impl SweepView {
         if !pooled.is_empty() {
             return pooled;
         }
-        let mut by_c: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        let mut by_c: BTreeMap<Level, Vec<f64>> = BTreeMap::new();
         for e in &self.entries {
             if io_of(e) != Some(io) {
                 continue;
             }
-            let (Some(c), Some(v)) = (concurrency_of(e), e.get(key).and_then(Value::as_f64)) else {
+            let (Some(c), Some(v)) = (level_of(e), e.get(key).and_then(Value::as_f64)) else {
                 continue;
             };
             by_c.entry(c).or_default().push(v);
         }
         by_c.into_iter()
-            .map(|(c, v)| (c as f64, v.iter().sum::<f64>() / v.len() as f64))
+            .map(|(c, v)| (c.value(), v.iter().sum::<f64>() / v.len() as f64))
             .collect()
     }
 
@@ -398,21 +399,29 @@ impl SweepView {
                     s["combinations"].as_array()?.iter().find_map(|c| {
                         (c["input_len"].as_u64() == Some(io.input_len.into())
                             && c["output_len"].as_u64() == Some(io.output_len.into()))
-                        .then(|| (c["max_passing"].as_u64(), c["first_failing"].as_u64()))
+                        .then(|| (c["max_passing"].as_f64(), c["first_failing"].as_f64()))
                     })
                 });
                 let (max, first) = from_summary.unwrap_or_else(|| {
-                    let verdicts: Vec<(u64, bool)> = self
+                    let verdicts: Vec<(Level, bool)> = self
                         .entries
                         .iter()
                         .filter(|e| io_of(e) == Some(io))
-                        .filter_map(|e| {
-                            Some((concurrency_of(e)?, e.get("threshold_pass")?.as_bool()?))
-                        })
+                        .filter_map(|e| Some((level_of(e)?, e.get("threshold_pass")?.as_bool()?)))
                         .collect();
                     (
-                        verdicts.iter().filter(|v| v.1).map(|v| v.0).max(),
-                        verdicts.iter().filter(|v| !v.1).map(|v| v.0).min(),
+                        verdicts
+                            .iter()
+                            .filter(|v| v.1)
+                            .map(|v| v.0)
+                            .max()
+                            .map(Level::value),
+                        verdicts
+                            .iter()
+                            .filter(|v| !v.1)
+                            .map(|v| v.0)
+                            .min()
+                            .map(Level::value),
                     )
                 });
                 (io, max, first)
@@ -430,6 +439,22 @@ impl SweepView {
         self.entries
             .iter()
             .any(|e| e.get(key).is_some_and(|v| !v.is_null()))
+    }
+
+    /// What the sweep varied: its summary's `axis`, else whether its tests have a `rate`.
+    pub fn axis(&self) -> Axis {
+        let from_summary = self
+            .summary
+            .as_ref()
+            .and_then(|s| s.get("axis"))
+            .and_then(|a| serde_json::from_value(a.clone()).ok());
+        from_summary.unwrap_or_else(|| {
+            if self.entries.iter().any(|e| e.get("rate").is_some()) {
+                Axis::Rate
+            } else {
+                Axis::Concurrency
+            }
+        })
     }
 
     /// The sweep's state as the summary says (`running`, `done`, …), or `-`.
@@ -459,6 +484,14 @@ pub fn io_of(e: &Value) -> Option<Io> {
     Some(Io {
         input_len: u32::try_from(input_len).ok()?,
         output_len: u32::try_from(output_len).ok()?,
+    })
+}
+
+/// A sweep test's level (`concurrency` or `rate`), else a bench result's `max_concurrency`.
+pub fn level_of(e: &Value) -> Option<Level> {
+    Level::of(e).or_else(|| {
+        let c = e.get("max_concurrency")?.as_u64()?;
+        Some(Level::Concurrency(u32::try_from(c).ok()?))
     })
 }
 

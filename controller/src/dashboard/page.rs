@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::data::{Io, SweepView, concurrency_of, io_of};
+use super::data::{Io, SweepView, io_of, level_of};
 
 pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -91,7 +91,7 @@ pub fn boundary(view: &SweepView) -> String {
 pub fn tests(view: &SweepView) -> String {
     let server = view.has_server_metrics();
     let mut s = String::from(
-        "<table id=\"tests\"><tr><th class=\"l\">test</th><th>input</th><th>output</th><th>concurrency</th><th>run</th><th>ok</th><th>failed</th><th>output tok/s</th><th>mean TTFT ms</th><th>p99 TTFT ms</th><th>mean TPOT ms</th><th>mean E2EL ms</th><th>GPU util %</th>",
+        "<table id=\"tests\"><tr><th class=\"l\">test</th><th>input</th><th>output</th><th>concurrency / rate</th><th>run</th><th>ok</th><th>failed</th><th>output tok/s</th><th>mean TTFT ms</th><th>p99 TTFT ms</th><th>mean TPOT ms</th><th>mean E2EL ms</th><th>GPU util %</th>",
     );
     if server {
         s.push_str("<th>server waiting (mean)</th><th>KV cache max %</th><th>preemptions</th><th class=\"l\">server tokens</th>");
@@ -131,7 +131,7 @@ pub fn tests(view: &SweepView) -> String {
             esc(e.get("test_id").and_then(Value::as_str).unwrap_or("-")),
             io.input_len,
             io.output_len,
-            concurrency_of(e).map_or("-".into(), |c| c.to_string()),
+            level_of(e).map_or("-".into(), |c| c.spoken()),
             e.get("run").and_then(Value::as_u64).unwrap_or(1),
             e.get("completed").and_then(Value::as_u64).unwrap_or(0),
             e.get("failed").and_then(Value::as_u64).unwrap_or(0),
@@ -300,8 +300,12 @@ pub fn page(view: &SweepView, live: Option<(&str, &str)>) -> String {
     };
     let _ = write!(
         s,
-        "<div id=\"meta\">{}</div><h2>Largest concurrency within the thresholds</h2><div id=\"boundary-section\">{}</div><h2>Charts</h2><div id=\"charts\">{}</div><h2>Tests</h2><div id=\"tests-section\">{}</div>",
+        "<div id=\"meta\">{}</div><h2>Largest {} within the thresholds</h2><div id=\"boundary-section\">{}</div><h2>Charts</h2><div id=\"charts\">{}</div><h2>Tests</h2><div id=\"tests-section\">{}</div>",
         get("meta"),
+        match view.axis() {
+            crate::sweep::axis::Axis::Concurrency => "concurrency",
+            crate::sweep::axis::Axis::Rate => "request rate (req/s)",
+        },
         get("boundary-section"),
         get("charts"),
         get("tests-section")

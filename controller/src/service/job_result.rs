@@ -27,6 +27,9 @@ pub struct JobResult {
     /// The spread of the workers' measured-run starts on the controller's clock (0 with one
     /// worker): how well the common start, scheduled after every worker's warm-up, held.
     pub start_skew_ns: u64,
+    /// The busiest worker's CPU use over its measured run, in percent of the cores its runtime
+    /// may use (`None`: no worker measured it).
+    pub client_cpu_pct: Option<f64>,
 }
 
 impl JobResult {
@@ -76,6 +79,11 @@ pub(super) fn merge(
         out.warmup_sent += d.warmup_sent as usize;
         out.warmup_failed += d.warmup_failed as usize;
         out.not_sent += d.not_sent as usize;
+        let cpu = loadgen::cpu::percent(d.cpu_ns, d.end_ns.saturating_sub(d.start_ns), d.cpu_cores);
+        out.client_cpu_pct = match (out.client_cpu_pct, cpu) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         out.per_worker.push((w.name.clone(), counts[k]));
     }
     out.start_skew_ns = latest_start.saturating_sub(out.start_ns);

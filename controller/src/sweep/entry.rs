@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::axis::Level;
 use super::grid::Io;
 use super::results::TestKey;
 use super::threshold::Verdict;
@@ -19,7 +20,9 @@ pub struct Entry {
     /// [`crate::test_run::RESULT_VERSION`] when written.
     #[serde(default, rename = "benchctl_result_version")]
     pub version: u32,
-    pub concurrency: u32,
+    /// `"concurrency": 32`, or a rate sweep's `"rate": 2.5` (req/s).
+    #[serde(flatten)]
+    pub level: Level,
     pub input_len: u32,
     pub output_len: u32,
     /// 1-based; > 1 with `--repeats`.
@@ -85,7 +88,7 @@ impl Entry {
                 input_len: self.input_len,
                 output_len: self.output_len,
             },
-            concurrency: self.concurrency,
+            level: self.level,
             run: self.run,
         }
     }

@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::axis::Level;
+
 /// Which way is better on the y axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Better {
@@ -21,7 +23,8 @@ pub enum Better {
 /// One point to judge: x is interactivity (higher is better), y per [`Better`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Candidate {
-    pub concurrency: u32,
+    /// The test's concurrency (or rate): its label, and the tie-break.
+    pub level: Level,
     pub x: f64,
     pub y: f64,
 }
@@ -45,7 +48,7 @@ pub fn pareto(points: &[Candidate], better: Better) -> Vec<bool> {
                     }
                     let strictly = q.x > p.x || q.y != p.y;
                     // exact duplicates: the lowest concurrency (then the first) stays
-                    strictly || (q.concurrency, j) < (p.concurrency, i)
+                    strictly || (q.level, j) < (p.level, i)
                 })
         })
         .collect()
@@ -98,11 +101,14 @@ pub fn gpus_serving(entry: &Value) -> Option<usize> {
     Some(if busy > 0 { busy } else { gpus.len() })
 }
 
-/// One tested concurrency on the frontier's axes, for `summary.json` and `frontier.csv`.
+/// One tested concurrency (or rate) on the frontier's axes, for `summary.json` and
+/// `frontier.csv`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct FrontierPoint {
-    pub concurrency: u32,
+    /// `"concurrency": 32`, or `"rate": 2.5` in a rate sweep: the point's label.
+    #[serde(flatten)]
+    pub level: Level,
     pub gpus: f64,
     /// `telemetry` (the GPUs the agents saw busy) or `--tp`.
     pub gpus_from: String,
@@ -126,7 +132,7 @@ pub fn mark(points: &mut [FrontierPoint]) {
     let c: Vec<Candidate> = points
         .iter()
         .map(|p| Candidate {
-            concurrency: p.concurrency,
+            level: p.level,
             x: p.tok_s_per_user.unwrap_or(f64::NAN),
             y: p.output_tok_s_per_gpu,
         })
@@ -141,7 +147,11 @@ mod tests {
     use super::*;
 
     fn c(concurrency: u32, x: f64, y: f64) -> Candidate {
-        Candidate { concurrency, x, y }
+        Candidate {
+            level: Level::Concurrency(concurrency),
+            x,
+            y,
+        }
     }
 
     #[test]
@@ -156,7 +166,7 @@ mod tests {
         assert_eq!(pareto(&p, Better::Higher), [true, true, false, true]);
         let xs: Vec<u32> = line(&p, Better::Higher)
             .iter()
-            .map(|p| p.concurrency)
+            .filter_map(|p| p.level.concurrency())
             .collect();
         assert_eq!(xs, [16, 4, 1], "in interactivity order");
     }

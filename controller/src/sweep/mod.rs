@@ -3,6 +3,7 @@
 //! the tests, and the original scripts' result directory; in the distributed mode, the controller's queue of
 //! sweeps and their checkpoints.
 
+pub mod axis;
 pub mod engine;
 pub mod entry;
 pub mod feed;

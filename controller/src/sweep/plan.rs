@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::axis::{Axis, DEFAULT_RATE_RESOLUTION, Level, Rate};
 use super::grid::Io;
-use super::search::Mode;
+use super::search::{Mode, Resolution};
 use super::threshold::{Threshold, Thresholds};
 use crate::metrics_source::{self, MetricsSource};
 use crate::target::Target;
@@ -34,10 +35,30 @@ impl Prompts {
             Prompts::PerConcurrency { k, min } => (k * c as usize).max(min),
         }
     }
+
+    /// A test's requests: k × its concurrency, or k × its rate (k seconds of arrivals), at
+    /// least `min`.
+    pub fn for_level(self, level: Level) -> usize {
+        match (self, level) {
+            (_, Level::Concurrency(c)) => self.for_concurrency(c),
+            (Prompts::Fixed(n), Level::Rate(_)) => n,
+            (Prompts::PerConcurrency { k, min }, Level::Rate(r)) => {
+                ((k as f64 * r.per_s()).ceil() as usize).max(min)
+            }
+        }
+    }
 }
 
 fn one_group() -> u32 {
     1
+}
+
+fn default_rate_resolution() -> f64 {
+    DEFAULT_RATE_RESOLUTION
+}
+
+fn poisson() -> f64 {
+    1.0
 }
 
 fn default_metrics_interval() -> Duration {
@@ -59,6 +80,21 @@ pub struct Plan {
     pub dtype: String,
     pub io: Vec<Io>,
     pub concurrency: Vec<u32>,
+    /// `--search-axis` (concurrency in plans written before it existed).
+    #[serde(default)]
+    pub axis: Axis,
+    /// `--rates` (req/s) of a rate sweep.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rates: Vec<Rate>,
+    /// `--rate-resolution`: where bisecting a rate stops (a fraction of the passing rate).
+    #[serde(default = "default_rate_resolution")]
+    pub rate_resolution: f64,
+    /// `--burstiness` of a rate sweep's arrivals (1: Poisson).
+    #[serde(default = "poisson")]
+    pub burstiness: f64,
+    /// `--max-concurrency`: a rate sweep's cap on requests in flight (`None`: no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
     pub prompts: Prompts,
     /// `None`: the test's concurrency.
     pub warmup_requests: Option<usize>,
@@ -132,9 +168,52 @@ impl Plan {
         Ok(percentiles)
     }
 
-    /// Tests are the grid; with thresholds, the search decides which.
-    pub fn warmup_for(&self, c: u32) -> usize {
-        self.warmup_requests.unwrap_or(c as usize)
+    /// Warm-up requests: `--warmup-requests`, else one wave (the concurrency; a rate test's
+    /// requests of one second, at least one).
+    pub fn warmup_for(&self, level: Level) -> usize {
+        self.warmup_requests.unwrap_or(match level {
+            Level::Concurrency(c) => c as usize,
+            Level::Rate(r) => (r.per_s().ceil() as usize).max(1),
+        })
+    }
+
+    /// The grid on the search's axis, as search steps (see `axis.rs`).
+    pub fn steps(&self) -> Vec<u32> {
+        match self.axis {
+            Axis::Concurrency => self.concurrency.clone(),
+            Axis::Rate => self.rates.iter().map(|r| r.millis()).collect(),
+        }
+    }
+
+    /// The grid on the search's axis.
+    pub fn levels(&self) -> Vec<Level> {
+        self.steps()
+            .into_iter()
+            .map(|s| self.axis.level(s))
+            .collect()
+    }
+
+    /// Where bisection stops on the search's axis.
+    pub fn resolution(&self) -> Resolution {
+        match self.axis {
+            Axis::Concurrency => Resolution::Exact,
+            Axis::Rate => Resolution::Fraction(self.rate_resolution),
+        }
+    }
+
+    /// The most requests a test may keep in flight (the target's connection pool): the largest
+    /// concurrency; a rate sweep's cap, else what its largest rate sends in a minute.
+    pub fn max_in_flight(&self) -> usize {
+        match self.axis {
+            Axis::Concurrency => self.concurrency.iter().copied().max().unwrap_or(1) as usize,
+            Axis::Rate => self.max_concurrency.map_or_else(
+                || {
+                    let r = self.rates.iter().map(|r| r.per_s()).fold(1.0, f64::max);
+                    (r * 60.0).ceil().min(100_000.0) as usize
+                },
+                |c| c as usize,
+            ),
+        }
     }
 
     pub fn load(dir: &Path) -> anyhow::Result<Plan> {
@@ -201,7 +280,11 @@ mod tests {
         assert_eq!((p.prefix_groups, p.reset_prefix_cache), (1, false));
         // and the records' budget (the flag's default)
         assert_eq!(p.max_memory_bytes, Some(DEFAULT_MAX_MEMORY));
+        assert_eq!((p.axis, p.burstiness), (Axis::Concurrency, 1.0));
         for k in [
+            "axis",
+            "rate_resolution",
+            "burstiness",
             "version",
             "server_metrics",
             "server_metrics_interval",

@@ -34,9 +34,9 @@ impl Progress {
     ) -> Progress {
         let runs = if searching { 1 } else { plan.repeats as u64 };
         let per_io: u64 = plan
-            .concurrency
-            .iter()
-            .map(|&c| plan.prompts.for_concurrency(c) as u64 * runs)
+            .levels()
+            .into_iter()
+            .map(|l| plan.prompts.for_level(l) as u64 * runs)
             .sum();
         let total = per_io * plan.io.len() as u64;
         let bar = crate::progress::bar(total, quiet);
@@ -145,11 +145,11 @@ impl Progress {
         ));
     }
 
-    /// The search skipped these concurrencies of `io`: the bar shortens.
+    /// The search skipped these steps of `io` (concurrencies, rates): the bar shortens.
     pub fn skip(&self, _io: Io, skipped: &[u32], plan: &Plan) {
         let less: u64 = skipped
             .iter()
-            .map(|&c| plan.prompts.for_concurrency(c) as u64)
+            .map(|&s| plan.prompts.for_level(plan.axis.level(s)) as u64)
             .sum();
         let len = self.bar.length().unwrap_or(0);
         self.bar.set_length(

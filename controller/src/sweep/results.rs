@@ -5,7 +5,7 @@
 //! <model>_tp<N>_dtype<dtype>_<YYYYmmdd_HHMMSS>/
 //!   benchctl_sweep.json            the plan (for --resume)
 //!   <model>_vllm_result.json       a JSON array, one object per finished test (the commit point)
-//!   gpu_utilization_c<C>_in<I>_out<O>[_r<k>]/raw.log, result.log
+//!   gpu_utilization_c<C>_in<I>_out<O>[_r<k>]/raw.log, result.log   (a rate sweep: r<R>, e.g. r2.5)
 //!   client_log/<test>.log          each test's printed summary and verdict
 //!   requests/<test>.jsonl          each test's per-request records (pooling, --resume)
 //!   summary.json, summary.csv, summary.md   (see summary.rs)
@@ -20,23 +20,28 @@ use anyhow::Context;
 use loadgen::RequestRecord;
 use serde::{Deserialize, Serialize};
 
-use super::grid::{Io, gpu_dir_name};
+use super::axis::Level;
+use super::grid::Io;
 use crate::output::write_atomic;
 
-/// One test: a concurrency of a combination, and which run of it (1-based; >1 with --repeats).
+/// One test: a level (concurrency or rate) of a combination, and which run of it (1-based; >1
+/// with --repeats).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TestKey {
     pub io: Io,
-    pub concurrency: u32,
+    #[serde(flatten)]
+    pub level: Level,
     pub run: u32,
 }
 
 impl TestKey {
-    /// `c32_in1024_out1024` (run 1), `c32_in1024_out1024_r2`.
+    /// `c32_in1024_out1024` (run 1), `c32_in1024_out1024_r2`; a rate: `r2.5_in1024_out1024`.
     pub fn id(&self) -> String {
         let base = format!(
-            "c{}_in{}_out{}",
-            self.concurrency, self.io.input_len, self.io.output_len
+            "{}_in{}_out{}",
+            self.level.tag(),
+            self.io.input_len,
+            self.io.output_len
         );
         if self.run > 1 {
             format!("{base}_r{}", self.run)
@@ -47,12 +52,22 @@ impl TestKey {
 
     /// The original scripts' GPU directory (run 1), suffixed `_r<k>` for later runs.
     pub fn gpu_dir(&self) -> String {
-        let base = gpu_dir_name(Some(self.concurrency as usize), self.io);
+        let base = format!("gpu_utilization_{}", self.tail());
         if self.run > 1 {
             format!("{base}_r{}", self.run)
         } else {
             base
         }
+    }
+
+    /// `c32_in1024_out512` without the run.
+    fn tail(&self) -> String {
+        format!(
+            "{}_in{}_out{}",
+            self.level.tag(),
+            self.io.input_len,
+            self.io.output_len
+        )
     }
 
     /// The server's metrics samples (`server_metrics_c32_in1024_out512[_r<k>]`): the GPU
@@ -73,7 +88,7 @@ impl TestKey {
                 input_len: n("input_len")?,
                 output_len: n("output_len")?,
             },
-            concurrency: n("concurrency")?,
+            level: Level::of(entry)?,
             run: n("run").unwrap_or(1),
         })
     }
@@ -143,7 +158,7 @@ impl ResultDir {
         for e in &d.entries {
             TestKey::of(e).with_context(|| {
                 format!(
-                    "--resume: an entry of {} has no concurrency/input_len/output_len",
+                    "--resume: an entry of {} has no concurrency (or rate)/input_len/output_len",
                     path.display()
                 )
             })?;
@@ -168,12 +183,12 @@ impl ResultDir {
         self.entries.iter().filter(|e| e.get("aborted").is_none())
     }
 
-    /// Runs of `(io, c)` already finished.
-    pub fn runs_of(&self, io: Io, c: u32) -> Vec<TestKey> {
+    /// Runs of `(io, level)` already finished.
+    pub fn runs_of(&self, io: Io, level: Level) -> Vec<TestKey> {
         let mut v: Vec<TestKey> = self
             .kept()
             .filter_map(TestKey::of)
-            .filter(|k| k.io == io && k.concurrency == c)
+            .filter(|k| k.io == io && k.level == level)
             .collect();
         v.sort();
         v
@@ -324,7 +339,7 @@ mod tests {
                 input_len: 1024,
                 output_len: 512,
             },
-            concurrency: c,
+            level: Level::Concurrency(c),
             run,
         }
     }
@@ -338,6 +353,12 @@ mod tests {
             key(8, 3).server_metrics_dir(),
             "server_metrics_c8_in1024_out512_r3"
         );
+        let rate = TestKey {
+            level: Level::Rate(crate::sweep::axis::Rate::from_per_s(2.5).unwrap()),
+            ..key(1, 2)
+        };
+        assert_eq!(rate.id(), "r2.5_in1024_out512_r2");
+        assert_eq!(rate.gpu_dir(), "gpu_utilization_r2.5_in1024_out512_r2");
         assert_eq!(
             ResultDir::result_file_name("Qwen3-32B"),
             "Qwen3-32B_vllm_result.json"
@@ -372,7 +393,7 @@ mod tests {
         drop(d);
         let d = ResultDir::open(dir.clone(), "m".into()).unwrap();
         assert_eq!(d.entries(), &[entry]);
-        assert_eq!(d.runs_of(k.io, 4), vec![k]);
+        assert_eq!(d.runs_of(k.io, Level::Concurrency(4)), vec![k]);
         let back = d.load_records(&k).unwrap();
         assert_eq!(back[0].request_id, "r0");
         assert!(back[0].text.is_empty());

@@ -4,11 +4,13 @@
 //!
 //! - [`Mode::Ascending`] (the original scripts'): the grid in ascending order; once a test fails after a
 //!   pass, the rest of the combination is skipped.
-//! - [`Mode::Bisect`]: the same walk up the grid, then a binary search over the integers between
-//!   the last pass and the first failure, so the boundary is exact.
+//! - [`Mode::Bisect`]: the same walk up the grid, then a binary search between the last pass and
+//!   the first failure: over the integers for a concurrency (the boundary is exact), down to a
+//!   [`Resolution`] for a request rate (its steps are thousandths of a request per second, see
+//!   `axis.rs`).
 //!
-//! Latency grows with concurrency, so pass/fail is taken to be monotone: everything below a
-//! pass passes, everything above a failure fails.
+//! Latency grows with concurrency and with the request rate, so pass/fail is taken to be
+//! monotone: everything below a pass passes, everything above a failure fails.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +21,26 @@ pub enum Mode {
     Ascending,
     /// Ascending, then bisect between the last pass and the first fail.
     Bisect,
+}
+
+/// When bisection stops: the gap between the last pass and the first failure it may leave.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Resolution {
+    /// One step (concurrencies: the boundary is exact).
+    Exact,
+    /// A fraction of the last passing step (rates: `--rate-resolution`, e.g. 0.05).
+    Fraction(f64),
+}
+
+impl Resolution {
+    /// Whether `lo` (a pass) and `hi` (a failure) are close enough to stop.
+    fn closed(self, lo: u32, hi: u32) -> bool {
+        let gap = match self {
+            Resolution::Exact => 1,
+            Resolution::Fraction(f) => ((f64::from(lo) * f).floor() as u32).max(1),
+        };
+        hi <= lo.saturating_add(gap)
+    }
 }
 
 /// What the search found.
@@ -38,6 +60,7 @@ pub struct Outcome {
 #[derive(Clone, Debug)]
 pub struct Search {
     mode: Mode,
+    resolution: Resolution,
     grid: Vec<u32>,
     /// Next grid position to test while walking up.
     pos: usize,
@@ -48,14 +71,20 @@ pub struct Search {
 }
 
 impl Search {
-    /// `grid`: the concurrencies to walk (sorted and deduplicated here).
-    pub fn new(mode: Mode, mut grid: Vec<u32>) -> Search {
+    /// `grid`: the concurrencies to walk (sorted and deduplicated here); bisection to one.
+    pub fn new(mode: Mode, grid: Vec<u32>) -> Search {
+        Search::with_resolution(mode, grid, Resolution::Exact)
+    }
+
+    /// `grid`: the steps to walk (sorted and deduplicated here); bisection to `resolution`.
+    pub fn with_resolution(mode: Mode, mut grid: Vec<u32>, resolution: Resolution) -> Search {
         grid.retain(|&c| c > 0);
         grid.sort_unstable();
         grid.dedup();
         let done = grid.is_empty();
         Search {
             mode,
+            resolution,
             grid,
             pos: 0,
             outcome: Outcome::default(),
@@ -75,7 +104,7 @@ impl Search {
         let c = match (self.outcome.max_passing, self.outcome.first_failing) {
             // the boundary is bracketed: bisect (or stop, in the original scripts' mode)
             (Some(lo), Some(hi)) => {
-                if self.mode == Mode::Ascending || hi <= lo.saturating_add(1) {
+                if self.mode == Mode::Ascending || self.resolution.closed(lo, hi) {
                     self.done = true;
                     return None;
                 }
@@ -197,6 +226,29 @@ mod tests {
         assert_eq!(seen, vec![2, 4]);
         assert_eq!(s.skipped(), &[8, 16]);
         assert!(Search::new(Mode::Bisect, vec![]).next_test().is_none());
+    }
+
+    #[test]
+    fn bisecting_a_rate_stops_at_the_resolution() {
+        // rates 1, 2, 4, 8, 16 req/s in thousandths; the boundary at 5.3 req/s
+        let grid: Vec<u32> = [1, 2, 4, 8, 16].iter().map(|r| r * 1000).collect();
+        let k = 5300;
+        let mut s = Search::with_resolution(Mode::Bisect, grid, Resolution::Fraction(0.05));
+        while let Some(r) = s.next_test() {
+            s.record(r, r <= k);
+        }
+        let o = s.outcome();
+        let (lo, hi) = (o.max_passing.unwrap(), o.first_failing.unwrap());
+        assert!(lo <= k && hi > k, "{o:?}");
+        assert!(f64::from(hi - lo) <= 0.05 * f64::from(lo), "{o:?}");
+        // 4 → 8 halved down to 5 %: 8000, then 6000, 5000, 5500, 5250, 5375 (stop: 125 ≤ 262)
+        assert!(o.tested.len() <= 10, "{o:?}");
+        // the exact resolution would go on to the thousandth
+        let mut exact = Search::new(Mode::Bisect, [4000, 8000].to_vec());
+        while let Some(r) = exact.next_test() {
+            exact.record(r, r <= k);
+        }
+        assert_eq!(exact.outcome().max_passing, Some(k));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A sweep's summary: per input/output combination, what the search concluded and each tested
-//! concurrency's pooled numbers; written as `summary.json`, `summary.csv` and `summary.md`, and
+//! concurrency's (or rate's) pooled numbers; written as `summary.json`, `summary.csv` and `summary.md`, and
 //! printed as the closing table.
 
 use std::collections::BTreeMap;
@@ -9,15 +9,18 @@ use serde::Serialize;
 use loadgen::report::Metric::{self, E2el, Itl, Tpot, Ttfo, Ttft};
 use loadgen::report::Summary;
 
+use super::axis::{self, Axis, Level};
 use super::frontier::{self, FrontierPoint};
 use super::search::Search;
 use super::status::Status;
 use super::threshold::Verdict;
 
-/// The pooled result of one concurrency of a combination (all its runs).
+/// The pooled result of one concurrency (or rate) of a combination (all its runs).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PointSummary {
-    pub concurrency: u32,
+    /// `"concurrency": 32`, or `"rate": 2.5` in a rate sweep.
+    #[serde(flatten)]
+    pub level: Level,
     pub runs: u32,
     /// `None` without thresholds.
     pub pass: Option<bool>,
@@ -67,17 +70,19 @@ pub struct PointSummary {
     pub invalid: Option<String>,
     /// The client's read lag (the worst run's p99), ms.
     pub client_read_lag_p99_ms: Option<f64>,
+    /// The load worker's CPU use, % of the cores it may use (the busiest run's).
+    pub client_cpu_pct: Option<f64>,
     /// Every statistic of the pooled requests, by result-JSON key (`mean_ttft_ms`,
     /// `p99_tpot_ms`, `median_e2el_ms`…): what the verdict judged, for charts.
     pub pooled: BTreeMap<String, f64>,
 }
 
 impl PointSummary {
-    /// Concurrency `c` pooled over its `runs` (`s`, judged: `verdict`); means over its runs'
+    /// A level pooled over its `runs` (`s`, judged: `verdict`); means over its runs'
     /// result `entries` where the numbers are per run (throughputs, GPU utilisation, the
     /// server's metrics).
     pub fn of(
-        c: u32,
+        level: Level,
         runs: u32,
         s: &Summary,
         verdict: Option<Verdict>,
@@ -103,7 +108,7 @@ impl PointSummary {
             }
         }
         PointSummary {
-            concurrency: c,
+            level,
             runs,
             pass: verdict.as_ref().map(|v| v.pass),
             violations: verdict.map(|v| v.violations).unwrap_or_default(),
@@ -144,6 +149,10 @@ impl PointSummary {
                 .iter()
                 .filter_map(|e| e["client_read_lag_p99_ms"].as_f64())
                 .reduce(f64::max),
+            client_cpu_pct: entries
+                .iter()
+                .filter_map(|e| e["client_cpu_pct"].as_f64())
+                .reduce(f64::max),
             pooled,
         }
     }
@@ -158,7 +167,7 @@ impl PointSummary {
             frontier::interactivity(self.pooled.get(&format!("{stat}_tpot_ms")).copied())
         };
         FrontierPoint {
-            concurrency: self.concurrency,
+            level: self.level,
             gpus,
             gpus_from: from.into(),
             output_tok_s_per_gpu: self.output_throughput / gpus,
@@ -197,16 +206,18 @@ impl PointSummary {
         // (its running count reached the concurrency, or stayed near it), so its decode step
         // grew with the batch (llama.cpp's slots, a batch-size bound). A closed-loop test's
         // mean stays below its concurrency while the last requests drain, hence the max.
-        let c = self.concurrency as f64;
-        let all_at_once = self.server_running_max.is_some_and(|m| m >= 0.95 * c);
-        if why.is_empty()
-            && let Some(r) = self.server_running_mean
-            && (all_at_once || r >= 0.75 * c)
-        {
-            why.push(format!(
-                "batch size (mean {r:.0} of {} running, none queued)",
-                self.concurrency
-            ));
+        // (an open-loop test has no concurrency to reach: not judged so)
+        if let Some(c) = self.level.concurrency() {
+            let cf = f64::from(c);
+            let all_at_once = self.server_running_max.is_some_and(|m| m >= 0.95 * cf);
+            if why.is_empty()
+                && let Some(r) = self.server_running_mean
+                && (all_at_once || r >= 0.75 * cf)
+            {
+                why.push(format!(
+                    "batch size (mean {r:.0} of {c} running, none queued)"
+                ));
+            }
         }
         (!why.is_empty()).then(|| why.join("; "))
     }
@@ -215,22 +226,29 @@ impl PointSummary {
 /// What the search concluded for one combination.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ComboSummary {
+    /// What `max_passing`, `first_failing`, `tested`… count: concurrencies or rates (req/s).
+    pub axis: Axis,
     pub input_len: u32,
     pub output_len: u32,
     pub status: Status,
-    pub max_passing: Option<u32>,
-    pub first_failing: Option<u32>,
+    #[serde(serialize_with = "axis::as_number::option")]
+    pub max_passing: Option<Level>,
+    #[serde(serialize_with = "axis::as_number::option")]
+    pub first_failing: Option<Level>,
     /// The thresholds the first failing concurrency broke (pooled over its runs).
     pub bound_by: Vec<String>,
     /// What the server's metrics say held the boundary back (the first failing concurrency,
     /// else the largest tested): see `PointSummary::limiter`.
     pub limiter: Option<String>,
-    /// Concurrencies tested, in order.
-    pub tested: Vec<u32>,
+    /// Concurrencies (rates) tested, in order.
+    #[serde(serialize_with = "axis::as_number::vec")]
+    pub tested: Vec<Level>,
     /// Failures that a pass at a higher concurrency overruled (latency was not monotone there).
-    pub failed_below_a_pass: Vec<u32>,
+    #[serde(serialize_with = "axis::as_number::vec")]
+    pub failed_below_a_pass: Vec<Level>,
     /// Grid points the search did not need.
-    pub skipped: Vec<u32>,
+    #[serde(serialize_with = "axis::as_number::vec")]
+    pub skipped: Vec<Level>,
     pub tests_run: usize,
     pub points: Vec<PointSummary>,
     /// Every point on the frontier's axes, marked where it is on the frontier.
@@ -244,24 +262,26 @@ impl ComboSummary {
         self.tests_run = tests_run;
         if let Some(search) = search {
             let o = search.outcome();
-            self.max_passing = o.max_passing;
-            self.first_failing = o.first_failing;
-            self.tested = o.tested.clone();
-            self.failed_below_a_pass = o.failed_below_a_pass.clone();
-            self.skipped = search.skipped().to_vec();
-            self.bound_by = o
+            let axis = self.axis;
+            let levels = |v: &[u32]| v.iter().map(|&s| axis.level(s)).collect::<Vec<_>>();
+            self.max_passing = o.max_passing.map(|s| axis.level(s));
+            self.first_failing = o.first_failing.map(|s| axis.level(s));
+            self.tested = levels(&o.tested);
+            self.failed_below_a_pass = levels(&o.failed_below_a_pass);
+            self.skipped = levels(search.skipped());
+            self.bound_by = self
                 .first_failing
-                .and_then(|f| points.iter().find(|p| p.concurrency == f))
+                .and_then(|f| points.iter().find(|p| p.level == f))
                 .map(|p| p.violations.clone())
                 .unwrap_or_default();
         } else {
-            self.tested = points.iter().map(|p| p.concurrency).collect();
+            self.tested = points.iter().map(|p| p.level).collect();
         }
         let boundary = self
             .first_failing
             .or_else(|| self.tested.iter().max().copied());
         self.limiter = boundary
-            .and_then(|c| points.iter().find(|p| p.concurrency == c))
+            .and_then(|c| points.iter().find(|p| p.level == c))
             .and_then(PointSummary::limiter);
         self.points = points;
     }
@@ -276,6 +296,8 @@ pub struct SweepSummary {
     pub threshold: Option<String>,
     pub max_error_rate: f64,
     pub search: String,
+    /// What the search varied: concurrency or rate.
+    pub axis: Axis,
     pub repeats: u32,
     pub metadata: BTreeMap<String, String>,
     pub target_is_simulator: bool,
@@ -303,7 +325,7 @@ impl SweepSummary {
 
     pub(super) fn at_max<'a>(&self, c: &'a ComboSummary) -> Option<&'a PointSummary> {
         c.max_passing
-            .and_then(|m| c.points.iter().find(|p| p.concurrency == m))
+            .and_then(|m| c.points.iter().find(|p| p.level == m))
     }
 }
 
@@ -314,7 +336,7 @@ mod tests {
 
     fn point(c: u32, waiting: f64, kv: f64, preemptions: f64) -> PointSummary {
         PointSummary {
-            concurrency: c,
+            level: Level::Concurrency(c),
             runs: 1,
             server_waiting_mean: Some(waiting),
             server_kv_cache_usage_max: Some(kv),
@@ -390,7 +412,7 @@ mod tests {
         );
         assert_eq!(c.limiter.as_deref(), Some("queueing (mean 6.0 waiting)"));
         // at the first failing concurrency, where there is one
-        c.first_failing = Some(4);
+        c.first_failing = Some(Level::Concurrency(4));
         c.update(
             vec![point(4, 0.0, 0.97, 0.0), point(16, 6.0, 0.5, 0.0)],
             2,
@@ -414,7 +436,7 @@ mod tests {
     #[test]
     fn tests_served_from_a_warm_cache_are_named_with_the_cached_columns() {
         let warm = PointSummary {
-            concurrency: 8,
+            level: Level::Concurrency(8),
             cached_token_fraction: Some(0.9),
             expected_cached_token_fraction: Some(0.0),
             warm_cache: true,
@@ -444,7 +466,7 @@ mod tests {
 
     fn measured(c: u32, out: f64, tpot: f64, gpus: Option<f64>) -> PointSummary {
         PointSummary {
-            concurrency: c,
+            level: Level::Concurrency(c),
             runs: 1,
             output_throughput: out,
             gpus_serving: gpus,
@@ -470,7 +492,7 @@ mod tests {
             measured(16, 2800.0, 50.0, None),
         ];
         s.combinations[0].update(points, 4, None);
-        s.combinations[0].max_passing = Some(8);
+        s.combinations[0].max_passing = Some(Level::Concurrency(8));
         s.mark_frontier(0);
         let f = &s.combinations[0].frontier;
         let on: Vec<bool> = f.iter().map(|p| p.on_frontier).collect();

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::axis::{Axis, Level};
 use super::frontier::FrontierPoint;
 use super::summary::{ComboSummary, SweepSummary};
 use crate::output::write_atomic;
@@ -25,7 +26,8 @@ impl SweepSummary {
         let f = |v: Option<f64>, d: usize| v.map(|v| format!("{v:.d$}")).unwrap_or("–".into());
         let _ = writeln!(
             s,
-            "\n## Throughput per GPU against interactivity (`*`: on the Pareto frontier)\n\n| input | output | concurrency | GPUs | output tok/s/GPU | total tok/s/GPU | tok/s/user (1000/mean TPOT) | J/output token | cost per M output tokens | verdict |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            "\n## Throughput per GPU against interactivity (`*`: on the Pareto frontier)\n\n| input | output | {} | GPUs | output tok/s/GPU | total tok/s/GPU | tok/s/user (1000/mean TPOT) | J/output token | cost per M output tokens | verdict |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            self.axis.label()
         );
         for c in &self.combinations {
             for p in &c.frontier {
@@ -34,7 +36,7 @@ impl SweepSummary {
                     "| {} | {} | {}{} | {} ({}) | {:.1} | {} | {} | {} | {} | {} |",
                     c.input_len,
                     c.output_len,
-                    p.concurrency,
+                    p.level,
                     if p.on_frontier { " *" } else { "" },
                     p.gpus,
                     p.gpus_from,
@@ -53,10 +55,14 @@ impl SweepSummary {
         }
     }
 
-    /// One row per combination: the max passing concurrency and its pooled numbers.
+    /// One row per combination: the max passing concurrency (rate) and its pooled numbers.
     pub fn csv(&self) -> String {
-        let mut s = String::from(
-            "input_len,output_len,status,max_passing_concurrency,first_failing_concurrency,bound_by,limiter,tests_run,output_throughput_tok_s,request_throughput_req_s,mean_ttft_ms,p99_ttft_ms,mean_tpot_ms,p99_tpot_ms,mean_e2el_ms,gpus,output_tok_s_per_gpu,tok_s_per_user,joules_per_output_token,cost_per_million_output_tokens,frontier_concurrencies\n",
+        let (a, list) = match self.axis {
+            Axis::Concurrency => ("concurrency", "concurrencies"),
+            Axis::Rate => ("rate", "rates"),
+        };
+        let mut s = format!(
+            "input_len,output_len,status,max_passing_{a},first_failing_{a},bound_by,limiter,tests_run,output_throughput_tok_s,request_throughput_req_s,mean_ttft_ms,p99_ttft_ms,mean_tpot_ms,p99_tpot_ms,mean_e2el_ms,gpus,output_tok_s_per_gpu,tok_s_per_user,joules_per_output_token,cost_per_million_output_tokens,frontier_{list}\n",
         );
         let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
         for c in &self.combinations {
@@ -87,8 +93,9 @@ impl SweepSummary {
 
     /// One row per tested point of every combination, on the frontier's axes.
     pub fn frontier_csv(&self) -> String {
-        let mut s = String::from(
-            "input_len,output_len,concurrency,gpus,gpus_from,output_tok_s_per_gpu,total_tok_s_per_gpu,tok_s_per_user,tok_s_per_user_median,tok_s_per_user_p90,joules_per_output_token,cost_per_million_output_tokens,pass,on_frontier\n",
+        let mut s = format!(
+            "input_len,output_len,{},gpus,gpus_from,output_tok_s_per_gpu,total_tok_s_per_gpu,tok_s_per_user,tok_s_per_user_median,tok_s_per_user_p90,joules_per_output_token,cost_per_million_output_tokens,pass,on_frontier\n",
+            self.axis.name()
         );
         let o = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
         for c in &self.combinations {
@@ -98,7 +105,7 @@ impl SweepSummary {
                     "{},{},{},{},{},{:.4},{},{},{},{},{},{},{},{}",
                     c.input_len,
                     c.output_len,
-                    p.concurrency,
+                    p.level,
                     p.gpus,
                     p.gpus_from,
                     p.output_tok_s_per_gpu,
@@ -148,7 +155,8 @@ impl SweepSummary {
         if self.threshold.is_some() {
             let _ = writeln!(
                 s,
-                "\n## Largest concurrency within the thresholds\n\n| input | output | max passing | first failing | bound by | likely limiter | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | tests |\n|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"
+                "\n## Largest {} within the thresholds\n\n| input | output | max passing | first failing | bound by | likely limiter | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | tests |\n|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|",
+                self.axis.label()
             );
             for c in &self.combinations {
                 let p = self.at_max(c);
@@ -173,7 +181,11 @@ impl SweepSummary {
                 );
             }
         } else if self.combinations.iter().any(|c| c.limiter.is_some()) {
-            let _ = writeln!(s, "\n## Likely limiter at the largest concurrency tested\n");
+            let _ = writeln!(
+                s,
+                "\n## Likely limiter at the largest {} tested\n",
+                self.axis.name()
+            );
             for c in &self.combinations {
                 let _ = writeln!(
                     s,
@@ -204,7 +216,9 @@ impl SweepSummary {
         };
         let _ = writeln!(
             s,
-            "\n## Every concurrency tested\n\n| input | output | concurrency | runs | verdict | ok/failed | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | p99 TPOT ms | mean E2EL ms | GPU util % |{}{cached_head}\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|{}{cached_rule}",
+            "\n## Every {} tested\n\n| input | output | {} | runs | verdict | ok/failed | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | p99 TPOT ms | mean E2EL ms | GPU util % |{}{cached_head}\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|{}{cached_rule}",
+            self.axis.name(),
+            self.axis.label(),
             if server {
                 " server waiting | KV cache max % | preemptions | prefix hit % |"
             } else {
@@ -227,7 +241,7 @@ impl SweepSummary {
                     "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} |",
                     c.input_len,
                     c.output_len,
-                    p.concurrency,
+                    p.level,
                     p.runs,
                     verdict,
                     p.completed,
@@ -274,14 +288,14 @@ fn frontier_columns(c: &ComboSummary) -> String {
     let on: Vec<&FrontierPoint> = c.frontier.iter().filter(|p| p.on_frontier).collect();
     let at = c
         .max_passing
-        .and_then(|m| c.frontier.iter().find(|p| p.concurrency == m))
+        .and_then(|m| c.frontier.iter().find(|p| p.level == m))
         .or_else(|| {
             on.iter()
                 .max_by(|a, b| a.output_tok_s_per_gpu.total_cmp(&b.output_tok_s_per_gpu))
                 .copied()
         });
     let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
-    let mut cs: Vec<u32> = on.iter().map(|p| p.concurrency).collect();
+    let mut cs: Vec<Level> = on.iter().map(|p| p.level).collect();
     cs.sort_unstable();
     format!(
         "{},{},{},{},{},{}",
@@ -290,7 +304,10 @@ fn frontier_columns(c: &ComboSummary) -> String {
         o(at.and_then(|p| p.tok_s_per_user)),
         o(at.and_then(|p| p.joules_per_output_token)),
         o(at.and_then(|p| p.cost_per_million_output_tokens)),
-        cs.iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
+        cs.iter()
+            .map(Level::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
     )
 }
 
@@ -303,9 +320,13 @@ pub fn final_table(s: &SweepSummary) -> String {
     }
     let _ = writeln!(
         t,
-        "threshold: {}   search: {}   status: {}",
+        "threshold: {}   search: {}{}   status: {}",
         s.threshold.as_deref().unwrap_or("none"),
         s.search,
+        match s.axis {
+            Axis::Concurrency => "",
+            Axis::Rate => " over the request rate (req/s)",
+        },
         s.status
     );
     // the likely limiter's column only where the server's metrics name one
@@ -332,8 +353,10 @@ pub fn final_table(s: &SweepSummary) -> String {
             c.points.iter().filter_map(move |p| {
                 let why = p.invalid.as_ref()?;
                 Some(format!(
-                    "{}x{} c={}: {why}",
-                    c.input_len, c.output_len, p.concurrency
+                    "{}x{} {}: {why}",
+                    c.input_len,
+                    c.output_len,
+                    p.level.spoken()
                 ))
             })
         })
@@ -371,7 +394,7 @@ fn warm_cache_line(s: &SweepSummary) -> Option<String> {
             c.points
                 .iter()
                 .filter(|p| p.warm_cache)
-                .map(move |p| format!("{}x{} c={}", c.input_len, c.output_len, p.concurrency))
+                .map(move |p| format!("{}x{} {}", c.input_len, c.output_len, p.level.spoken()))
         })
         .collect();
     (!warm.is_empty()).then(|| {

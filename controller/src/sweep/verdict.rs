@@ -16,7 +16,8 @@ pub fn combinations(summary: &SweepSummary) -> Vec<CombinationVerdict> {
         .map(|c| CombinationVerdict {
             input_len: c.input_len,
             output_len: c.output_len,
-            max_passing_concurrency: c.max_passing,
+            // the gate is over concurrency: a rate sweep's boundary is not one (refused up front)
+            max_passing_concurrency: c.max_passing.and_then(|l| l.concurrency()),
         })
         .collect()
 }

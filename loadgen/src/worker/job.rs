@@ -141,6 +141,8 @@ async fn execute(
         return Ok(done);
     }
 
+    // the worker's CPU over the measured run, read here and at its end only
+    let cpu_at_start = crate::cpu::process_cpu_ns();
     let (rec_tx, rec_rx) = mpsc::unbounded_channel::<proto::RequestRecord>();
     let streamer = tokio::spawn(stream_records(job.job_id.clone(), rec_rx, gate.tx.clone()));
     let m = runs.len() as u64;
@@ -175,6 +177,8 @@ async fn execute(
     }))
     .await;
     drop(rec_tx);
+    done.cpu_ns = crate::cpu::process_cpu_ns().saturating_sub(cpu_at_start);
+    done.cpu_cores = crate::cpu::usable_cores();
     done.records_sent = streamer.await.context("the record streamer failed")?;
     for out in outs {
         let RunOutput {

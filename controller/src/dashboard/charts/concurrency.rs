@@ -18,10 +18,11 @@ pub fn series(view: &SweepView, key: &str, scale: f64) -> Vec<(Io, Vec<(f64, f64
         .collect()
 }
 
-/// `series` against concurrency, a line per input/output combination, log-scaled concurrency,
-/// with horizontal threshold lines.
+/// `series` against concurrency (or rate: the x axis' label `x`), a line per input/output
+/// combination, log-scaled, with horizontal threshold lines.
 pub fn by_concurrency(
     series: &[(Io, Vec<(f64, f64)>)],
+    x: &str,
     unit: &str,
     lines: &[(String, f64)],
 ) -> String {
@@ -69,10 +70,14 @@ pub fn by_concurrency(
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
-            .x_desc("concurrency")
+            .x_desc(x)
             .y_desc(unit)
             .light_line_style(TRANSPARENT)
-            .x_label_formatter(&|x| format!("{}", x.round()))
+            .x_label_formatter(&|x| {
+                // concurrencies are integers; rates may not be
+                let r = (x * 1000.0).round() / 1000.0;
+                format!("{r}")
+            })
             .draw()
             .map_err(|e| e.to_string())?;
         for (i, (io, s)) in series.iter().enumerate() {
@@ -103,8 +108,8 @@ pub fn by_concurrency(
     })
 }
 
-/// A bar per combination: its largest passing concurrency.
-pub fn max_passing(view: &SweepView) -> String {
+/// A bar per combination: its largest passing concurrency (or rate: `vs`).
+pub fn max_passing(view: &SweepView, vs: &str) -> String {
     let bars = view.max_passing();
     svg(|root| {
         if view.thresholds.is_empty() {
@@ -113,7 +118,7 @@ pub fn max_passing(view: &SweepView) -> String {
         if bars.is_empty() {
             return empty(root, "no finished test yet");
         }
-        let top = bars.iter().filter_map(|b| b.1.or(b.2)).max().unwrap_or(1) as f64 * 1.2;
+        let top = bars.iter().filter_map(|b| b.1.or(b.2)).fold(1.0, f64::max) * 1.2;
         let n = bars.len();
         let mut chart = ChartBuilder::on(root)
             .margin(12)
@@ -127,7 +132,7 @@ pub fn max_passing(view: &SweepView) -> String {
             .light_line_style(TRANSPARENT)
             .x_labels(0)
             .x_desc("input x output")
-            .y_desc("max passing concurrency")
+            .y_desc(format!("max passing {vs}"))
             .draw()
             .map_err(|e| e.to_string())?;
         for (i, (_, max, first)) in bars.iter().enumerate() {
@@ -135,7 +140,7 @@ pub fn max_passing(view: &SweepView) -> String {
             if let Some(m) = max {
                 chart
                     .draw_series(std::iter::once(Rectangle::new(
-                        [(x + 0.2, 0.0), (x + 0.8, *m as f64)],
+                        [(x + 0.2, 0.0), (x + 0.8, *m)],
                         color(i).filled(),
                     )))
                     .map_err(|e| e.to_string())?;
@@ -150,7 +155,7 @@ pub fn max_passing(view: &SweepView) -> String {
             chart
                 .draw_series(std::iter::once(Text::new(
                     label,
-                    (x + 0.22, max.unwrap_or(0) as f64 + top * 0.04),
+                    (x + 0.22, max.unwrap_or(0.0) + top * 0.04),
                     ("sans-serif", 13),
                 )))
                 .map_err(|e| e.to_string())?;

@@ -80,7 +80,7 @@ pub fn series_of(view: &SweepView, prefix: &str, y: Y, stat: &str) -> Vec<Series
                 .iter()
                 .filter_map(|p| {
                     let c = Candidate {
-                        concurrency: p.concurrency,
+                        level: p.level,
                         x: x_of(stat, p)?,
                         y: y.of(p)?,
                     };
@@ -208,7 +208,7 @@ fn draw_series(chart: &mut Chart<'_>, i: usize, s: &Series, better: Better) -> R
             .map_err(|e| e.to_string())?;
         chart
             .draw_series(std::iter::once(Text::new(
-                format!("c{}", p.concurrency),
+                p.level.tag(),
                 (p.x, p.y),
                 ("sans-serif", 11).into_font().color(&c),
             )))

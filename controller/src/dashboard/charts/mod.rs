@@ -10,24 +10,28 @@ use concurrency::{by_concurrency, max_passing, series};
 use timeline::{ServerChart, gpu_over_time, server_over_time};
 
 use super::data::SweepView;
+use crate::sweep::axis::Axis;
 
 /// Every chart of a sweep: `(file stem, title, svg)`.
 pub fn all(view: &SweepView) -> Vec<(String, String, String)> {
+    let axis = view.axis();
+    let x = axis.label();
+    let vs = match axis {
+        Axis::Concurrency => "concurrency",
+        Axis::Rate => "request rate",
+    };
     let mut out = vec![(
         "throughput".to_string(),
-        "Output throughput vs concurrency".to_string(),
+        format!("Output throughput vs {vs}"),
         by_concurrency(
             &series(view, "output_throughput", 1.0),
+            x,
             "output tokens/s",
             &[],
         ),
     )];
     out.extend(frontier::variants(view));
-    for (m, title) in [
-        ("ttft", "TTFT vs concurrency"),
-        ("tpot", "TPOT vs concurrency"),
-        ("e2el", "E2E latency vs concurrency"),
-    ] {
+    for (m, title) in [("ttft", "TTFT"), ("tpot", "TPOT"), ("e2el", "E2E latency")] {
         // a chart per statistic the threshold bounds (mean when none), with that bound's line
         let mut stats: Vec<&str> = view
             .thresholds
@@ -53,18 +57,18 @@ pub fn all(view: &SweepView) -> Vec<(String, String, String)> {
                 } else {
                     format!("{m}_{stat}")
                 },
-                format!("{title} ({stat})"),
-                by_concurrency(&series(view, &key, 1.0), "ms", &lines),
+                format!("{title} vs {vs} ({stat})"),
+                by_concurrency(&series(view, &key, 1.0), x, "ms", &lines),
             ));
         }
         if m == "ttft" {
-            out.extend(server_by_concurrency(view));
+            out.extend(server_by_concurrency(view, vs, x));
         }
     }
     out.push((
         "max_passing".into(),
-        "Largest concurrency within the thresholds".into(),
-        max_passing(view),
+        format!("Largest {vs} within the thresholds"),
+        max_passing(view, vs),
     ));
     for (k, title, unit) in [
         (1, "GPU utilisation", "%"),
@@ -113,20 +117,20 @@ pub fn all(view: &SweepView) -> Vec<(String, String, String)> {
     out
 }
 
-/// The server's per-test statistics against concurrency, where the tests have them: mean
-/// requests waiting, max KV-cache usage.
-fn server_by_concurrency(view: &SweepView) -> Vec<(String, String, String)> {
+/// The server's per-test statistics against concurrency (or rate: `vs`, axis label `x`), where
+/// the tests have them: mean requests waiting, max KV-cache usage.
+fn server_by_concurrency(view: &SweepView, vs: &str, x: &str) -> Vec<(String, String, String)> {
     [
         (
             "server_waiting",
-            "Server requests waiting (mean) vs concurrency",
+            "Server requests waiting (mean)",
             "server_waiting_mean",
             1.0,
             "requests waiting",
         ),
         (
             "server_kv_cache_max",
-            "Server KV-cache usage (max) vs concurrency",
+            "Server KV-cache usage (max)",
             "server_kv_cache_usage_max",
             100.0,
             "%",
@@ -137,8 +141,8 @@ fn server_by_concurrency(view: &SweepView) -> Vec<(String, String, String)> {
     .map(|(id, title, key, scale, unit)| {
         (
             id.to_string(),
-            title.to_string(),
-            by_concurrency(&series(view, key, scale), unit, &[]),
+            format!("{title} vs {vs}"),
+            by_concurrency(&series(view, key, scale), x, unit, &[]),
         )
     })
     .collect()

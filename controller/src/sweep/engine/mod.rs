@@ -1,4 +1,5 @@
-//! The sweep engine: every input/output combination, its concurrencies chosen by the search,
+//! The sweep engine: every input/output combination, its concurrencies (or request rates)
+//! chosen by the search,
 //! each test run through the controller service (local mode: in this process; the controller's
 //! queue in the distributed mode), judged, and written to the result directory as it finishes.
 //!
@@ -15,6 +16,7 @@ use loadgen::RequestRecord;
 use loadgen::report::{Summary, summarize};
 use tokio_util::sync::CancellationToken;
 
+use super::axis::Level;
 use super::grid::{Io, run_dir_name};
 use super::plan::Plan;
 use super::progress::Progress;
@@ -214,6 +216,7 @@ fn new_summary(x: &Exec<'_>) -> SweepSummary {
             (Some(_), Mode::Ascending) => "ascending".into(),
             (Some(_), Mode::Bisect) => "bisect".into(),
         },
+        axis: plan.axis,
         repeats: plan.repeats,
         metadata: plan.metadata.clone(),
         target_is_simulator: x.prep.target_is_simulator,
@@ -225,6 +228,7 @@ fn new_summary(x: &Exec<'_>) -> SweepSummary {
             .io
             .iter()
             .map(|io| ComboSummary {
+                axis: plan.axis,
                 input_len: io.input_len,
                 output_len: io.output_len,
                 status: Status::Pending,
@@ -324,36 +328,46 @@ impl Sweep<'_> {
     async fn combination(&mut self, i: usize, io: Io) -> anyhow::Result<()> {
         // records are pooled within a combination only: keep one combination's in memory
         self.records.clear();
-        let grid = self.plan.concurrency.clone();
+        let axis = self.plan.axis;
         if self.thresholds.is_none() {
             // no thresholds: every grid point, `repeats` runs each
-            for &c in &grid {
-                self.ensure_runs(io, c, self.plan.repeats).await?;
+            for level in self.plan.levels() {
+                self.ensure_runs(io, level, self.plan.repeats).await?;
                 self.refresh(i, io, None).await?;
             }
             return Ok(());
         }
         loop {
-            let mut search = Search::new(self.plan.search, grid.clone());
-            while let Some(c) = search.next_test() {
-                if self.dir.runs_of(io, c).is_empty() {
-                    self.ensure_runs(io, c, 1).await?;
+            let mut search = Search::with_resolution(
+                self.plan.search,
+                self.plan.steps(),
+                self.plan.resolution(),
+            );
+            while let Some(step) = search.next_test() {
+                let level = axis.level(step);
+                if self.dir.runs_of(io, level).is_empty() {
+                    self.ensure_runs(io, level, 1).await?;
                 }
-                let pass = self.verdict(io, c).await?.pass;
-                search.record(c, pass);
+                let pass = self.verdict(io, level).await?.pass;
+                search.record(step, pass);
                 self.refresh(i, io, Some(&search)).await?;
             }
             // --repeats: the boundary's tests are run `repeats` times and judged pooled; a
             // verdict that changes moves the boundary, and the search is replayed.
             let o = search.outcome().clone();
             let mut changed = false;
-            for c in [o.max_passing, o.first_failing].into_iter().flatten() {
-                let before = self.verdict(io, c).await?.pass;
-                self.ensure_runs(io, c, self.plan.repeats).await?;
-                let after = self.verdict(io, c).await?.pass;
+            for level in [o.max_passing, o.first_failing]
+                .into_iter()
+                .flatten()
+                .map(|s| axis.level(s))
+            {
+                let before = self.verdict(io, level).await?.pass;
+                self.ensure_runs(io, level, self.plan.repeats).await?;
+                let after = self.verdict(io, level).await?.pass;
                 if before != after {
                     self.progress.line(format!(
-                        "{io} c={c}: pooled over {} runs the verdict is now {}; searching again",
+                        "{io} {}: pooled over {} runs the verdict is now {}; searching again",
+                        level.spoken(),
                         self.plan.repeats,
                         if after { "pass" } else { "fail" }
                     ));
@@ -369,16 +383,11 @@ impl Sweep<'_> {
         }
     }
 
-    /// Runs `(io, c)` until it has `runs` finished runs.
-    async fn ensure_runs(&mut self, io: Io, c: u32, runs: u32) -> anyhow::Result<()> {
-        let have = self.dir.runs_of(io, c).len() as u32;
+    /// Runs `(io, level)` until it has `runs` finished runs.
+    async fn ensure_runs(&mut self, io: Io, level: Level, runs: u32) -> anyhow::Result<()> {
+        let have = self.dir.runs_of(io, level).len() as u32;
         for run in have + 1..=runs {
-            self.test(TestKey {
-                io,
-                concurrency: c,
-                run,
-            })
-            .await?;
+            self.test(TestKey { io, level, run }).await?;
         }
         Ok(())
     }
@@ -391,11 +400,11 @@ impl Sweep<'_> {
         }
     }
 
-    /// All runs of `(io, c)`, pooled: the records of this combination's tests kept in memory
+    /// All runs of `(io, level)`, pooled: the records of this combination's tests kept in memory
     /// (those that fit `--max-memory`), the others read back from their files, all under the
     /// budget.
-    async fn pooled(&mut self, io: Io, c: u32) -> anyhow::Result<(Summary, u32)> {
-        let keys = self.dir.runs_of(io, c);
+    async fn pooled(&mut self, io: Io, level: Level) -> anyhow::Result<(Summary, u32)> {
+        let keys = self.dir.runs_of(io, level);
         let mut all = self.memory().store();
         for k in &keys {
             match self.records.get(k) {
@@ -416,40 +425,40 @@ impl Sweep<'_> {
         Ok((summary, keys.len() as u32))
     }
 
-    async fn verdict(&mut self, io: Io, c: u32) -> anyhow::Result<Verdict> {
-        let (summary, _) = self.pooled(io, c).await?;
+    async fn verdict(&mut self, io: Io, level: Level) -> anyhow::Result<Verdict> {
+        let (summary, _) = self.pooled(io, level).await?;
         let v = self
             .thresholds
             .as_ref()
             .expect("verdicts only with thresholds")
             .judge(&summary);
-        Ok(unless_invalid(v, self.invalid_of(io, c).as_deref()))
+        Ok(unless_invalid(v, self.invalid_of(io, level).as_deref()))
     }
 
-    /// Why a run of `(io, c)` is invalid (the client could not hold its load), if one is.
-    fn invalid_of(&self, io: Io, c: u32) -> Option<String> {
+    /// Why a run of `(io, level)` is invalid (the client could not hold its load), if one is.
+    fn invalid_of(&self, io: Io, level: Level) -> Option<String> {
         self.dir
             .entries()
             .iter()
-            .filter(|e| TestKey::of(e).is_some_and(|k| k.io == io && k.concurrency == c))
+            .filter(|e| TestKey::of(e).is_some_and(|k| k.io == io && k.level == level))
             .find_map(|e| Some(e.get("invalid")?.as_str()?.to_string()))
     }
 
     /// Recomputes combination `i`'s summary and rewrites the summary files.
     async fn refresh(&mut self, i: usize, io: Io, search: Option<&Search>) -> anyhow::Result<()> {
-        let mut cs: Vec<u32> = self
+        let mut levels: Vec<Level> = self
             .dir
             .kept()
             .filter_map(TestKey::of)
             .filter(|k| k.io == io)
-            .map(|k| k.concurrency)
+            .map(|k| k.level)
             .collect();
-        cs.sort_unstable();
-        cs.dedup();
+        levels.sort_unstable();
+        levels.dedup();
         let mut points = Vec::new();
-        for c in cs {
-            let (s, runs) = self.pooled(io, c).await?;
-            let invalid = self.invalid_of(io, c);
+        for level in levels {
+            let (s, runs) = self.pooled(io, level).await?;
+            let invalid = self.invalid_of(io, level);
             let verdict = self
                 .thresholds
                 .as_ref()
@@ -458,9 +467,9 @@ impl Sweep<'_> {
                 .dir
                 .entries()
                 .iter()
-                .filter(|e| TestKey::of(e).is_some_and(|k| k.io == io && k.concurrency == c))
+                .filter(|e| TestKey::of(e).is_some_and(|k| k.io == io && k.level == level))
                 .collect();
-            points.push(PointSummary::of(c, runs, &s, verdict, &entries));
+            points.push(PointSummary::of(level, runs, &s, verdict, &entries));
         }
         let tests_run = self
             .dir

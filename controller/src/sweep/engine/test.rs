@@ -11,6 +11,7 @@ use super::{CANCEL_DRAIN, HookEvent, JOB_ATTEMPTS, Stop, StopError, Sweep, WORKE
 use crate::cache_check::ExpectedCache;
 use crate::server_metrics::ScrapeLog;
 use crate::service::JobResult;
+use crate::sweep::axis::Level;
 use crate::sweep::entry::{Entry, EntryVerdict};
 use crate::sweep::grid::Io;
 use crate::sweep::plan::Plan;
@@ -33,8 +34,7 @@ impl Sweep<'_> {
         if self.cancel.is_cancelled() {
             return Err(self.stopped());
         }
-        let c = key.concurrency;
-        let n = self.plan.prompts.for_concurrency(c);
+        let n = self.plan.prompts.for_level(key.level);
         let spec = self.test_spec(&key, n).await?;
         self.progress.start(&key, spec.requests());
         let cache_reset = match self.plan.reset_prefix_cache {
@@ -53,9 +53,9 @@ impl Sweep<'_> {
             prep: &self.prep,
             endpoint: &self.plan.endpoint,
             num_prompts: spec.requests(),
-            request_rate: f64::INFINITY,
-            burstiness: 1.0,
-            max_concurrency: Some(c as usize),
+            request_rate: spec.request_rate,
+            burstiness: spec.burstiness,
+            max_concurrency: spec.max_concurrency,
             percentiles: &self.percentiles,
             goodput: &[],
             date: chrono::Local::now(),
@@ -73,17 +73,26 @@ impl Sweep<'_> {
     /// The test's prompts (its own seed: the same on a rerun, other than every other test's)
     /// and load.
     async fn test_spec(&self, key: &TestKey, n: usize) -> anyhow::Result<TestSpec> {
-        let c = key.concurrency;
-        let warmup = self.plan.warmup_for(c);
+        let warmup = self.plan.warmup_for(key.level);
         let seed = test_seed(self.plan.seed, key);
+        // closed loop at a concurrency; open loop at a rate (Poisson unless --burstiness),
+        // capped by --max-concurrency if given
+        let (max_concurrency, request_rate, burstiness) = match key.level {
+            Level::Concurrency(c) => (Some(c as usize), f64::INFINITY, 1.0),
+            Level::Rate(r) => (
+                self.plan.max_concurrency.map(|c| c as usize),
+                r.per_s(),
+                self.plan.burstiness,
+            ),
+        };
         let load = TestSpec {
             prompts: vec![],
             sessions: vec![],
             warmup_prompts: vec![],
             warmup_requests: warmup,
-            max_concurrency: Some(c as usize),
-            request_rate: f64::INFINITY,
-            burstiness: 1.0,
+            max_concurrency,
+            request_rate,
+            burstiness,
             seed,
             workers: self.want_workers,
             // a conversation's reuse is its own history, not known beforehand: not judged
@@ -289,7 +298,7 @@ impl Sweep<'_> {
         };
         let entry = Entry {
             version: crate::test_run::RESULT_VERSION,
-            concurrency: key.concurrency,
+            level: key.level,
             input_len: key.io.input_len,
             output_len: key.io.output_len,
             run: key.run,
@@ -331,7 +340,7 @@ fn test_seed(base: u64, key: &TestKey) -> u64 {
     for v in [
         key.io.input_len as u64,
         key.io.output_len as u64,
-        key.concurrency as u64,
+        key.level.step() as u64,
         key.run as u64,
     ] {
         h = (h ^ v).wrapping_mul(0x100_0000_01b3).rotate_left(29);

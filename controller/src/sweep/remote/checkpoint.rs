@@ -34,7 +34,7 @@ impl Spec {
 
     /// The plan's largest concurrency (what the target's connection pool must allow).
     pub(super) fn max_concurrency(&self) -> usize {
-        self.plan.concurrency.iter().copied().max().unwrap_or(1) as usize
+        self.plan.max_in_flight()
     }
 }
 

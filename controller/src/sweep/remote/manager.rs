@@ -123,8 +123,8 @@ impl Manager {
     pub(super) async fn submit(&self, mut spec: Spec) -> anyhow::Result<(String, PathBuf)> {
         crate::sweep::threshold::check_max_error_rate(spec.plan.max_error_rate)
             .map_err(anyhow::Error::msg)?;
-        if spec.plan.io.is_empty() || spec.plan.concurrency.is_empty() {
-            anyhow::bail!("the sweep's grid is empty (--io, --concurrency)");
+        if spec.plan.io.is_empty() || spec.plan.steps().is_empty() {
+            anyhow::bail!("the sweep's grid is empty (--io, --concurrency or --rates)");
         }
         let target = spec.target_with_key();
         let prep = crate::target::prepare(&target.target, spec.max_concurrency())
