@@ -14,54 +14,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cluster::testing::Etcd;
-use common::{BIN, Proc, dump_logs, free_port, sibling};
+use common::{BIN, Proc, dump_logs, free_port, sibling, spawn};
 
 mod common;
-
-fn spawn(bin: &Path, args: &[&str], log: &Path) -> Proc {
-    let f = std::fs::File::create(log).unwrap();
-    Proc(
-        Command::new(bin)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(f)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{} starts: {e}", bin.display())),
-    )
-}
 
 /// A process's `--metrics-addr` on its own loopback address, and its base URL.
 fn metrics_addr(ip: &str) -> (String, String) {
     let addr = format!("{ip}:{}", free_port(ip));
     let url = format!("http://{addr}");
     (addr, url)
-}
-
-/// A controller on `ip` with etcd; answers its process and its metrics URL.
-fn controller(ip: &str, etcd: &Etcd, data: &Path, logs: &Path, name: &str) -> (Proc, String) {
-    let listen = format!("{ip}:{}", free_port(ip));
-    let (maddr, murl) = metrics_addr(ip);
-    let p = spawn(
-        Path::new(BIN),
-        &[
-            "controller",
-            "--listen",
-            &listen,
-            "--etcd",
-            &etcd.client_url,
-            "--lease-ttl",
-            "2",
-            "--dashboard-addr",
-            "off",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--metrics-addr",
-            &maddr,
-        ],
-        &logs.join(format!("{name}.log")),
-    );
-    (p, murl)
 }
 
 /// A simulator answering 20 tokens in about 0.2 s.
@@ -236,7 +197,7 @@ async fn health_metrics_and_the_sweep_jobs_verdict() {
     let (_sim, base_url) = sim(logs);
 
     // controller A: alive, then ready as the leader
-    let (_a, a) = controller("127.0.0.2", &etcd, data.path(), logs, "controller-a");
+    let (_a, _, a) = common::controller("127.0.0.2", &etcd, data.path(), logs, "controller-a");
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&format!("{a}/healthz")).await != Some((200, "ok\n".into())) {
         assert!(Instant::now() < deadline, "controller A's /healthz");
@@ -256,7 +217,7 @@ async fn health_metrics_and_the_sweep_jobs_verdict() {
     }
 
     // controller B: ready as a standby, not leading
-    let (_b, b) = controller("127.0.0.3", &etcd, data.path(), logs, "controller-b");
+    let (_b, _, b) = common::controller("127.0.0.3", &etcd, data.path(), logs, "controller-b");
     readyz_until(&b, 200, "standby").await;
     let m = metrics_until(&b, "up", |b| b.contains("benchctl_controller_leader")).await;
     assert_eq!(value(&m, "benchctl_controller_leader"), Some(0.0), "{m}");

@@ -17,55 +17,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cluster::testing::Etcd;
-use common::{BIN, Proc, dump_logs, free_port, result_array, sibling, stdout_ok};
+use common::{
+    BIN, Proc, controller, dump_logs, free_port, result_array, sibling, spawn, stdout_ok,
+};
 
 mod common;
-
-fn spawn(bin: &Path, args: &[&str], log: &Path) -> Proc {
-    let f = std::fs::File::create(log).unwrap();
-    Proc(
-        Command::new(bin)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(f)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{} starts: {e}", bin.display())),
-    )
-}
-
-/// A controller on `ip`: its process, its gRPC URL and its health and metrics URL.
-fn controller(
-    ip: &str,
-    etcd: &Etcd,
-    data: &Path,
-    logs: &Path,
-    name: &str,
-) -> (Proc, String, String) {
-    let port = free_port(ip);
-    let listen = format!("{ip}:{port}");
-    let metrics = format!("{ip}:{}", free_port(ip));
-    let p = spawn(
-        Path::new(BIN),
-        &[
-            "controller",
-            "--listen",
-            &listen,
-            "--etcd",
-            &etcd.client_url,
-            "--lease-ttl",
-            "2",
-            "--dashboard-addr",
-            "off",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--metrics-addr",
-            &metrics,
-        ],
-        &logs.join(format!("{name}.log")),
-    );
-    (p, format!("http://{listen}"), format!("http://{metrics}"))
-}
 
 /// One series' value in a controller's `/metrics`.
 async fn metric(metrics_url: &str, series: &str) -> Option<f64> {

@@ -3,7 +3,9 @@
 #![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
+
+use cluster::testing::Etcd;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
@@ -92,3 +94,50 @@ pub fn pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (p("ca.pem"), p("cert.pem"), p("key.pem"))
 }
 pub mod hostile;
+
+/// `bin args…` with its stderr in `log` (RUST_LOG=info), killed when the `Proc` drops.
+pub fn spawn(bin: &Path, args: &[&str], log: &Path) -> Proc {
+    let f = std::fs::File::create(log).unwrap();
+    Proc(
+        Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", bin.display())),
+    )
+}
+
+/// A controller on `ip`: its process, its gRPC URL and its health and metrics URL.
+pub fn controller(
+    ip: &str,
+    etcd: &Etcd,
+    data: &Path,
+    logs: &Path,
+    name: &str,
+) -> (Proc, String, String) {
+    let port = free_port(ip);
+    let listen = format!("{ip}:{port}");
+    let metrics = format!("{ip}:{}", free_port(ip));
+    let p = spawn(
+        Path::new(BIN),
+        &[
+            "controller",
+            "--listen",
+            &listen,
+            "--etcd",
+            &etcd.client_url,
+            "--lease-ttl",
+            "2",
+            "--dashboard-addr",
+            "off",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--metrics-addr",
+            &metrics,
+        ],
+        &logs.join(format!("{name}.log")),
+    );
+    (p, format!("http://{listen}"), format!("http://{metrics}"))
+}
