@@ -52,7 +52,7 @@ pub enum Command {
 pub fn init_tracing(cli: &Cli) {
     let local = matches!(
         cli.command,
-        Command::Bench(_) | Command::Sweep(_) | Command::Sweeps(_)
+        Command::Bench(_) | Command::Sweep(_) | Command::Sweeps(_) | Command::Compare(_)
     );
     let default = match (cli.verbose, local) {
         (0, true) => "info,controller::service=warn,loadgen::worker=warn,agent=warn,cluster=warn",
@@ -78,7 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cmd::dashboard::report(a)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compare(a) => cmd::compare::run(*a),
+        Command::Compare(a) => cmd::compare::run(*a).await,
         Command::Sim(cfg) => {
             sim::run(*cfg).await?;
             Ok(ExitCode::SUCCESS)

@@ -559,6 +559,130 @@ async fn a_controller_queues_cancels_and_reattaches_without_etcd() {
     let out = benchctl(&["sweep", "attach", "nope", "--controller", &url]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no sweep \"nope\""));
+
+    // a sweep's directory fetched from the controller: byte for byte what it wrote
+    let here = tempfile::tempdir().unwrap();
+    let out = benchctl(&[
+        "sweep",
+        "fetch",
+        &a,
+        "--controller",
+        &url,
+        "--out",
+        here.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = here.path().join(&a);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        copy.to_str().unwrap()
+    );
+    let theirs = files_under(&data.path().join(&a));
+    assert!(
+        theirs.keys().any(|p| p.starts_with("requests/")),
+        "the records are sent: {:?}",
+        theirs.keys()
+    );
+    assert_eq!(files_under(&copy), theirs);
+    let out = benchctl(&["sweep", "fetch", "nope", "--controller", &url]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no sweep \"nope\""));
+
+    // compare over sweep ids: a second sweep of the same grid against the first, both fetched
+    let mut args = vec!["sweep", "--controller", &url, "--base-url", &base_url];
+    args.extend(grid);
+    args.push("--detach");
+    let c = benchctl(&args);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let c = String::from_utf8(c.stdout).unwrap().trim().to_string();
+    let out = benchctl(&["sweep", "attach", &c, "--controller", &url, "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = tempfile::tempdir().unwrap();
+    let compare = |extra: &[&str]| {
+        let mut args = vec![
+            "compare",
+            &a,
+            &c,
+            "--controller",
+            &url,
+            "--format",
+            "markdown",
+        ];
+        args.extend_from_slice(extra);
+        benchctl(&args)
+    };
+    let out = compare(&["--fetch-dir", kept.path().to_str().unwrap()]);
+    let (md, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}\n{md}");
+    assert!(err.contains(&format!("fetched sweep {a} (done")), "{err}");
+    assert!(md.contains(&a) && md.contains(&c), "{md}");
+    for test in [
+        "| 32x100 c=2 | mean_tpot ms |",
+        "| 32x100 c=4 | mean_tpot ms |",
+    ] {
+        assert!(md.contains(test), "{test} compared: {md}");
+    }
+    assert_eq!(
+        files_under(&kept.path().join(&c)),
+        files_under(&data.path().join(&c))
+    );
+    // a sweep id and a local directory mixed: the same comparison
+    let local = data.path().join(&a);
+    let out = benchctl(&[
+        "compare",
+        local.to_str().unwrap(),
+        &c,
+        "--controller",
+        &url,
+        "--format",
+        "markdown",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        md,
+        "same inputs, same seed"
+    );
+    // an id the controller does not know is named
+    let out = benchctl(&["compare", &a, "nope", "--controller", &url]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no sweep \"nope\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every file under `dir`, by its path relative to it, with its bytes.
+fn files_under(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
 }
 
 /// A cancel is checkpointed before it acts: a sweep cancelled while queued, whose leader then

@@ -51,7 +51,7 @@ async fn sweep_of(step_ms: f64, root: &Path) -> PathBuf {
 }
 
 /// `benchctl compare ARGS…` in-process: its exit code and output (`--out`).
-fn compare(args: &[&str], out: &Path) -> (ExitCode, String) {
+async fn compare(args: &[&str], out: &Path) -> (ExitCode, String) {
     let mut argv = vec!["benchctl", "compare"];
     argv.extend_from_slice(args);
     let o = out.display().to_string();
@@ -60,7 +60,7 @@ fn compare(args: &[&str], out: &Path) -> (ExitCode, String) {
     let Command::Compare(a) = cli.command else {
         unreachable!()
     };
-    let code = controller::cmd::compare::run(*a).unwrap();
+    let code = controller::cmd::compare::run(*a).await.unwrap();
     (code, std::fs::read_to_string(out).unwrap())
 }
 
@@ -99,7 +99,7 @@ async fn a_slower_decode_step_is_worse_and_the_same_server_is_within_noise() {
     let gate = "mean_tpot:+10% output_throughput:-10%";
 
     // the injected regression: TPOT worse at both concurrencies, the gate fails naming them
-    let (code, md) = compare(&[p, ps, "--fail-on", gate, "--format", "markdown"], &out);
+    let (code, md) = compare(&[p, ps, "--fail-on", gate, "--format", "markdown"], &out).await;
     assert_eq!(code, ExitCode::FAILURE, "{md}");
     let v = verdicts(&md, "mean_tpot");
     assert_eq!(v.len(), 2, "{md}");
@@ -128,7 +128,7 @@ async fn a_slower_decode_step_is_worse_and_the_same_server_is_within_noise() {
         "--format",
         "markdown",
     ];
-    let (code, md) = compare(&args, &out);
+    let (code, md) = compare(&args, &out).await;
     assert_eq!(code, ExitCode::SUCCESS, "{md}");
     let v = verdicts(&md, "mean_tpot");
     assert!(
@@ -136,7 +136,7 @@ async fn a_slower_decode_step_is_worse_and_the_same_server_is_within_noise() {
         "{md}"
     );
     // seeded: the same inputs give the same output
-    assert_eq!(compare(&args, &out).1, md);
+    assert_eq!(compare(&args, &out).await.1, md);
     // one run per side: the interval covers only within-run noise, and the output says so
     assert!(
         md.contains("NOTE: 2 of 2 tests have one run per side"),
@@ -144,7 +144,7 @@ async fn a_slower_decode_step_is_worse_and_the_same_server_is_within_noise() {
     );
 
     // the HTML page: self-contained, one chart with both sweeps' frontiers
-    let (_, html) = compare(&[p, ps, "--format", "html"], &out);
+    let (_, html) = compare(&[p, ps, "--format", "html"], &out).await;
     assert!(!html.contains("src=\"http") && !html.contains("<script src"));
     assert_eq!(html.matches("<svg").count(), 1);
     let names = [&a, &slow].map(|d| d.file_name().unwrap().to_string_lossy().into_owned());
@@ -196,7 +196,8 @@ async fn runs_per_side_give_an_interval_over_runs() {
     let (code, md) = compare(
         &[p, ps, "--fail-on", "mean_tpot:+10%", "--format", "markdown"],
         &out,
-    );
+    )
+    .await;
     assert_eq!(code, ExitCode::FAILURE, "{md}");
     let v = verdicts(&md, "mean_tpot");
     assert!(
@@ -205,16 +206,16 @@ async fn runs_per_side_give_an_interval_over_runs() {
     );
     assert!(md.contains("(95 %, runs 3/3)"), "{md}");
     assert!(!md.contains("NOTE:"), "{md}");
-    let (code, md) = compare(&[p, p2, "--min-effect", "5%", "--format", "markdown"], &out);
+    let (code, md) = compare(&[p, p2, "--min-effect", "5%", "--format", "markdown"], &out).await;
     assert_eq!(code, ExitCode::SUCCESS, "{md}");
     assert_eq!(verdicts(&md, "mean_tpot"), ["within noise"], "{md}");
     // a comma list is one side: the runs of both sweeps (6 against 3)
     let both = format!("{p},{p2}");
-    let (_, table) = compare(&[&both, ps], &out);
+    let (_, table) = compare(&[&both, ps], &out).await;
     assert!(table.contains("runs 6/3"), "{table}");
     assert!(table.contains("worse"), "{table}");
     // the same inputs and seed, the same output
-    assert_eq!(compare(&[&both, ps], &out).1, table);
+    assert_eq!(compare(&[&both, ps], &out).await.1, table);
     // a bad name in the list is named
     let bad = format!("{p},,{p2}");
     let mut argv = vec!["benchctl", "compare", &bad, ps];
@@ -223,6 +224,30 @@ async fn runs_per_side_give_an_interval_over_runs() {
     let Command::Compare(args) = Cli::try_parse_from(&argv).unwrap().command else {
         unreachable!()
     };
-    let e = format!("{:#}", controller::cmd::compare::run(*args).unwrap_err());
+    let e = format!(
+        "{:#}",
+        controller::cmd::compare::run(*args).await.unwrap_err()
+    );
     assert!(e.contains("an empty name in the comma list"), "{e}");
+    // a name that is no path here: perhaps a sweep id, but no controller was given
+    let argv = [
+        "benchctl",
+        "compare",
+        "model_tp1_20261201_000000",
+        ps,
+        "--out",
+        &o,
+    ];
+    let Command::Compare(args) = Cli::try_parse_from(argv).unwrap().command else {
+        unreachable!()
+    };
+    let e = format!(
+        "{:#}",
+        controller::cmd::compare::run(*args).await.unwrap_err()
+    );
+    assert!(
+        e.contains("model_tp1_20261201_000000: no such file or directory")
+            && e.contains("--controller URL or --etcd URLS"),
+        "{e}"
+    );
 }

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
+use super::sweep_args::RemoteArgs;
 use crate::compare::{self, bootstrap, gate, load::Run, metric, render};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -22,10 +23,11 @@ pub enum Format {
 #[derive(Clone, Debug, Args)]
 pub struct CompareArgs {
     /// Sweep directories or result files (`bench --save-result`, with their
-    /// `.requests.jsonl`); the first is the baseline. A comma list `A1,A2,A3` is one side with
-    /// several runs of each test, as are a sweep's `--repeats`: with ≥ 2 runs on a side the
-    /// interval is over runs, then requests (with one run per side it covers only within-run
-    /// noise, and a NOTE says so).
+    /// `.requests.jsonl`), or, with --controller/--etcd, the ids of sweeps the controller ran
+    /// (`benchctl sweeps` lists them; fetched first); the first is the baseline. A comma list
+    /// `A1,A2,A3` is one side with several runs of each test, as are a sweep's `--repeats`:
+    /// with ≥ 2 runs on a side the interval is over runs, then requests (with one run per side
+    /// it covers only within-run noise, and a NOTE says so).
     #[arg(required = true, num_args = 2..)]
     pub results: Vec<String>,
     /// Confidence of the intervals of the differences.
@@ -54,6 +56,12 @@ pub struct CompareArgs {
     /// Write the output here instead of stdout.
     #[arg(long, short, env = "BENCHCTL_COMPARE_OUT")]
     pub out: Option<PathBuf>,
+    /// Where the sweeps fetched from the controller are kept (`<DIR>/<ID>/`, replaced on each
+    /// fetch); by default a temporary directory removed at the end.
+    #[arg(long, env = "BENCHCTL_FETCH_DIR")]
+    pub fetch_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 impl CompareArgs {
@@ -102,12 +110,72 @@ impl CompareArgs {
     }
 }
 
+/// The results as local paths: each name that is not a path here is a sweep id, fetched from
+/// the controller into `fetched` (a sweep fetched once serves every side that names it).
+async fn local_paths(a: &CompareArgs, fetched: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let mut have = std::collections::BTreeMap::new();
+    let mut out = Vec::with_capacity(a.results.len());
+    for spec in &a.results {
+        let mut paths = vec![];
+        for name in spec.split(',').map(str::trim) {
+            if name.is_empty() || std::path::Path::new(name).exists() {
+                paths.push(name.to_string());
+                continue;
+            }
+            if !a.remote.enabled() {
+                bail!(
+                    "benchctl compare {name}: no such file or directory (a sweep id? give --controller URL or --etcd URLS to fetch it from the controller)"
+                );
+            }
+            if name.contains('/') || name == "." || name == ".." {
+                bail!("benchctl compare {name}: no such file or directory, and not a sweep id");
+            }
+            if !have.contains_key(name) {
+                let f = super::sweep_remote::fetch_to(&a.remote, name, &fetched.join(name)).await?;
+                eprintln!(
+                    "fetched sweep {name} ({}: {} files, {} bytes){}",
+                    f.status,
+                    f.files,
+                    f.bytes,
+                    if a.fetch_dir.is_some() {
+                        format!(" into {}", f.dir.display())
+                    } else {
+                        String::new()
+                    }
+                );
+                if f.status != "done" {
+                    eprintln!(
+                        "NOTE: sweep {name} is {}: only its finished tests are compared",
+                        f.status
+                    );
+                }
+                have.insert(name.to_string(), f.dir);
+            }
+            paths.push(have[name].display().to_string());
+        }
+        out.push(paths.join(","));
+    }
+    Ok(out)
+}
+
 /// Runs the comparison, prints (or writes) it; the exit status is 1 when a `--fail-on` bound
 /// broke.
-pub fn run(a: CompareArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(a: CompareArgs) -> anyhow::Result<ExitCode> {
     let settings = a.settings()?;
-    let mut runs = a
-        .results
+    let tmp;
+    let fetched = match &a.fetch_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("--fetch-dir {}: cannot create it", d.display()))?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let paths = local_paths(&a, &fetched).await?;
+    let mut runs = paths
         .iter()
         .map(|p| Run::load_list(p))
         .collect::<anyhow::Result<Vec<Run>>>()?;

@@ -21,6 +21,7 @@ pub async fn dispatch(cmd: SweepCmd) -> anyhow::Result<ExitCode> {
     match cmd.action {
         Some(SweepAction::Attach(a)) => super::sweep_remote::attach(a).await,
         Some(SweepAction::Cancel(a)) => super::sweep_remote::cancel(a).await,
+        Some(SweepAction::Fetch(a)) => super::sweep_remote::fetch(a).await,
         None if cmd.args.remote.enabled() => super::sweep_remote::submit(cmd.args).await,
         None => run(cmd.args).await,
     }

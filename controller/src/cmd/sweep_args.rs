@@ -25,6 +25,9 @@ pub enum SweepAction {
     Attach(AttachArgs),
     /// Stop a sweep the controller runs or has queued (finished tests are kept).
     Cancel(AttachArgs),
+    /// Copy a sweep's result directory from the controller to this machine (a running sweep
+    /// as it is now), e.g. for `benchctl report` or `benchctl compare`.
+    Fetch(FetchArgs),
 }
 
 /// What a sweep's tests send.
@@ -195,6 +198,18 @@ pub struct AttachArgs {
     /// No progress bar.
     #[arg(long, env = "BENCHCTL_QUIET")]
     pub quiet: bool,
+}
+
+/// `benchctl sweep fetch ID`.
+#[derive(Clone, Debug, Args)]
+pub struct FetchArgs {
+    /// The sweep's id (`benchctl sweeps` lists them).
+    pub id: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// The directory to write `<ID>/` in (an earlier copy there is replaced).
+    #[arg(long, short, env = "BENCHCTL_FETCH_OUT", default_value = ".")]
+    pub out: PathBuf,
 }
 
 /// `benchctl sweeps`.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tonic::transport::Channel;
 
-use super::sweep_args::{AttachArgs, RemoteArgs, SweepArgs, SweepsArgs};
+use super::sweep_args::{AttachArgs, FetchArgs, RemoteArgs, SweepArgs, SweepsArgs};
 use crate::sweep::remote::Spec;
 use crate::sweep::status::Status;
 
@@ -176,6 +176,58 @@ pub async fn cancel(a: AttachArgs) -> anyhow::Result<ExitCode> {
         "sweep {}: cancel sent (the test in flight is discarded, finished tests are kept)",
         a.id
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fetches sweep `id`'s result directory from the controller into `dest` (replaced if it
+/// exists), asking again while a controller hands over.
+pub async fn fetch_to(
+    remote: &RemoteArgs,
+    id: &str,
+    dest: &std::path::Path,
+) -> anyhow::Result<crate::sweep::remote::fetch::Fetched> {
+    let mut conn = Conn::new(remote)?;
+    let mut tries = 0;
+    loop {
+        let (mut client, url) = conn.client().await?;
+        let stream = match client
+            .fetch_sweep(proto::FetchSweepRequest { id: id.to_string() })
+            .await
+        {
+            Ok(s) => s.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable && tries < 10 => {
+                tries += 1;
+                eprintln!("controller {url}: {}; asking again", s.message());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(s) => anyhow::bail!("controller {url}: {}", s.message()),
+        };
+        return crate::sweep::remote::fetch::receive(stream, dest)
+            .await
+            .with_context(|| format!("fetching sweep {id} from {url}"));
+    }
+}
+
+/// `benchctl sweep fetch ID`: the sweep's result directory, copied here.
+pub async fn fetch(a: FetchArgs) -> anyhow::Result<ExitCode> {
+    if a.id.is_empty() || a.id.contains('/') || a.id == "." || a.id == ".." {
+        anyhow::bail!(
+            "sweep fetch {:?}: not a sweep id (`benchctl sweeps` lists them)",
+            a.id
+        );
+    }
+    let dest = a.out.join(&a.id);
+    let f = fetch_to(&a.remote, &a.id, &dest).await?;
+    eprintln!(
+        "sweep {} ({}): {} files, {} bytes in {}",
+        a.id,
+        f.status,
+        f.files,
+        f.bytes,
+        f.dir.display()
+    );
+    println!("{}", f.dir.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -16,9 +16,12 @@
 //! - `manager`: the [`Manager`] handle, what callers send the owner task;
 //! - `queue`: the owner task: the sweeps, their checkpoints, the queue run one at a time;
 //! - `runner`: one sweep run or resumed;
-//! - `rpc`: the gRPC service over the manager.
+//! - `rpc`: the gRPC service over the manager;
+//! - `fetch`: a sweep's result directory sent file by file (`FetchSweep`), and written by the
+//!   client that asked for it.
 
 pub mod checkpoint;
+pub mod fetch;
 mod manager;
 mod queue;
 mod rpc;

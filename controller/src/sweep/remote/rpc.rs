@@ -11,6 +11,8 @@ use super::checkpoint::{Change, Checkpoint, Spec};
 use super::manager::Manager;
 use crate::sweep::feed::event;
 
+type FetchStream =
+    Pin<Box<dyn Stream<Item = Result<proto::FetchSweepResponse, tonic::Status>> + Send>>;
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::SweepEvent, tonic::Status>> + Send>>;
 
 /// A sweep as `ListSweeps` shows it.
@@ -33,6 +35,7 @@ fn info(d: &Checkpoint, sweeps: &Manager) -> proto::SweepInfo {
 #[tonic::async_trait]
 impl proto::sweeps_server::Sweeps for Manager {
     type WatchSweepStream = EventStream;
+    type FetchSweepStream = FetchStream;
 
     async fn submit_sweep(
         &self,
@@ -134,5 +137,31 @@ impl proto::sweeps_server::Sweeps for Manager {
         self.interrupt(&id).await;
         feed.line("cancel asked: the test in flight is discarded".into());
         Ok(Response::new(proto::CancelSweepResponse {}))
+    }
+
+    async fn fetch_sweep(
+        &self,
+        request: Request<proto::FetchSweepRequest>,
+    ) -> Result<Response<Self::FetchSweepStream>, tonic::Status> {
+        let id = request.into_inner().id;
+        // only a sweep this controller knows: an id is never a path to read
+        let Some(d) = self.list().await.into_iter().find(|d| d.id == id) else {
+            return Err(tonic::Status::not_found(format!(
+                "no sweep {id:?} on this controller (`benchctl sweeps` lists them)"
+            )));
+        };
+        let dir = self.result_dir(&id);
+        if !dir.is_dir() {
+            return Err(tonic::Status::not_found(format!(
+                "sweep {id:?}: its result directory {} is not on this controller's disk",
+                dir.display()
+            )));
+        }
+        let status = d.status.as_str().to_string();
+        let (tx, out) = mpsc::channel(8);
+        tokio::task::spawn_blocking(move || super::fetch::send(&dir, status, &tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 }
