@@ -13,7 +13,7 @@
 # (ub2048 against ub512), rate/ (the rate sweep and its summary), console-compare-repeats.txt,
 # and compare-repeats.tar.gz with all of it.
 # Usage: compare-repeats-gpu.sh KIT OUT   (KIT/bin holds the release binaries, as compare-gpu.sh)
-set -eu
+set -eu -o pipefail
 kit=${1:?usage: compare-repeats-gpu.sh KIT OUT}; out=${2:?OUT}
 B=$kit/bin
 for z in "$B"/benchctl*.gz; do [ -e "$z" ] && { gunzip -c "$z" > "${z%.gz}"; chmod +x "${z%.gz}"; rm "$z"; }; done
@@ -37,14 +37,19 @@ repeated() {
       "model=random 1.4B Qwen3-shaped GGUF"
   echo "sweep $1 done after ${SECONDS}s"
 }
+# Every sweep starts on a freshly started server (RESTART=0: the second -ub 2048 sweep reuses the
+# first one's server). A llama-server that has served earlier runs is not the same server: run on
+# 2026-12-02 without the restart, the second sweep's mean TPOT was +79 % at c=16 (the slots keep
+# the earlier requests' KV cells), and `compare` rightly called it worse (docs/compare-gpu.md).
+serve() { bash "$here/llama-serve.sh" 8000 "$@"; }  # FLAGS…
+# shellcheck disable=SC2086 # $flags is a list of words
 flags="$base -ub 2048"
-# shellcheck disable=SC2086
-bash "$here/llama-serve.sh" 8000 $flags
+serve $flags
 repeated "$out/ub2048-a" "$flags"
+[ "${RESTART:-1}" = 0 ] || serve $flags
 repeated "$out/ub2048-b" "$flags"
 flags="$base -ub 512"
-# shellcheck disable=SC2086
-bash "$here/llama-serve.sh" 8000 $flags
+serve $flags
 repeated "$out/ub512" "$flags"
 a=$(ls -d "$out"/ub2048-a/*/ | head -1); a2=$(ls -d "$out"/ub2048-b/*/ | head -1)
 b=$(ls -d "$out"/ub512/*/ | head -1)
