@@ -205,7 +205,9 @@ async fn runs_per_side_give_an_interval_over_runs() {
         "{md}"
     );
     assert!(md.contains("(95 %, runs 3/3)"), "{md}");
-    assert!(!md.contains("NOTE:"), "{md}");
+    assert!(!md.contains("one run per side"), "{md}");
+    // each side's runs are one sweep's: said, with what to do instead
+    assert!(md.contains("a side's runs all come from one sweep"), "{md}");
     let (code, md) = compare(&[p, p2, "--min-effect", "5%", "--format", "markdown"], &out).await;
     assert_eq!(code, ExitCode::SUCCESS, "{md}");
     assert_eq!(verdicts(&md, "mean_tpot"), ["within noise"], "{md}");
@@ -216,6 +218,10 @@ async fn runs_per_side_give_an_interval_over_runs() {
     assert!(table.contains("worse"), "{table}");
     // the same inputs and seed, the same output
     assert_eq!(compare(&[&both, ps], &out).await.1, table);
+    // runs from several sweeps on both sides: no NOTE about one sweep
+    let (_, table) = compare(&[&both, &format!("{p2},{p}")], &out).await;
+    assert!(table.contains("runs 6/6"), "{table}");
+    assert!(!table.contains("NOTE"), "{table}");
     // a bad name in the list is named
     let bad = format!("{p},,{p2}");
     let mut argv = vec!["benchctl", "compare", &bad, ps];

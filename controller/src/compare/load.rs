@@ -28,6 +28,8 @@ pub struct Run {
     pub tests: BTreeMap<TestId, Runs>,
     /// The page's view of it (boundaries, frontier).
     pub view: SweepView,
+    /// The result files or sweep directories it was read from (`A1,A2,A3`: 3).
+    pub sources: usize,
 }
 
 impl Run {
@@ -77,6 +79,7 @@ impl Run {
             name: source.name(),
             tests,
             view,
+            sources: 1,
         })
     }
 
@@ -98,6 +101,7 @@ impl Run {
         let mut names = vec![first.name.clone()];
         for r in runs {
             names.push(r.name);
+            first.sources += r.sources;
             for (id, more) in r.tests {
                 let merged = match first.tests.remove(&id) {
                     Some(have) => have.extend(more),

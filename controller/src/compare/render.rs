@@ -107,17 +107,28 @@ fn boundaries(rep: &Report) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-/// The NOTE for tests with one run per side, if any: their interval covers only within-run noise.
-fn single_run_note(c: &Comparison) -> Option<String> {
+/// The NOTEs of a comparison: tests with one run per side (their interval covers only within-run
+/// noise), and sides whose several runs all come from one sweep (one server start, most likely).
+fn notes(rep: &Report, c: &Comparison) -> Vec<String> {
     let mut tests: Vec<_> = c.rows.iter().map(|r| (r.test, r.single_runs())).collect();
     tests.dedup();
     let single = tests.iter().filter(|t| t.1).count();
-    (single > 0).then(|| {
-        format!(
+    let mut v = vec![];
+    if single > 0 {
+        v.push(format!(
             "NOTE: {single} of {} tests have one run per side: their interval covers only within-run noise (a run's requests share batches), so a rerun may not reproduce the difference. Compare several runs per side (a sweep with --repeats N, or A1,A2,A3) for an interval over runs.",
             tests.len()
-        )
-    })
+        ));
+    }
+    let one_sweep = |k: usize, runs: fn(&super::Row) -> usize| {
+        rep.runs[k].sources == 1 && c.rows.iter().any(|r| runs(r) >= 2)
+    };
+    if one_sweep(c.baseline, |r| r.runs.0) || one_sweep(c.other, |r| r.runs.1) {
+        v.push(
+            "NOTE: a side's runs all come from one sweep: the interval covers how runs vary on one running server, not between server starts, which on a real server can be the larger part (llama.cpp: 17 % in TPOT between two starts, a few % between runs, docs/compare-gpu.md). To judge a server build or setting, take each run on its own server start and give them as A1,A2,A3.".into(),
+        );
+    }
+    v
 }
 
 /// What the boundaries count: the baseline sweep's axis.
@@ -164,7 +175,7 @@ pub fn table(rep: &Report) -> String {
         for r in &rows {
             let _ = writeln!(s, "{}", line(r));
         }
-        if let Some(note) = single_run_note(c) {
+        for note in notes(rep, c) {
             let _ = writeln!(s, "{note}");
         }
         unmatched(&mut s, rep, c);
@@ -204,7 +215,7 @@ pub fn markdown(rep: &Report) -> String {
             }
             let _ = writeln!(s, "| {} |", cells.join(" | "));
         }
-        if let Some(note) = single_run_note(c) {
+        for note in notes(rep, c) {
             let _ = writeln!(s, "\n> **{note}**");
         }
         let mut u = String::new();
@@ -297,7 +308,7 @@ fn table_html(s: &mut String, rep: &Report, c: &Comparison) {
         s.push_str("</tr>");
     }
     s.push_str("</table>");
-    if let Some(note) = single_run_note(c) {
+    for note in notes(rep, c) {
         let _ = write!(s, "<p class=\"note\"><b>{}</b></p>", esc(&note));
     }
 }
