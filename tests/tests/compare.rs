@@ -116,6 +116,10 @@ async fn a_slower_decode_step_is_worse_and_the_same_server_is_within_noise() {
         md.contains("| 64x16 | 4 | 4 |"),
         "the boundary side by side: {md}"
     );
+    // a side of two sweeps: each one's boundary
+    let pair = format!("{p},{p2}");
+    let (_, md) = compare(&[&pair, ps, "--format", "markdown"], &out).await;
+    assert!(md.contains("| 64x16 | 4 / 4 | 4 |"), "{md}");
 
     // the same server twice: within noise, exit 0
     let args = [
@@ -148,8 +152,12 @@ async fn a_slower_decode_step_is_worse_and_the_same_server_is_within_noise() {
     assert!(!html.contains("src=\"http") && !html.contains("<script src"));
     assert_eq!(html.matches("<svg").count(), 1);
     let names = [&a, &slow].map(|d| d.file_name().unwrap().to_string_lossy().into_owned());
-    for n in names {
-        assert!(html.contains(&format!("{n}: 64x16 (frontier)")), "{n}");
+    for (side, n) in ["A", "B"].iter().zip(names) {
+        assert!(
+            html.contains(&format!("{side}: 64x16 (frontier)")),
+            "{html}"
+        );
+        assert!(html.contains(&format!("{side} = {n}")), "{n}");
     }
 }
 
@@ -218,6 +226,16 @@ async fn runs_per_side_give_an_interval_over_runs() {
     assert!(table.contains("worse"), "{table}");
     // the same inputs and seed, the same output
     assert_eq!(compare(&[&both, ps], &out).await.1, table);
+    // a side of two sweeps: both frontiers on the chart, each named
+    let (_, html) = compare(&[&both, ps, "--format", "html"], &out).await;
+    let name = |d: &Path| d.file_name().unwrap().to_string_lossy().into_owned();
+    for (label, d) in [("A1", &a), ("A2", &a2), ("B", &slow)] {
+        assert!(
+            html.contains(&format!("{label}: 64x16 (frontier)")),
+            "{label}"
+        );
+        assert!(html.contains(&format!("{label} = {}", name(d))), "{label}");
+    }
     // runs from several sweeps on both sides: no NOTE about one sweep
     let (_, table) = compare(&[&both, &format!("{p2},{p}")], &out).await;
     assert!(table.contains("runs 6/6"), "{table}");

@@ -26,13 +26,17 @@ pub struct Run {
     pub name: String,
     /// Each test's runs.
     pub tests: BTreeMap<TestId, Runs>,
-    /// The page's view of it (boundaries, frontier).
-    pub view: SweepView,
-    /// The result files or sweep directories it was read from (`A1,A2,A3`: 3).
-    pub sources: usize,
+    /// Each result file or sweep directory it was read from (`A1,A2,A3`: 3), by name, with the
+    /// page's view of it (boundaries, frontier).
+    pub views: Vec<(String, SweepView)>,
 }
 
 impl Run {
+    /// The first source's view: the axis and thresholds of the side.
+    pub fn view(&self) -> &SweepView {
+        &self.views[0].1
+    }
+
     /// Reads `path`; `what` names it in errors (`A`, `B`…).
     pub fn load(path: &Path) -> anyhow::Result<Run> {
         let source = if path.is_dir() {
@@ -78,8 +82,7 @@ impl Run {
         Ok(Run {
             name: source.name(),
             tests,
-            view,
-            sources: 1,
+            views: vec![(source.name(), view)],
         })
     }
 
@@ -101,7 +104,7 @@ impl Run {
         let mut names = vec![first.name.clone()];
         for r in runs {
             names.push(r.name);
-            first.sources += r.sources;
+            first.views.extend(r.views);
             for (id, more) in r.tests {
                 let merged = match first.tests.remove(&id) {
                     Some(have) => have.extend(more),

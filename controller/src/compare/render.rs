@@ -77,8 +77,8 @@ fn settings_line(rep: &Report) -> String {
 /// The boundaries (max passing concurrency) side by side: `(combination, per run)`.
 fn boundaries(rep: &Report) -> Vec<(String, Vec<String>)> {
     let mut ios = vec![];
-    for r in &rep.runs {
-        for io in r.view.combinations() {
+    for (_, v) in rep.runs.iter().flat_map(|r| &r.views) {
+        for io in v.combinations() {
             if !ios.contains(&io) {
                 ios.push(io);
             }
@@ -90,16 +90,24 @@ fn boundaries(rep: &Report) -> Vec<(String, Vec<String>)> {
                 .runs
                 .iter()
                 .map(|r| {
-                    r.view.max_passing().into_iter().find(|b| b.0 == io).map_or(
-                        "-".into(),
-                        |(_, max, first)| {
-                            format!(
-                                "{}{}",
-                                max.map_or("none".into(), |m| m.to_string()),
-                                first.map_or(String::new(), |f| format!(" (fails at {f})"))
+                    // a side of several sources: each one's boundary, `64 / 64 / 128`
+                    let each: Vec<String> = r
+                        .views
+                        .iter()
+                        .map(|(_, v)| {
+                            v.max_passing().into_iter().find(|b| b.0 == io).map_or(
+                                "-".into(),
+                                |(_, max, first)| {
+                                    format!(
+                                        "{}{}",
+                                        max.map_or("none".into(), |m| m.to_string()),
+                                        first.map_or(String::new(), |f| format!(" (fails at {f})"))
+                                    )
+                                },
                             )
-                        },
-                    )
+                        })
+                        .collect();
+                    each.join(" / ")
                 })
                 .collect();
             (io.to_string(), per)
@@ -121,7 +129,7 @@ fn notes(rep: &Report, c: &Comparison) -> Vec<String> {
         ));
     }
     let one_sweep = |k: usize, runs: fn(&super::Row) -> usize| {
-        rep.runs[k].sources == 1 && c.rows.iter().any(|r| runs(r) >= 2)
+        rep.runs[k].views.len() == 1 && c.rows.iter().any(|r| runs(r) >= 2)
     };
     if one_sweep(c.baseline, |r| r.runs.0) || one_sweep(c.other, |r| r.runs.1) {
         v.push(
@@ -133,14 +141,17 @@ fn notes(rep: &Report, c: &Comparison) -> Vec<String> {
 
 /// What the boundaries count: the baseline sweep's axis.
 fn boundary_axis(rep: &Report) -> &'static str {
-    match rep.runs[0].view.axis() {
+    match rep.runs[0].view().axis() {
         crate::sweep::axis::Axis::Concurrency => "concurrency",
         crate::sweep::axis::Axis::Rate => "request rate (req/s)",
     }
 }
 
 fn judged(rep: &Report) -> bool {
-    rep.runs.iter().any(|r| !r.view.thresholds.is_empty())
+    rep.runs
+        .iter()
+        .flat_map(|r| &r.views)
+        .any(|(_, v)| !v.thresholds.is_empty())
 }
 
 /// The terminal table.
@@ -248,7 +259,12 @@ pub fn html(rep: &Report) -> String {
         esc(&names.join(" vs ")),
         esc(&settings_line(rep))
     );
-    if rep.runs.iter().any(|r| r.view.simulated_target) {
+    if rep
+        .runs
+        .iter()
+        .flat_map(|r| &r.views)
+        .any(|(_, v)| v.simulated_target)
+    {
         s.push_str("<div class=\"sim\">A target is <b>benchctl sim</b>, a SIMULATOR: its numbers describe no real model.</div>");
     }
     if judged(rep) {
@@ -315,16 +331,35 @@ fn table_html(s: &mut String, rep: &Report, c: &Comparison) {
 
 /// Every run's frontier (output tokens/s per GPU against 1000 / mean TPOT) in one chart.
 fn overlay(rep: &Report) -> String {
-    let series: Vec<Series> = rep
-        .runs
-        .iter()
-        .flat_map(|r| series_of(&r.view, &format!("{}: ", r.name), Y::Output, "mean"))
-        .collect();
+    let mut series: Vec<Series> = vec![];
+    let mut key = vec![];
+    for (k, r) in rep.runs.iter().enumerate() {
+        let side = side_letter(k);
+        for (j, (name, view)) in r.views.iter().enumerate() {
+            // short labels in the legend, spelled out under the chart
+            let label = if r.views.len() > 1 {
+                format!("{side}{}", j + 1)
+            } else {
+                side.to_string()
+            };
+            series.extend(series_of(view, &format!("{label}: "), Y::Output, "mean"));
+            key.push(format!("{label} = {name}"));
+        }
+    }
     let bound = rep.runs[0]
-        .view
+        .view()
         .thresholds
         .iter()
         .find(|l| l.metric == "tpot" && l.stat == "mean")
         .map(|l| l.max_ms);
-    chart(&series, Y::Output, "mean", bound, "")
+    format!(
+        "{}<p class=\"muted\">{}</p>",
+        chart(&series, Y::Output, "mean", bound, ""),
+        esc(&key.join("; "))
+    )
+}
+
+/// The side's letter on the chart: A the baseline, then B, C…
+fn side_letter(k: usize) -> char {
+    char::from(b'A' + (k % 26) as u8)
 }

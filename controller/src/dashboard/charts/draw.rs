@@ -40,9 +40,17 @@ pub fn empty(root: &DrawingArea<SVGBackend, Shift>, what: &str) -> Result<(), St
 pub fn legend<'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
 ) -> Result<(), String> {
+    legend_at(chart, SeriesLabelPosition::UpperLeft)
+}
+
+/// The legend at `pos` (a chart whose points leave another corner empty).
+pub fn legend_at<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    pos: SeriesLabelPosition,
+) -> Result<(), String> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(pos)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
         .draw()

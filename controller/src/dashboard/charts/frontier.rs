@@ -6,7 +6,7 @@
 
 use plotters::prelude::*;
 
-use super::draw::{color, empty, legend, legend_line, span, svg};
+use super::draw::{color, empty, legend_at, legend_line, span, svg};
 use crate::dashboard::data::{Io, SweepView};
 use crate::sweep::frontier::{Better, Candidate, FrontierPoint, line, pareto};
 
@@ -169,7 +169,16 @@ pub fn chart(series: &[Series], y: Y, stat: &str, bound: Option<f64>, note: &str
                 ("sans-serif", 12),
             )))
             .map_err(|e| e.to_string())?;
-        legend(&mut chart)
+        // throughput falls as interactivity rises, so the lower left (y from zero) is empty;
+        // a cost rises with it, so the upper left is
+        legend_at(
+            &mut chart,
+            if y.better() == Better::Lower {
+                SeriesLabelPosition::UpperLeft
+            } else {
+                SeriesLabelPosition::LowerLeft
+            },
+        )
     })
 }
 
