@@ -94,6 +94,7 @@ pub async fn warm_up(client: &HttpClient, cfg: &RunConfig, cancel: &Cancellation
     let (mut sent, mut failed) = (0usize, 0usize);
     phase(
         client,
+        mono_ns(),
         &prompts,
         &vec![0; n],
         warm_sem,
@@ -129,6 +130,20 @@ pub async fn measure(
     keep: Keep,
     on_record: impl FnMut(&RequestRecord) + Send,
 ) -> Result<RunOutput, ScheduleError> {
+    measure_from(client, cfg, None, cancel, keep, on_record).await
+}
+
+/// [`measure`] with the schedule's origin given (monotonic ns: the start the workers of a test
+/// agreed on; `None`: now). An origin already past makes the first arrivals late, and their
+/// dispatch lag says by how much.
+pub async fn measure_from(
+    client: &HttpClient,
+    cfg: RunConfig,
+    origin: Option<u64>,
+    cancel: &CancellationToken,
+    keep: Keep,
+    on_record: impl FnMut(&RequestRecord) + Send,
+) -> Result<RunOutput, ScheduleError> {
     // a replayed trace's prompts carry their own start times: an open loop on them
     let trace: Option<Vec<u64>> = cfg.prompts.iter().map(|p| p.offset_ns).collect();
     let open_loop = trace.is_some() || cfg.arrivals.is_open_loop();
@@ -139,12 +154,16 @@ pub async fn measure(
     let sem = cfg
         .max_concurrency
         .map(|c| Arc::new(Semaphore::new(c.max(1))));
+    // `start_ns` is when this run got going (the workers' spread of it is the result's
+    // `start_skew_ms`); its schedule counts from the origin
     let mut out = RunOutput {
         start_ns: mono_ns(),
         ..Default::default()
     };
+    let start = origin.unwrap_or(out.start_ns);
     let (records, not_sent, panicked) = phase(
         client,
+        start,
         &cfg.prompts,
         &offsets,
         sem,
@@ -166,6 +185,7 @@ pub async fn measure(
 #[allow(clippy::too_many_arguments)] // reason: private helper called twice, each argument is one axis of the run
 async fn phase(
     client: &HttpClient,
+    start: u64,
     prompts: &[Prompt],
     offsets: &[u64],
     sem: Option<Arc<Semaphore>>,
@@ -175,7 +195,6 @@ async fn phase(
     keep: Keep,
     mut on_record: impl FnMut(&RequestRecord) + Send,
 ) -> (Vec<RequestRecord>, usize, usize) {
-    let start = mono_ns();
     let (tx, mut rx) = mpsc::channel::<RequestRecord>(4096);
     let mut tasks = JoinSet::new();
     let dispatcher = async {

@@ -176,3 +176,72 @@ async fn bad_trace_flags_are_named() {
     }
     sim.shutdown().await;
 }
+
+/// A schedule given its origin (what each worker of a test gets: the start they agreed on) keeps
+/// to it: every intended time is origin + offset exactly, whenever the worker got going, and an
+/// origin already past makes the first arrival late by at least that much, in its dispatch lag,
+/// instead of moving the whole schedule.
+#[tokio::test]
+async fn a_schedule_keeps_its_agreed_origin() {
+    let sim = start(fast_sim()).await;
+    let target = loadgen::Target {
+        url: format!("{}/v1/completions", sim.base_url())
+            .parse()
+            .unwrap(),
+        api_key: None,
+        body: loadgen::BodySpec {
+            kind: loadgen::EndpointKind::Completions,
+            backend: loadgen::Backend::Vllm,
+            model: "benchctl-sim".into(),
+            ignore_eos: true,
+            temperature: 0.0,
+            extra_body: Default::default(),
+        },
+        timeout: std::time::Duration::from_secs(10),
+        stall_timeout: None,
+    };
+    let client = loadgen::HttpClient::new(target, 4).unwrap();
+    let offsets_ms = [0u64, 40, 200];
+    let prompts = offsets_ms
+        .iter()
+        .map(|ms| loadgen::Prompt {
+            text: "hi".into(),
+            prompt_tokens: 1,
+            output_len: 4,
+            offset_ns: Some(ms * 1_000_000),
+        })
+        .collect();
+    let cfg = loadgen::RunConfig {
+        prompts,
+        arrivals: loadgen::Arrivals::closed_loop(),
+        max_concurrency: None,
+        warmup_requests: 0,
+        warmup_prompts: vec![],
+        request_id_prefix: "o-".into(),
+    };
+    let late_ms = 30;
+    let origin = cluster::clock::mono_ns() - late_ms * 1_000_000;
+    let cancel = Default::default();
+    let out = loadgen::runner::measure_from(
+        &client,
+        cfg,
+        Some(origin),
+        &cancel,
+        loadgen::runner::Keep::All,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    // when it got going (the spread of this over workers is `start_skew_ms`), after the origin
+    assert!(out.start_ns >= origin + late_ms * 1_000_000);
+    let mut recs = out.records;
+    recs.sort_by_key(|r| r.index);
+    for (r, ms) in recs.iter().zip(offsets_ms) {
+        assert!(r.ok(), "{:?}", r.error);
+        assert_eq!(r.intended_ns, origin + ms * 1_000_000);
+        assert!(r.dispatch_ns >= r.intended_ns, "sent early: {r:?}");
+    }
+    let lag_ms = (recs[0].dispatch_ns - recs[0].intended_ns) as f64 / 1e6;
+    assert!(lag_ms >= late_ms as f64, "first arrival {lag_ms} ms late");
+    sim.shutdown().await;
+}

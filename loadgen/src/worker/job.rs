@@ -71,9 +71,9 @@ pub(super) struct Gate {
 }
 
 impl Gate {
-    /// Says the warm-up is over and waits for the start time, then until it. `false`: cancelled
-    /// (or the session ended) first.
-    async fn wait_for_start(&mut self, job_id: &str) -> bool {
+    /// Says the warm-up is over and waits for the start time, then until it: `Some(start)`, the
+    /// agreed start (monotonic ns); `None`: cancelled (or the session ended) first.
+    async fn wait_for_start(&mut self, job_id: &str) -> Option<u64> {
         let warmed = proto::WarmedUp {
             job_id: job_id.to_string(),
         };
@@ -83,13 +83,13 @@ impl Gate {
             .await
             .is_err()
         {
-            return false;
+            return None;
         }
         let at = tokio::select! {
-            _ = self.cancel.cancelled() => return false,
+            _ = self.cancel.cancelled() => return None,
             r = self.start.wait_for(Option::is_some) => match r {
                 Ok(at) => at.expect("waited for Some"),
-                Err(_) => return false,
+                Err(_) => return None,
             },
         };
         let late_ns = mono_ns().saturating_sub(at);
@@ -100,8 +100,8 @@ impl Gate {
             );
         }
         tokio::select! {
-            _ = self.cancel.cancelled() => false,
-            _ = tokio::time::sleep_until(instant_at(at)) => true,
+            _ = self.cancel.cancelled() => None,
+            _ = tokio::time::sleep_until(instant_at(at)) => Some(at),
         }
     }
 }
@@ -131,15 +131,22 @@ async fn execute(
         warmup_failed: warm.iter().map(|w| w.failed as u32).sum(),
         ..Default::default()
     };
-    let started =
-        !cancel.is_cancelled() && (!job.start_on_signal || gate.wait_for_start(&job.job_id).await);
-    if !started {
+    // the schedule's origin: the start every worker of the test agreed on (a worker that wakes
+    // late sends late, and its dispatch lag says so), or now for a job that starts alone
+    let started = if cancel.is_cancelled() {
+        None
+    } else if job.start_on_signal {
+        gate.wait_for_start(&job.job_id).await.map(Some)
+    } else {
+        Some(None)
+    };
+    let Some(origin) = started else {
         let now = mono_ns();
         done.start_ns = now;
         done.end_ns = now;
         done.not_sent = n_prompts as u32;
         return Ok(done);
-    }
+    };
 
     // the worker's CPU over the measured run, read here and at its end only
     let cpu_at_start = crate::cpu::process_cpu_ns();
@@ -160,7 +167,15 @@ async fn execute(
                 let _ = rec_tx.send(p);
             };
             if run.sessions.is_empty() {
-                crate::runner::measure(&run.client, run.cfg, cancel, Keep::None, on_record).await
+                crate::runner::measure_from(
+                    &run.client,
+                    run.cfg,
+                    origin,
+                    cancel,
+                    Keep::None,
+                    on_record,
+                )
+                .await
             } else {
                 let sessions = &run.sessions;
                 crate::conversation::measure_sessions(
