@@ -22,7 +22,7 @@
 use serde::Serialize;
 
 use loadgen::Records;
-use loadgen::stats::percentile_sorted;
+use loadgen::stats::{Distribution, percentile_sorted};
 
 /// The limits beyond which a test is invalid.
 #[derive(Clone, Copy, Debug)]
@@ -77,10 +77,35 @@ pub fn judge(
     cpu_pct: Option<f64>,
     b: Bounds,
 ) -> ClientHealth {
+    judge_holding(
+        records,
+        open_loop,
+        concurrency,
+        cpu_pct,
+        b,
+        loadgen::report::CHUNK_SAMPLES_HELD,
+    )
+}
+
+/// [`judge`] holding at most `held` read lags (one per read); past them the two percentiles come
+/// from replaying the records (`Distribution::of_replayed`: the same values).
+pub fn judge_holding(
+    records: &(impl Records + ?Sized),
+    open_loop: bool,
+    concurrency: Option<usize>,
+    cpu_pct: Option<f64>,
+    b: Bounds,
+    held: usize,
+) -> ClientHealth {
     let (mut lags, mut d) = (Vec::new(), Vec::new());
     let (mut reads, mut chunks) = (0usize, 0usize);
+    let lag_ms = |us: &u32| f64::from(*us) / 1000.0;
     for r in records.each() {
-        lags.extend(r.read_lags_us.iter().map(|&us| f64::from(us) / 1000.0));
+        if reads + r.read_lags_us.len() <= held {
+            lags.extend(r.read_lags_us.iter().map(lag_ms));
+        } else {
+            lags = Vec::new();
+        }
         reads += r.read_lags_us.len();
         if !r.read_lags_us.is_empty() {
             chunks += r.chunks.len();
@@ -89,10 +114,24 @@ pub fn judge(
             d.push(r.dispatch_lag_ns() as f64 / 1e6);
         }
     }
-    lags.sort_by(f64::total_cmp);
+    let (p50, p99) = if reads > held {
+        let mut pass = |f: &mut dyn FnMut(f64)| {
+            for r in records.each() {
+                r.read_lags_us.iter().for_each(|us| f(lag_ms(us)));
+            }
+        };
+        Distribution::of_replayed(&mut pass, &[50.0, 99.0])
+            .map_or((None, None), |d| (d.get(50.0), d.get(99.0)))
+    } else {
+        lags.sort_by(f64::total_cmp);
+        (
+            (!lags.is_empty()).then(|| percentile_sorted(&lags, 50.0)),
+            (!lags.is_empty()).then(|| percentile_sorted(&lags, 99.0)),
+        )
+    };
     let mut h = ClientHealth {
-        client_read_lag_p50_ms: (!lags.is_empty()).then(|| percentile_sorted(&lags, 50.0)),
-        client_read_lag_p99_ms: (!lags.is_empty()).then(|| percentile_sorted(&lags, 99.0)),
+        client_read_lag_p50_ms: p50,
+        client_read_lag_p99_ms: p99,
         client_events_per_read: (reads > 0).then(|| chunks as f64 / reads as f64),
         client_below_concurrency_fraction: None,
         client_cpu_pct: cpu_pct,
@@ -195,6 +234,30 @@ mod tests {
             end_ns: end_ms * 1_000_000,
             ..Default::default()
         }
+    }
+
+    /// Past the held read lags, the percentiles come from replaying the records: the same.
+    #[test]
+    fn read_lags_past_the_held_ones_give_the_same_verdict() {
+        let r: Vec<RequestRecord> = (0..50u64)
+            .map(|i| RequestRecord {
+                read_lags_us: (0..20u32)
+                    .map(|k| (i as u32 * 37 + k * 101) % 3000)
+                    .collect(),
+                ..rec(i, i + 5)
+            })
+            .collect();
+        let held = judge(&r, true, None, None, Bounds::default());
+        let replayed = judge_holding(&r, true, None, None, Bounds::default(), 7);
+        assert!(held.client_read_lag_p99_ms.is_some());
+        assert_eq!(
+            (held.client_read_lag_p50_ms, held.client_read_lag_p99_ms),
+            (
+                replayed.client_read_lag_p50_ms,
+                replayed.client_read_lag_p99_ms
+            )
+        );
+        assert_eq!(held.invalid, replayed.invalid);
     }
 
     #[test]

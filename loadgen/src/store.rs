@@ -516,6 +516,42 @@ mod tests {
         }
     }
 
+    /// The ITL of a spilled store, past the held samples (replayed from the spill file five
+    /// more times), equals the ITL of the same records in a Vec.
+    #[test]
+    fn chunk_metrics_replayed_from_a_spilled_store_are_exact() {
+        use crate::report::{Metric, summarize, summarize_holding};
+        let dir = tempfile::tempdir().unwrap();
+        let recs: Vec<RequestRecord> = (0..30u64)
+            .map(|i| {
+                let mut r = rec(i, 40);
+                for (k, c) in r.chunks.iter_mut().enumerate() {
+                    let k = k as u64;
+                    c.t_ns = 2000 + i * 10 + k * k * (i % 7 + 1);
+                }
+                r.end_ns = r.chunks.last().unwrap().t_ns + 1;
+                r
+            })
+            .collect();
+        let mut s = RecordStore::new(Some(3 * record_bytes(&recs[0])), dir.path().into());
+        for r in recs.iter().rev() {
+            s.push(0, r.clone()).unwrap();
+        }
+        assert_eq!(s.finish().unwrap(), None);
+        assert!(s.stats().spilled > 20);
+        let pct = [50.0, 99.0, 99.9];
+        let want = summarize(&recs, &pct, &[]);
+        let got = summarize_holding(&s, &pct, &[], 50);
+        assert_eq!(s.check().ok(), Some(()));
+        for m in [Metric::Itl, Metric::ItlPerToken] {
+            let (a, b) = (&want.metrics[&m], &got.metrics[&m]);
+            assert_eq!(
+                (a.count, &a.percentiles, a.min, a.max),
+                (b.count, &b.percentiles, b.min, b.max)
+            );
+        }
+    }
+
     #[test]
     fn over_the_budget_records_spill_and_come_back_in_index_order() {
         let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ pub use cache::CacheUsage;
 pub use json::result_json;
 pub use metric::{GoodputBound, Metric, parse_goodput};
 pub use sessions::Sessions;
-pub use summary::{Summary, summarize};
+pub use summary::{CHUNK_SAMPLES_HELD, Summary, summarize, summarize_holding};
 pub use text::render_text;
 
 use crate::runner::ChunkTokens;

@@ -85,7 +85,24 @@ pub fn summarize(
     percentiles: &[f64],
     goodput: &[GoodputBound],
 ) -> Summary {
+    summarize_holding(records, percentiles, goodput, CHUNK_SAMPLES_HELD)
+}
+
+/// The most per-chunk samples (ITL and per-token ITL together, 8 bytes each) held to compute
+/// their distributions: 16 M, 128 MB. A run with more (e.g. 160 requests of 100k tokens) gets
+/// them by [`Distribution::of_replayed`] over the records instead: the same percentiles, five
+/// more passes over the records (read back from disk where they spilled), no samples held.
+pub const CHUNK_SAMPLES_HELD: usize = 16 << 20;
+
+/// [`summarize`] holding at most `held` per-chunk samples.
+pub fn summarize_holding(
+    records: &(impl Records + ?Sized),
+    percentiles: &[f64],
+    goodput: &[GoodputBound],
+    held: usize,
+) -> Summary {
     let ms = |ns: f64| ns / 1e6;
+    let mut replay_chunks = false;
     let mut samples: BTreeMap<Metric, Vec<f64>> =
         Metric::ALL.iter().map(|m| (*m, Vec::new())).collect();
     let mut failures = Failures::default();
@@ -146,7 +163,16 @@ pub fn summarize(
         missing_usage += usize::from(r.output_tokens_server.is_none());
         cache.add(r);
         kernel_stamped += usize::from(r.kernel_rx_stamps);
-        good += usize::from(add_samples(&mut samples, r, goodput));
+        good += usize::from(add_samples(&mut samples, r, goodput, replay_chunks));
+        if !replay_chunks
+            && samples[&Metric::Itl].len() + samples[&Metric::ItlPerToken].len() > held
+        {
+            // too many to hold: computed from the records below
+            replay_chunks = true;
+            for m in [Metric::Itl, Metric::ItlPerToken] {
+                samples.insert(m, Vec::new());
+            }
+        }
     }
     if n == 0 {
         first_send = 0;
@@ -159,10 +185,27 @@ pub fn summarize(
             0.0
         }
     };
-    let metrics = samples
+    let mut metrics: BTreeMap<Metric, Distribution> = samples
         .into_iter()
         .filter_map(|(m, v)| Distribution::of(v, percentiles).map(|d| (m, d)))
         .collect();
+    if replay_chunks {
+        let mut itl = |f: &mut dyn FnMut(f64)| {
+            for r in records.each().filter(|r| r.ok()) {
+                r.itl_ns().for_each(|v| f(ms(v as f64)));
+            }
+        };
+        metrics.extend(Distribution::of_replayed(&mut itl, percentiles).map(|d| (Metric::Itl, d)));
+        let mut per_token = |f: &mut dyn FnMut(f64)| {
+            for r in records.each().filter(|r| r.ok()) {
+                r.itl_per_token_ns().into_iter().for_each(|v| f(ms(v)));
+            }
+        };
+        metrics.extend(
+            Distribution::of_replayed(&mut per_token, percentiles)
+                .map(|d| (Metric::ItlPerToken, d)),
+        );
+    }
 
     Summary {
         completed: ok,
@@ -223,6 +266,7 @@ fn add_samples(
     samples: &mut BTreeMap<Metric, Vec<f64>>,
     r: &RequestRecord,
     goodput: &[GoodputBound],
+    skip_chunks: bool,
 ) -> bool {
     let ms = |ns: f64| ns / 1e6;
     let ttft = r.ttft_ns().map(|v| ms(v as f64));
@@ -233,14 +277,16 @@ fn add_samples(
     samples.get_mut(&Metric::Ttfo).unwrap().extend(ttfo);
     samples.get_mut(&Metric::Tpot).unwrap().extend(tpot);
     samples.get_mut(&Metric::E2el).unwrap().extend(e2el);
-    samples
-        .get_mut(&Metric::Itl)
-        .unwrap()
-        .extend(r.itl_ns().map(|v| ms(v as f64)));
-    samples
-        .get_mut(&Metric::ItlPerToken)
-        .unwrap()
-        .extend(r.itl_per_token_ns().into_iter().map(ms));
+    if !skip_chunks {
+        samples
+            .get_mut(&Metric::Itl)
+            .unwrap()
+            .extend(r.itl_ns().map(|v| ms(v as f64)));
+        samples
+            .get_mut(&Metric::ItlPerToken)
+            .unwrap()
+            .extend(r.itl_per_token_ns().into_iter().map(ms));
+    }
     !goodput.is_empty() && meets(goodput, [ttft, ttfo, tpot, e2el])
 }
 
@@ -312,6 +358,46 @@ mod tests {
             output_tokens_server: Some(out),
             ..Default::default()
         }
+    }
+
+    /// Past the held samples, ITL comes from replaying the records: the same distribution (exact
+    /// percentiles bit for bit), with a failed request's chunks left out as before.
+    #[test]
+    fn chunk_metrics_past_the_held_samples_are_the_same() {
+        let mut recs: Vec<RequestRecord> = (0..40u64)
+            .map(|i| {
+                let send = i * 3_000_000;
+                // uneven gaps, some repeated: 1.0 to 4.9 ms
+                let mut t = send + 20_000_000;
+                let chunks: Vec<u64> = (0..50u64)
+                    .map(|k| {
+                        t += 1_000_000 + ((i * 7 + k * 13) % 40) * 100_000;
+                        t
+                    })
+                    .collect();
+                rec(i, send, &chunks, 50)
+            })
+            .collect();
+        recs[3].error = Some(RequestError {
+            kind: ErrorKind::Timeout,
+            status: None,
+            message: "late".into(),
+        });
+        let pct = [50.0, 90.0, 99.0, 99.9];
+        let held = summarize(&recs, &pct, &[]);
+        let replayed = summarize_holding(&recs, &pct, &[], 100);
+        for m in [Metric::Itl, Metric::ItlPerToken] {
+            let (a, b) = (&held.metrics[&m], &replayed.metrics[&m]);
+            assert_eq!(a.count, 39 * 49, "{m:?}");
+            assert_eq!(
+                (a.count, &a.percentiles, a.median),
+                (b.count, &b.percentiles, b.median)
+            );
+            assert_eq!((a.min, a.max), (b.min, b.max));
+            assert!((a.mean - b.mean).abs() < 1e-9 && (a.std - b.std).abs() < 1e-9);
+        }
+        // the per-request metrics are untouched
+        assert_eq!(held.metrics[&Metric::Tpot], replayed.metrics[&Metric::Tpot]);
     }
 
     #[test]
