@@ -85,13 +85,30 @@ fn rate(v: &Value) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_sweep_finds_the_simulators_capacity_within_one_grid_step() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let (url, stop_sim) = sim_elsewhere();
-    let root = tempfile::tempdir().unwrap();
-    let run = sweep(&url, root.path(), GRID).await;
-    let _ = stop_sim.send(());
-    run.result.as_ref().expect("the sweep succeeds");
     let mu = capacity();
     assert_eq!(mu, 160.0);
+    // A rate below capacity marked invalid means this machine could not hold the schedule
+    // (other tests' processes on 2 cores): the measurement is void, not wrong. Rerun then, up to
+    // three times; the verdict itself is tested below and in the resume test.
+    let mut attempt = 0;
+    let (run, _root) = loop {
+        attempt += 1;
+        let (url, stop_sim) = sim_elsewhere();
+        let root = tempfile::tempdir().unwrap();
+        let run = sweep(&url, root.path(), GRID).await;
+        let _ = stop_sim.send(());
+        run.result.as_ref().expect("the sweep succeeds");
+        let c = run.combination(16, 20);
+        let void_below = c["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.get("invalid").is_some() && rate(&p["rate"]).is_some_and(|r| r < mu));
+        if !void_below || attempt == 3 {
+            break (run, root);
+        }
+        eprintln!("attempt {attempt}: a rate below capacity was invalid (a loaded machine): rerun");
+    };
     let c = run.combination(16, 20);
     assert_eq!(run.summary()["axis"], "rate");
     let (max, first) = (
