@@ -127,7 +127,7 @@ async fn local_paths(a: &CompareArgs, fetched: &std::path::Path) -> anyhow::Resu
                     "benchctl compare {name}: no such file or directory (a sweep id? give --controller URL or --etcd URLS to fetch it from the controller)"
                 );
             }
-            if name.contains('/') || name == "." || name == ".." {
+            if !super::sweep_remote::is_sweep_id(name) {
                 bail!("benchctl compare {name}: no such file or directory, and not a sweep id");
             }
             if !have.contains_key(name) {

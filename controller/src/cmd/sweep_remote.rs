@@ -74,6 +74,37 @@ impl Conn {
             .with_context(|| format!("controller {url} ({from}): cannot connect"))?;
         Ok((proto::sweeps_client::SweepsClient::new(channel), url))
     }
+
+    /// Calls the controller, asking again (up to 10 times, a second apart) while it answers
+    /// UNAVAILABLE: a controller that is stopping, a leader handing over. `refused` says what
+    /// failed in the error. Returns the answer and the URL that gave it.
+    async fn call<T, Fut>(
+        &mut self,
+        refused: &str,
+        mut call: impl FnMut(proto::sweeps_client::SweepsClient<Channel>) -> Fut,
+    ) -> anyhow::Result<(T, String)>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut tries = 0;
+        loop {
+            let (client, url) = self.client().await?;
+            match call(client).await {
+                Ok(r) => return Ok((r.into_inner(), url)),
+                Err(s) if s.code() == tonic::Code::Unavailable && tries < 10 => {
+                    tries += 1;
+                    eprintln!("controller {url}: {}; asking again", s.message());
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(s) => anyhow::bail!("controller {url} {refused}: {}", s.message()),
+            }
+        }
+    }
+}
+
+/// Whether `name` can be a sweep id (not a path): the check before asking a controller for it.
+pub fn is_sweep_id(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && name != "." && name != ".."
 }
 
 /// `benchctl sweep --controller/--etcd …`: submits the sweep, then follows it (unless
@@ -102,25 +133,14 @@ pub async fn submit(args: SweepArgs) -> anyhow::Result<ExitCode> {
     };
     let mut conn = Conn::new(&args.remote)?;
     let spec_json = serde_json::to_string(&spec)?;
-    // a controller that is stopping (a leader handing over) answers UNAVAILABLE: ask the next
-    let mut tries = 0;
-    let (r, url) = loop {
-        let (mut client, url) = conn.client().await?;
-        match client
-            .submit_sweep(proto::SubmitSweepRequest {
+    let (r, url) = conn
+        .call("refused the sweep", |mut client| {
+            let req = proto::SubmitSweepRequest {
                 spec_json: spec_json.clone(),
-            })
-            .await
-        {
-            Ok(r) => break (r.into_inner(), url),
-            Err(s) if s.code() == tonic::Code::Unavailable && tries < 10 => {
-                tries += 1;
-                eprintln!("controller {url}: {}; asking again", s.message());
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(s) => anyhow::bail!("controller {url} refused the sweep: {}", s.message()),
-        }
-    };
+            };
+            async move { client.submit_sweep(req).await }
+        })
+        .await?;
     eprintln!(
         "submitted sweep {} to {url}\nresults on the controller in {}",
         r.id, r.result_dir
@@ -187,31 +207,20 @@ pub async fn fetch_to(
     dest: &std::path::Path,
 ) -> anyhow::Result<crate::sweep::remote::fetch::Fetched> {
     let mut conn = Conn::new(remote)?;
-    let mut tries = 0;
-    loop {
-        let (mut client, url) = conn.client().await?;
-        let stream = match client
-            .fetch_sweep(proto::FetchSweepRequest { id: id.to_string() })
-            .await
-        {
-            Ok(s) => s.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable && tries < 10 => {
-                tries += 1;
-                eprintln!("controller {url}: {}; asking again", s.message());
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            Err(s) => anyhow::bail!("controller {url}: {}", s.message()),
-        };
-        return crate::sweep::remote::fetch::receive(stream, dest)
-            .await
-            .with_context(|| format!("fetching sweep {id} from {url}"));
-    }
+    let (stream, url) = conn
+        .call("cannot send the sweep", |mut client| {
+            let req = proto::FetchSweepRequest { id: id.to_string() };
+            async move { client.fetch_sweep(req).await }
+        })
+        .await?;
+    crate::sweep::remote::fetch::receive(stream, dest)
+        .await
+        .with_context(|| format!("fetching sweep {id} from {url}"))
 }
 
 /// `benchctl sweep fetch ID`: the sweep's result directory, copied here.
 pub async fn fetch(a: FetchArgs) -> anyhow::Result<ExitCode> {
-    if a.id.is_empty() || a.id.contains('/') || a.id == "." || a.id == ".." {
+    if !is_sweep_id(&a.id) {
         anyhow::bail!(
             "sweep fetch {:?}: not a sweep id (`benchctl sweeps` lists them)",
             a.id
