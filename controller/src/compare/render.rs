@@ -91,28 +91,27 @@ fn boundaries(rep: &Report) -> Vec<(String, Vec<String>)> {
                 .iter()
                 .map(|r| {
                     // a side of several sources: each one's boundary, `64 / 64 / 128`
-                    let each: Vec<String> = r
-                        .views
-                        .iter()
-                        .map(|(_, v)| {
-                            v.max_passing().into_iter().find(|b| b.0 == io).map_or(
-                                "-".into(),
-                                |(_, max, first)| {
-                                    format!(
-                                        "{}{}",
-                                        max.map_or("none".into(), |m| m.to_string()),
-                                        first.map_or(String::new(), |f| format!(" (fails at {f})"))
-                                    )
-                                },
-                            )
-                        })
-                        .collect();
+                    let each: Vec<String> = r.views.iter().map(|(_, v)| boundary(v, io)).collect();
                     each.join(" / ")
                 })
                 .collect();
             (io.to_string(), per)
         })
         .collect()
+}
+
+/// One sweep's boundary for `io`: `64`, `64 (fails at 96)`, `none (fails at 4)`, or `-`.
+fn boundary(v: &crate::dashboard::data::SweepView, io: crate::dashboard::data::Io) -> String {
+    v.max_passing()
+        .into_iter()
+        .find(|b| b.0 == io)
+        .map_or("-".into(), |(_, max, first)| {
+            format!(
+                "{}{}",
+                max.map_or("none".into(), |m| m.to_string()),
+                first.map_or(String::new(), |f| format!(" (fails at {f})"))
+            )
+        })
 }
 
 /// The NOTEs of a comparison: tests with one run per side (their interval covers only within-run
